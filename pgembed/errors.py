@@ -1,0 +1,104 @@
+"""The PgembedError tree.
+
+Every failure a user can cause or fix raises a subclass of :class:`PgembedError` with a
+message that names the problem, the offending value and what to do. Subclasses also derive
+from the matching builtin (``ValueError``, ``LookupError``...) so generic handlers still work.
+"""
+
+from __future__ import annotations
+
+
+class PgembedError(Exception):
+    """Base class of every error pgembed raises on purpose."""
+
+
+# --- configuration and environment -------------------------------------------------------
+
+
+class ConfigError(PgembedError, ValueError):
+    """A setting (argument or PGEMBED_* variable) is invalid."""
+
+
+class DatabaseError(PgembedError):
+    """The database cannot be reached or is not usable."""
+
+
+class DatabaseUnavailableError(DatabaseError, ConnectionError):
+    """The database URL is malformed, or the server is down or went away."""
+
+
+class ExtensionError(DatabaseError):
+    """pgvector is missing or too old on the server."""
+
+
+class ServerError(DatabaseError):
+    """The embedded PostgreSQL server cannot be set up or started."""
+
+
+class MigrationError(DatabaseError):
+    """pgembed's schema is missing, outdated, or a migration refused to run."""
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+class ModelError(PgembedError):
+    """A model cannot be found, exported, verified or run."""
+
+
+class UnknownModelError(ModelError, LookupError):
+    """No model by that name is registered or exported."""
+
+
+class FingerprintMismatchError(ModelError):
+    """A model file or an encoder does not match its recorded sha256 fingerprint."""
+
+
+class ExportError(ModelError):
+    """Exporting to ONNX failed, or the exported graph disagrees with the source model."""
+
+
+class DeviceUnavailableError(ModelError):
+    """An execution device (CUDA) was demanded but is not available."""
+
+
+# --- input -------------------------------------------------------------------------------
+
+
+class InputError(PgembedError, ValueError):
+    """Input data is malformed."""
+
+
+class EmptyInputError(InputError):
+    """A text, a batch or a token set is empty."""
+
+
+class DimensionError(InputError):
+    """A vector has the wrong number of dimensions."""
+
+
+class NonFiniteError(InputError):
+    """A vector holds NaN or infinity."""
+
+
+class FDEConfigError(ConfigError):
+    """An FDE configuration field is out of range."""
+
+
+# --- collections -------------------------------------------------------------------------
+
+
+class CollectionError(PgembedError):
+    """A collection is unknown, misdeclared, or used with a kind it lacks."""
+
+
+class UnknownCollectionError(CollectionError, LookupError):
+    """No collection by that name is recorded in pgembed.collections."""
+
+
+class UnknownKindError(CollectionError, LookupError):
+    """The collection does not store the requested vector kind."""
+
+
+class IngestError(PgembedError):
+    """Writing rows failed; the batch was rolled back and can be re-run."""

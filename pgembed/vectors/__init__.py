@@ -1,0 +1,1 @@
+"""pgembed.vectors."""
