@@ -1,0 +1,146 @@
+"""pgembed's own schema migrations: upgrade, downgrade, current, history.
+
+The alembic environment ships inside the package (``pgembed/migrations``), with the SQL files
+it installs (``pgembed/sql``), so both work from an installed wheel.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from pgembed.errors import ExtensionError, MigrationError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import Script
+    from sqlalchemy.engine import Connection, Engine
+
+MIN_PGVECTOR = (0, 8)
+
+
+def _config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "pgembed:migrations")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _run(engine: Engine, fn_name: str, revision: str, **attrs: object) -> None:
+    from alembic import command
+    from alembic.util import CommandError
+
+    from pgembed.db import translate_errors
+
+    with translate_errors(str(engine.url)), engine.begin() as conn:
+        cfg = _config(conn)
+        cfg.attributes.update(attrs)
+        try:
+            getattr(command, fn_name)(cfg, revision)
+        except CommandError as exc:
+            raise MigrationError(f"{fn_name} to {revision!r} failed: {exc}") from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring pgembed's schema up to ``revision`` (default: the newest)."""
+    _run(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take pgembed's schema down to ``revision``; ``"base"`` removes every pgembed object."""
+    _run(engine, "downgrade", revision, drop_schema_at_base=True)
+
+
+def current(engine: Engine) -> str | None:
+    """The revision the database is at, or None when pgembed is not installed."""
+    import sqlalchemy as sa
+
+    from pgembed.db import translate_errors
+
+    with translate_errors(str(engine.url)), engine.connect() as conn:
+        exists = conn.execute(sa.text("SELECT to_regclass('pgembed.alembic_version')")).scalar()
+        if exists is None:
+            return None
+        row = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version")).first()
+        return None if row is None else str(row[0])
+
+
+def head() -> str:
+    from alembic.script import ScriptDirectory
+
+    rev = ScriptDirectory.from_config(_config()).get_current_head()
+    assert rev is not None
+    return rev
+
+
+def history() -> list[Script]:
+    """Revisions, newest first."""
+    from alembic.script import ScriptDirectory
+
+    return list(ScriptDirectory.from_config(_config()).walk_revisions())
+
+
+# --- helpers called by the revisions ------------------------------------------------------
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("-", 1)[0].split(".") if p.isdigit())
+
+
+def require_pgvector(conn: Connection) -> str:
+    """Create pgvector if needed and check it is >= 0.8; return its version."""
+    import sqlalchemy as sa
+
+    available = conn.execute(
+        sa.text("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+    ).scalar()
+    if available is None:
+        raise ExtensionError(
+            "the PostgreSQL server has no pgvector extension; install pgvector >= 0.8 on it "
+            "(for example the postgresql-NN-pgvector package or the pgvector/pgvector image), "
+            "or unset PGEMBED_DATABASE_URL to use the embedded server, which ships it"
+        )
+    conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+    installed = conn.execute(
+        sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    ).scalar_one()
+    check_pgvector_version(str(installed), str(available))
+    return str(installed)
+
+
+def check_pgvector_version(installed: str, available: str | None = None) -> None:
+    if parse_version(installed) >= MIN_PGVECTOR:
+        return
+    want = ".".join(map(str, MIN_PGVECTOR))
+    if available and parse_version(available) >= MIN_PGVECTOR:
+        fix = f"run ALTER EXTENSION vector UPDATE (the server offers {available})"
+    else:
+        fix = "upgrade the server's pgvector package, then ALTER EXTENSION vector UPDATE"
+    raise ExtensionError(f"pgvector {installed} is too old; pgembed needs >= {want}: {fix}")
+
+
+def install_sql(conn: Connection, filename: str) -> None:
+    """Run one of pgembed's SQL files (several statements, no parameters)."""
+    sql = resources.files("pgembed").joinpath("sql", filename).read_text(encoding="utf-8")
+    # The driver connection runs a parameterless multi-statement script as is, so the
+    # '%' of format('%I') needs no escaping.
+    conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+
+
+def drop_functions(conn: Connection) -> None:
+    """Drop every function in schema pgembed (used by downgrades)."""
+    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+        """
+        DO $$
+        DECLARE f regprocedure;
+        BEGIN
+            FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+                     WHERE p.pronamespace = 'pgembed'::regnamespace
+            LOOP
+                EXECUTE format('DROP FUNCTION %s CASCADE', f);
+            END LOOP;
+        END $$
+        """
+    )

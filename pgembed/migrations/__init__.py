@@ -1,0 +1,1 @@
+"""pgembed's own alembic environment; version table ``pgembed.alembic_version``."""
