@@ -1,0 +1,76 @@
+"""SQLAlchemy column types for the vector kinds.
+
+pgvector-python's ``VECTOR``, ``HALFVEC`` and ``BIT`` cover single vectors, FDEs and binary
+codes. :class:`MultiVector` adds ``halfvec(d)[]``, the per-token vectors of a row, with a
+comparator for MaxSim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Float
+from sqlalchemy.sql import func
+from sqlalchemy.types import TypeEngine, UserDefinedType
+
+from pgembed.errors import DimensionError, EmptyInputError, NonFiniteError
+
+
+def halfvec_array_literal(tokens: Any, dim: int | None = None) -> str:
+    """Text literal of a ``halfvec[]`` from an (n, d) array: ``{"[..]","[..]"}``."""
+    arr = np.asarray(tokens, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise EmptyInputError(f"a multi-vector needs shape (n>0, d), got {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionError(f"token vectors have {arr.shape[1]} dims, the column {dim}")
+    if not np.isfinite(arr).all():
+        raise NonFiniteError("token vectors hold NaN or infinity")
+    rows = ('"[' + ",".join(repr(float(x)) for x in row) + ']"' for row in arr)
+    return "{" + ",".join(rows) + "}"
+
+
+def parse_halfvec_array(value: str | Sequence[Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """(n, d) float32 from a ``halfvec[]`` text value or a list of vectors."""
+    if isinstance(value, str):
+        inner = value.strip()[1:-1]
+        parts = [p.strip('"[]') for p in inner.split('","')] if inner else []
+        return np.array([[float(x) for x in p.split(",")] for p in parts], dtype=np.float32)
+    return np.array(
+        [np.asarray(getattr(v, "to_numpy", lambda v=v: v)()) for v in value], dtype=np.float32
+    )
+
+
+class MultiVector(UserDefinedType[Any]):
+    """``halfvec(d)[]``: one row's token vectors, for MaxSim."""
+
+    cache_ok = True
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "HALFVEC[]" if self.dim is None else f"HALFVEC({self.dim})[]"
+
+    def bind_processor(self, dialect: Any) -> Any:
+        dim = self.dim
+
+        def process(value: Any) -> str | None:
+            return None if value is None else halfvec_array_literal(value, dim)
+
+        return process
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        def process(value: Any) -> Any:
+            return None if value is None else parse_halfvec_array(value)
+
+        return process
+
+    class Comparator(TypeEngine.Comparator[Any]):
+        def maxsim(self, other: Any) -> Any:
+            """MaxSim of a query multi-vector against this column (higher is closer)."""
+            return func.pgembed.maxsim(other, self.expr, type_=Float)
+
+    comparator_factory = Comparator

@@ -1,0 +1,285 @@
+"""Collection tables: which columns and indexes hold each vector kind.
+
+A collection is an ordinary table. Its layout is fixed by :class:`CollectionSpec`, and the
+SQL functions read the same facts back from ``pgembed.collections.kinds``:
+
+| kind        | column (type)                    | index                                        |
+|-------------|----------------------------------|----------------------------------------------|
+| single      | ``embedding halfvec(d)``         | HNSW cosine (or inner product)               |
+| matryoshka  | none: prefixes of ``embedding``  | HNSW on ``subvector(embedding,1,m)::halfvec(m)`` |
+| binary      | 1 bit: none; b bits: ``embedding_bits bit(b*d)`` | HNSW hamming on ``binary_quantize(embedding)::bit(d)`` |
+| fde         | ``fde halfvec(D)``               | HNSW inner product if D <= 4000, else hamming on ``binary_quantize(fde)::bit(D)`` |
+| multivector | ``tokens halfvec(t)[]``          | none (MaxSim reranks candidates)             |
+
+Kinds imply others: matryoshka and binary search rerank on ``embedding`` (so they imply
+single), and fde reranks with exact MaxSim on ``tokens`` (so it implies multivector).
+Ids are ``bigint``. With a text column, ``embedded_hash`` holds md5(text) as embedded, so
+``pgembed sync`` can find rows whose text is new or changed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pgembed.errors import CollectionError, ConfigError, DimensionError
+
+KINDS = ("single", "matryoshka", "binary", "fde", "multivector")
+_IMPLIES = {"matryoshka": "single", "binary": "single", "fde": "multivector"}
+
+# pgvector's HNSW limits, checked here so the error is ours and names the fix.
+HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
+_STORE_MAX_DIMS = {"vector": 16000, "halfvec": 16000}
+
+_NAME = re.compile(r"^[^\x00]{1,63}$")
+
+Precision = Literal["halfvec", "vector"]
+Distance = Literal["cosine", "ip"]
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """HNSW build parameters (pgvector's defaults)."""
+
+    m: int = 16
+    """Neighbours per node."""
+    ef_construction: int = 64
+    """Candidate list size while building."""
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.m <= 100:
+            raise ConfigError(f"index m={self.m} is out of range; pgvector accepts 2..100")
+        if not 4 <= self.ef_construction <= 1000 or self.ef_construction < 2 * self.m:
+            raise ConfigError(
+                f"index ef_construction={self.ef_construction} is out of range; pgvector "
+                f"accepts 4..1000 and at least 2*m={2 * self.m}"
+            )
+
+    def with_(self) -> dict[str, int]:
+        return {"m": self.m, "ef_construction": self.ef_construction}
+
+
+def check_name(value: str, what: str) -> str:
+    """Names are passed as identifiers (quoted), never as SQL; only reject the unusable."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise CollectionError(f"invalid {what} {value!r}: use 1 to 63 characters without NUL bytes")
+    return value
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """Declares a collection: its table, encoder and the vector kinds it stores."""
+
+    name: str
+    """Collection name, the key in pgembed.collections; also the default table name."""
+    dim: int
+    """Dimension of the encoder's pooled and token vectors."""
+    encoder: str
+    """Encoder name in pgembed.encoders."""
+    kinds: tuple[str, ...] = ("single",)
+    """Requested kinds; implied kinds are added (see the module docstring)."""
+    table: str | None = None
+    """Table name; defaults to ``name``."""
+    schema: str = "public"
+    """Schema of the table."""
+    id_column: str = "id"
+    """bigint primary key column."""
+    text_column: str | None = "content"
+    """Text column, or None to store vectors only."""
+    precision: Precision = "halfvec"
+    """Storage type of ``embedding``: halfvec (half the bytes) or vector."""
+    distance: Distance = "cosine"
+    """Distance of the single-vector index."""
+    matryoshka_dims: tuple[int, ...] = ()
+    """Prefix lengths m that get an index; required with the matryoshka kind."""
+    binary_bits: int = 1
+    """Bits per dimension of the binary code (1: the expression index only)."""
+    fde_dim: int | None = None
+    """Output dimension D of the FDE config; required with the fde kind."""
+    index: IndexParams = field(default_factory=IndexParams)
+    """HNSW build parameters for every index of the collection."""
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "collection name")
+        for what, value in (
+            ("table name", self.table_name),
+            ("schema name", self.schema),
+            ("id column", self.id_column),
+        ):
+            check_name(value, what)
+        if self.text_column is not None:
+            check_name(self.text_column, "text column")
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown:
+            raise CollectionError(f"unknown kind(s) {unknown}; choose from {list(KINDS)}")
+        if not self.kinds:
+            raise CollectionError(f"a collection needs at least one kind of {list(KINDS)}")
+        if not isinstance(self.dim, int) or self.dim < 1:
+            raise DimensionError(f"dim must be a positive integer, got {self.dim!r}")
+        if self.precision not in HNSW_MAX_DIMS or self.precision == "bit":
+            raise ConfigError(f"precision {self.precision!r}: use 'halfvec' or 'vector'")
+        if self.distance not in ("cosine", "ip"):
+            raise ConfigError(f"distance {self.distance!r}: use 'cosine' or 'ip'")
+        if self.has("single") and self.dim > HNSW_MAX_DIMS[self.precision]:
+            raise DimensionError(
+                f"dim {self.dim} exceeds pgvector's HNSW limit of "
+                f"{HNSW_MAX_DIMS[self.precision]} for {self.precision}; use precision="
+                f"'halfvec' (limit 4000) or a smaller model"
+            )
+        if self.has("matryoshka"):
+            dims = self.matryoshka_dims
+            if not dims or any(not 1 <= m < self.dim for m in dims):
+                raise DimensionError(
+                    f"matryoshka_dims {list(dims)} must be non-empty, each in 1..{self.dim - 1}"
+                )
+        if self.has("binary") and not 1 <= self.binary_bits <= 8:
+            raise ConfigError(f"binary_bits={self.binary_bits} must be in 1..8")
+        if self.has("fde"):
+            if self.fde_dim is None or self.fde_dim < 1:
+                raise ConfigError("the fde kind needs fde_dim, the FDE config's output dimension")
+            if self.fde_dim > _STORE_MAX_DIMS["halfvec"]:
+                raise DimensionError(
+                    f"fde_dim {self.fde_dim} exceeds halfvec's 16000; "
+                    "set final_projection_dimension in the FDE config"
+                )
+
+    @property
+    def table_name(self) -> str:
+        return self.table or self.name
+
+    @property
+    def all_kinds(self) -> tuple[str, ...]:
+        wanted = set(self.kinds)
+        wanted.update(_IMPLIES[k] for k in self.kinds if k in _IMPLIES)
+        return tuple(k for k in KINDS if k in wanted)
+
+    def has(self, kind: str) -> bool:
+        return kind in self.all_kinds
+
+    @property
+    def fde_index(self) -> Literal["halfvec", "bit"]:
+        assert self.fde_dim is not None
+        return "halfvec" if self.fde_dim <= HNSW_MAX_DIMS["halfvec"] else "bit"
+
+    def kinds_json(self) -> dict[str, Any]:
+        """The description stored in pgembed.collections.kinds, read by the SQL functions."""
+        out: dict[str, Any] = {}
+        if self.has("single"):
+            out["single"] = {
+                "column": "embedding",
+                "type": self.precision,
+                "dim": self.dim,
+                "distance": self.distance,
+            }
+        if self.has("matryoshka"):
+            out["matryoshka"] = {"dims": sorted(self.matryoshka_dims)}
+        if self.has("binary"):
+            out["binary"] = {
+                "bits": self.binary_bits,
+                "column": "embedding_bits" if self.binary_bits > 1 else None,
+            }
+        if self.has("fde"):
+            out["fde"] = {"column": "fde", "dim": self.fde_dim, "index": self.fde_index}
+        if self.has("multivector"):
+            out["multivector"] = {"column": "tokens", "dim": self.dim}
+        return out
+
+    def to_catalog(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "table_schema": self.schema,
+            "table_name": self.table_name,
+            "id_column": self.id_column,
+            "text_column": self.text_column,
+            "encoder": self.encoder,
+            "kinds": self.kinds_json(),
+        }
+
+    @classmethod
+    def from_catalog(cls, row: Any) -> CollectionSpec:
+        """Rebuild the spec from a pgembed.collections row (mapping)."""
+        kinds = row["kinds"]
+        single = kinds.get("single", {})
+        return cls(
+            name=row["name"],
+            dim=int(single.get("dim") or kinds["multivector"]["dim"]),
+            encoder=row["encoder"],
+            kinds=tuple(kinds),
+            table=row["table_name"],
+            schema=row["table_schema"],
+            id_column=row["id_column"],
+            text_column=row["text_column"],
+            precision=single.get("type", "halfvec"),
+            distance=single.get("distance", "cosine"),
+            matryoshka_dims=tuple(kinds.get("matryoshka", {}).get("dims", ())),
+            binary_bits=int(kinds.get("binary", {}).get("bits", 1)),
+            fde_dim=kinds.get("fde", {}).get("dim"),
+        )
+
+
+def _ops(kind_type: str, distance: str) -> str:
+    suffix = "cosine_ops" if distance == "cosine" else "ip_ops"
+    return f"{kind_type}_{suffix}"
+
+
+def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
+    """The collection as a SQLAlchemy Table, with every index of its kinds."""
+    import sqlalchemy as sa
+    from pgvector.sqlalchemy import BIT, HALFVEC, VECTOR
+
+    from pgembed.storage.columns import MultiVector
+
+    md = metadata if metadata is not None else sa.MetaData()
+    cols: list[Any] = [
+        sa.Column(spec.id_column, sa.BigInteger, primary_key=True, autoincrement=False)
+    ]
+    if spec.text_column is not None:
+        cols.append(sa.Column(spec.text_column, sa.Text))
+        cols.append(sa.Column("embedded_hash", sa.Text))
+    vec_type = HALFVEC if spec.precision == "halfvec" else VECTOR
+    if spec.has("single"):
+        cols.append(sa.Column("embedding", vec_type(spec.dim)))
+    if spec.has("binary") and spec.binary_bits > 1:
+        cols.append(sa.Column("embedding_bits", BIT(spec.binary_bits * spec.dim)))
+    if spec.has("fde"):
+        cols.append(sa.Column("fde", HALFVEC(spec.fde_dim)))
+    if spec.has("multivector"):
+        cols.append(sa.Column("tokens", MultiVector(spec.dim)))
+    t = sa.Table(spec.table_name, md, *cols, schema=spec.schema)
+
+    base = spec.table_name[:40]
+    hnsw = {"postgresql_using": "hnsw", "postgresql_with": spec.index.with_()}
+    if spec.has("single"):
+        sa.Index(
+            f"{base}_embedding_hnsw",
+            t.c.embedding,
+            postgresql_ops={"embedding": _ops(spec.precision, spec.distance)},
+            **hnsw,
+        )
+    for m in spec.matryoshka_dims if spec.has("matryoshka") else ():
+        label = f"embedding_{m}"
+        expr = sa.cast(sa.func.subvector(t.c.embedding, 1, m), vec_type(m)).label(label)
+        sa.Index(
+            f"{base}_embedding_{m}_hnsw",
+            expr,
+            postgresql_ops={label: _ops(spec.precision, "cosine")},
+            **hnsw,
+        )
+    if spec.has("binary"):
+        expr = sa.cast(sa.func.binary_quantize(t.c.embedding), BIT(spec.dim)).label("embedding_bq")
+        sa.Index(
+            f"{base}_embedding_bq_hnsw",
+            expr,
+            postgresql_ops={"embedding_bq": "bit_hamming_ops"},
+            **hnsw,
+        )
+    if spec.has("fde"):
+        if spec.fde_index == "halfvec":
+            sa.Index(f"{base}_fde_hnsw", t.c.fde, postgresql_ops={"fde": "halfvec_ip_ops"}, **hnsw)
+        else:
+            expr = sa.cast(sa.func.binary_quantize(t.c.fde), BIT(spec.fde_dim)).label("fde_bq")
+            sa.Index(
+                f"{base}_fde_bq_hnsw", expr, postgresql_ops={"fde_bq": "bit_hamming_ops"}, **hnsw
+            )
+    return t
