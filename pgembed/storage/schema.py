@@ -3,13 +3,14 @@
 A collection is an ordinary table. Its layout is fixed by :class:`CollectionSpec`, and the
 SQL functions read the same facts back from ``pgembed.collections.kinds``:
 
-| kind        | column (type)                    | index                                        |
-|-------------|----------------------------------|----------------------------------------------|
-| single      | ``embedding halfvec(d)``         | HNSW cosine (or inner product)               |
-| matryoshka  | none: prefixes of ``embedding``  | HNSW on ``subvector(embedding,1,m)::halfvec(m)`` |
-| binary      | 1 bit: none; b bits: ``embedding_bits bit(b*d)`` | HNSW hamming on ``binary_quantize(embedding)::bit(d)`` |
-| fde         | ``fde halfvec(D)``               | HNSW inner product if D <= 4000, else hamming on ``binary_quantize(fde)::bit(D)`` |
-| multivector | ``tokens halfvec(t)[]``          | none (MaxSim reranks candidates)             |
+- single: ``embedding halfvec(d)`` (or ``vector(d)``), HNSW cosine or inner product.
+- matryoshka: no column; an HNSW index on ``subvector(embedding,1,m)::halfvec(m)`` per
+  prefix m.
+- binary: an HNSW hamming index on ``binary_quantize(embedding)::bit(d)``; with b > 1 bits
+  per dimension also ``embedding_bits bit(b*d)``, levels in order, for rescoring.
+- fde: ``fde halfvec(D)``; HNSW inner product when D <= 4000, else hamming on
+  ``binary_quantize(fde)::bit(D)``.
+- multivector: ``tokens halfvec(t)[]``, no index: MaxSim reranks candidates.
 
 Kinds imply others: matryoshka and binary search rerank on ``embedding`` (so they imply
 single), and fde reranks with exact MaxSim on ``tokens`` (so it implies multivector).
