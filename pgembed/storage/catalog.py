@@ -119,6 +119,14 @@ def register_encoder(conn: Connection, enc: EncoderRecord) -> None:
     check_fingerprint(conn, enc.name, enc.fingerprint)
 
 
+def get_encoder(conn: Connection, name: str) -> EncoderRecord | None:
+    _require_schema(conn)
+    row = conn.execute(sa.select(encoders).where(encoders.c.name == name)).mappings().first()
+    if row is None:
+        return None
+    return EncoderRecord(**{**row, "matryoshka_dims": tuple(row["matryoshka_dims"])})
+
+
 def check_fingerprint(conn: Connection, name: str, fingerprint: str) -> None:
     recorded = conn.execute(
         sa.select(encoders.c.fingerprint).where(encoders.c.name == name)
@@ -142,7 +150,7 @@ def save_fde_config(conn: Connection, fde: FDEEncoder) -> int:
         "num_repetitions": cfg.num_repetitions,
         "num_simhash_projections": cfg.num_simhash_projections,
         "projection": cfg.projection,
-        "projection_dimension": cfg.effective_projection_dimension,
+        "projection_dimension": cfg.block_dim,
         "fill_empty_partitions": cfg.fill_empty_partitions,
         "final_projection_dimension": cfg.final_projection_dimension,
         "seed": cfg.seed,
@@ -163,7 +171,7 @@ def save_fde_config(conn: Connection, fde: FDEEncoder) -> int:
         fde_configs.insert()
         .values(
             **params,
-            output_dimension=cfg.output_dimension,
+            output_dimension=cfg.output_dim,
             matrices=fde.to_bytes(),
             simhash=floats(fde.simhash),
             ams_index=ints(fde.ams_index),

@@ -118,7 +118,7 @@ class CollectionSpec:
             raise CollectionError(f"a collection needs at least one kind of {list(KINDS)}")
         if not isinstance(self.dim, int) or self.dim < 1:
             raise DimensionError(f"dim must be a positive integer, got {self.dim!r}")
-        if self.precision not in HNSW_MAX_DIMS or self.precision == "bit":
+        if self.precision not in ("halfvec", "vector"):
             raise ConfigError(f"precision {self.precision!r}: use 'halfvec' or 'vector'")
         if self.distance not in ("cosine", "ip"):
             raise ConfigError(f"distance {self.distance!r}: use 'cosine' or 'ip'")
@@ -250,7 +250,7 @@ def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
     t = sa.Table(spec.table_name, md, *cols, schema=spec.schema)
 
     base = spec.table_name[:40]
-    hnsw = {"postgresql_using": "hnsw", "postgresql_with": spec.index.with_()}
+    hnsw: dict[str, Any] = {"postgresql_using": "hnsw", "postgresql_with": spec.index.with_()}
     if spec.has("single"):
         sa.Index(
             f"{base}_embedding_hnsw",

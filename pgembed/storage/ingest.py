@@ -1,0 +1,226 @@
+"""Writing rows into a collection: binary COPY into a staging table, then an upsert by id.
+
+Each call is one transaction of the caller's, so a batch lands whole or not at all, and
+re-running an interrupted ingest gives exactly the rows: ids already embedded from the same
+text are skipped (:func:`already_embedded`), the rest are upserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pgembed.errors import DimensionError, EmptyInputError, InputError, NonFiniteError
+from pgembed.storage import _pgcopy
+
+if TYPE_CHECKING:
+    from psycopg import Connection as PgConnection
+    from sqlalchemy.engine import Connection
+
+    from pgembed.storage.schema import CollectionSpec
+
+_STAGE = "pgembed_stage"
+
+
+@dataclass
+class Rows:
+    """Column-wise rows for one batch; a kind's array is None when the collection lacks it."""
+
+    ids: np.ndarray[Any, np.dtype[np.int64]]
+    texts: Sequence[str] | None = None
+    embedding: np.ndarray[Any, np.dtype[np.float32]] | None = None
+    embedding_bits: np.ndarray[Any, np.dtype[np.uint8]] | None = None
+    """Packed b-bit codes, (n, ceil(b*d/8)), big-endian bit order."""
+    fde: np.ndarray[Any, np.dtype[np.float32]] | None = None
+    tokens: Sequence[np.ndarray[Any, np.dtype[np.float32]]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def check_ids(ids: Sequence[Any] | np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise InputError(f"ids must be a flat sequence of integers, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"ids must be integers (the id column is bigint), got {arr.dtype}")
+    arr = arr.astype(np.int64)
+    uniq, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        raise InputError(f"duplicate ids in one call: {uniq[counts > 1][:5].tolist()}")
+    return arr
+
+
+def _check_matrix(name: str, x: np.ndarray[Any, Any], n: int, dim: int) -> None:
+    if x.ndim != 2 or x.shape != (n, dim):
+        raise DimensionError(f"{name} has shape {x.shape}; the collection expects ({n}, {dim})")
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))[:5].tolist()
+        raise NonFiniteError(f"{name} holds NaN or infinity in rows {bad}")
+
+
+def validate(spec: CollectionSpec, rows: Rows) -> None:
+    """Every kind of the collection present, with the right shapes, finite."""
+    n = len(rows.ids)
+    if spec.text_column is not None and rows.texts is not None and len(rows.texts) != n:
+        raise InputError(f"{len(rows.texts)} texts for {n} ids")
+    needs = {
+        "embedding": spec.has("single"),
+        "embedding_bits": spec.has("binary") and spec.binary_bits > 1,
+        "fde": spec.has("fde"),
+        "tokens": spec.has("multivector"),
+    }
+    for name, needed in needs.items():
+        if needed and getattr(rows, name) is None:
+            raise InputError(f"collection {spec.name!r} stores {name}, but the batch lacks it")
+    if rows.embedding is not None:
+        _check_matrix("embedding", rows.embedding, n, spec.dim)
+    if rows.fde is not None:
+        assert spec.fde_dim is not None
+        _check_matrix("fde", rows.fde, n, spec.fde_dim)
+    if rows.embedding_bits is not None:
+        width = (spec.binary_bits * spec.dim + 7) // 8
+        if rows.embedding_bits.shape != (n, width):
+            raise DimensionError(
+                f"embedding_bits has shape {rows.embedding_bits.shape}; expected ({n}, {width})"
+            )
+    if rows.tokens is not None:
+        if len(rows.tokens) != n:
+            raise InputError(f"{len(rows.tokens)} token sets for {n} ids")
+        for i, t in enumerate(rows.tokens):
+            if t.ndim != 2 or t.shape[0] == 0:
+                raise EmptyInputError(f"row {i} (id {rows.ids[i]}) has an empty token set")
+            _check_matrix(f"tokens of row {i}", t, t.shape[0], spec.dim)
+
+
+def _raw(conn: Connection) -> PgConnection[Any]:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    return raw  # type: ignore[no-any-return]
+
+
+def _elem_oid(raw: PgConnection[Any]) -> int:
+    row = raw.execute(
+        "SELECT t.oid FROM pg_type t JOIN pg_extension e ON e.extnamespace = t.typnamespace "
+        "WHERE e.extname = 'vector' AND t.typname = 'halfvec'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
+    """Upsert the rows (binary COPY + INSERT ... ON CONFLICT); returns the row count."""
+    from psycopg import sql
+
+    validate(spec, rows)
+    if len(rows) == 0:
+        return 0
+    raw = _raw(conn)
+    target = sql.Identifier(spec.schema, spec.table_name)
+    stage = sql.Identifier(_STAGE)
+    cols: list[str] = [spec.id_column]
+    fields: list[list[bytes]] = [_pgcopy.bigint_fields(rows.ids)]
+    with_text = spec.text_column is not None and rows.texts is not None
+    if with_text:
+        assert spec.text_column is not None and rows.texts is not None
+        cols.append(spec.text_column)
+        fields.append(_pgcopy.text_fields(rows.texts))
+    half = spec.precision == "halfvec"
+    if rows.embedding is not None:
+        cols.append("embedding")
+        fields.append(_pgcopy.vector_fields(rows.embedding, half=half))
+    if rows.embedding_bits is not None:
+        cols.append("embedding_bits")
+        fields.append(_pgcopy.bit_fields(rows.embedding_bits, spec.binary_bits * spec.dim))
+    if rows.fde is not None:
+        cols.append("fde")
+        fields.append(_pgcopy.vector_fields(rows.fde, half=True))
+    if rows.tokens is not None:
+        cols.append("tokens")
+        fields.append(_pgcopy.vector_array_fields(rows.tokens, _elem_oid(raw), half=True))
+
+    idents = sql.SQL(", ").join(map(sql.Identifier, cols))
+    raw.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
+    raw.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, target))
+    with raw.cursor().copy(
+        sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(stage, idents)
+    ) as copy:
+        copy.write(_pgcopy.rows(fields))
+
+    insert_cols = list(cols)
+    select_exprs: list[sql.Composable] = [sql.Identifier(c) for c in cols]
+    if with_text:
+        assert spec.text_column is not None
+        insert_cols.append("embedded_hash")
+        select_exprs.append(sql.SQL("md5({})").format(sql.Identifier(spec.text_column)))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in insert_cols[1:]
+    )
+    raw.execute(
+        sql.SQL(
+            "INSERT INTO {target} ({cols}) SELECT {exprs} FROM {stage} "
+            "ON CONFLICT ({id}) DO UPDATE SET {updates}"
+        ).format(
+            target=target,
+            cols=sql.SQL(", ").join(map(sql.Identifier, insert_cols)),
+            exprs=sql.SQL(", ").join(select_exprs),
+            stage=stage,
+            id=sql.Identifier(spec.id_column),
+            updates=updates,
+        )
+    )
+    raw.execute(sql.SQL("DROP TABLE {}").format(stage))
+    return len(rows)
+
+
+def already_embedded(
+    conn: Connection, spec: CollectionSpec, ids: np.ndarray[Any, Any], texts: Sequence[str]
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Mask of (id, text) pairs stored and embedded from that very text: skip on re-run."""
+    from psycopg import sql
+
+    if spec.text_column is None or len(ids) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    raw = _raw(conn)
+    done = raw.execute(
+        sql.SQL(
+            "SELECT u.id FROM unnest(%s::bigint[], %s::text[]) AS u(id, content) "
+            "JOIN {t} t ON t.{id} = u.id WHERE t.embedded_hash = md5(u.content) "
+            "AND t.{text} = u.content"
+        ).format(
+            t=sql.Identifier(spec.schema, spec.table_name),
+            id=sql.Identifier(spec.id_column),
+            text=sql.Identifier(spec.text_column),
+        ),
+        (np.asarray(ids).tolist(), list(texts)),
+    ).fetchall()
+    return np.isin(ids, np.array([r[0] for r in done], dtype=np.int64))
+
+
+def claim_stale(conn: Connection, spec: CollectionSpec, limit: int) -> list[tuple[int, str]]:
+    """Lock up to ``limit`` rows whose text is new or changed since it was embedded.
+
+    ``FOR UPDATE SKIP LOCKED`` lets several workers sync one collection at once, each
+    taking rows no other holds. The lock lasts until the caller's transaction ends.
+    """
+    from psycopg import sql
+
+    if spec.text_column is None:
+        return []
+    text = sql.Identifier(spec.text_column)
+    cur = _raw(conn).execute(
+        sql.SQL(
+            "SELECT {id}, {text} FROM {t} WHERE {text} IS NOT NULL "
+            "AND embedded_hash IS DISTINCT FROM md5({text}) ORDER BY {id} "
+            "LIMIT %s FOR UPDATE SKIP LOCKED"
+        ).format(
+            id=sql.Identifier(spec.id_column),
+            text=text,
+            t=sql.Identifier(spec.schema, spec.table_name),
+        ),
+        (limit,),
+    )
+    return [(int(r[0]), str(r[1])) for r in cur.fetchall()]
