@@ -187,13 +187,13 @@ class Encoder:
         ``batch_size`` caps texts per batch and ``token_budget`` padded tokens per batch.
         """
         check_dims(dims, self.dim)
-        parts = [
-            p
-            for p, _ in self._chunks(
-                texts, kind, True, False, True, batch_size, token_budget, progress
-            )
-            if p is not None
-        ]
+        parts: list[Float32Array] = []
+        # A plain loop, not a comprehension: the truncation warning's stacklevel counts frames.
+        for p, _ in self._chunks(
+            texts, kind, True, False, True, batch_size, token_budget, progress
+        ):
+            if p is not None:
+                parts.append(p)
         if not parts:
             return np.zeros((0, dims or self.dim), dtype=np.float32)
         return matryoshka(np.concatenate(parts), dims)

@@ -10,6 +10,7 @@ works), exported in a few seconds::
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,17 @@ from pgembed.encoders import manifest as mf
 from pgembed.encoders.registry import DEFAULT_MODEL, get_spec
 
 TINY_NAME = "tiny-bert"
+
+# Short and mid-length texts with punctuation, digits and accents.
+SAMPLE_TEXTS = [
+    "Hello world.",
+    "What is the capital of France?",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "hi",
+    "PostgreSQL with pgvector stores embeddings next to the rows they describe, "
+    "so a search is a plain SQL query with an ORDER BY on a distance operator.",
+    "Naïve café owners in Zürich paid 3.50 CHF for 12 croissants!",
+]
 
 
 def build_tiny_bert(
@@ -90,3 +102,14 @@ def export_tiny(
         int8=int8,
         progress=False,
     )
+
+
+def gensim_sentences(limit: int) -> list[str]:
+    """Real sentences of varied length from gensim's Lee background corpus."""
+    import gensim
+
+    path = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
+    out: list[str] = []
+    for doc in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.strip()) > 3)
+    return out[:limit]
