@@ -388,7 +388,7 @@ class FDEEncoder:
             if raw.shape != shape:
                 raise DimensionError(f"{name} has shape {raw.shape}, expected {shape}")
             arr = np.ascontiguousarray(raw, dtype=dtype)
-            if not np.array_equal(arr, raw):
+            if not np.array_equal(arr, raw, equal_nan=True):
                 raise InputError(f"{name} does not fit dtype {np.dtype(dtype).name} losslessly")
             if dtype is np.float32 and not np.isfinite(arr).all():
                 raise InputError(f"{name} holds NaN or infinity")
