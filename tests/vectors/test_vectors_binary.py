@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -110,7 +112,7 @@ def test_residual_error_decreases_with_bits() -> None:
         float(np.mean(np.sum((residual_decode(residual_encode(x, b)) - x) ** 2, axis=1)))
         for b in (1, 2, 3, 4, 6)
     ]
-    assert all(e1 > e2 for e1, e2 in zip(errors, errors[1:], strict=False)), errors
+    assert all(e1 > e2 for e1, e2 in itertools.pairwise(errors)), errors
     # 1 bit keeps about 2/pi of the energy for Gaussian coordinates; 6 bits almost all
     assert 0.3 < errors[0] < 0.42
     assert errors[-1] < 0.03
@@ -152,7 +154,7 @@ def test_residual_bad_input() -> None:
         residual_encode(x, 2)
     with pytest.raises(NonFiniteError, match="NaN"):
         binary_quantize(np.array([1.0, np.inf]))
-    with pytest.raises(DimensionError, match="do not match|does not match"):
+    with pytest.raises(DimensionError, match="does not match"):
         ResidualCode(
             levels=np.zeros((1, 2, 1), np.uint8), scales=np.zeros((1, 3), np.float32), dim=8
         )

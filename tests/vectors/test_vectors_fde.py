@@ -128,8 +128,10 @@ def test_golden_default_matrices() -> None:
     assert enc.simhash.shape == (40, 384, 4) and enc.simhash.dtype == np.float32
     np.testing.assert_allclose(
         enc.simhash[0, :3, :].ravel(),
-        [0.0172687, 0.6799254, -0.9039918, -0.9966796, -0.5633558, -0.298054]
-        + [0.3412767, -0.6394755, 0.0026511, -1.3151138, -1.7747104, -0.0748021],
+        [
+            *(0.0172687, 0.6799254, -0.9039918, -0.9966796, -0.5633558, -0.298054),
+            *(0.3412767, -0.6394755, 0.0026511, -1.3151138, -1.7747104, -0.0748021),
+        ],
         atol=1e-6,
     )
     np.testing.assert_allclose(
@@ -141,10 +143,8 @@ def test_golden_default_matrices() -> None:
     assert enc.ams_sign[0, :10].tolist() == [-1, 1, 1, -1, -1, -1, 1, 1, -1, 1]
     assert enc.final_index is not None and enc.final_sign is not None
     assert enc.final_index.shape == (10240,) and enc.final_index.dtype == np.int32
-    assert enc.final_index[:10].tolist() == [876, 2227, 3438, 2393, 3379, 1888, 1691, 2486] + [
-        1368,
-        3765,
-    ]
+    expected_index = [876, 2227, 3438, 2393, 3379, 1888, 1691, 2486, 1368, 3765]
+    assert enc.final_index[:10].tolist() == expected_index
     assert enc.final_sign[:10].tolist() == [-1, 1, -1, 1, 1, -1, -1, 1, 1, -1]
     assert enc.output_dim == 4000
 
@@ -361,7 +361,7 @@ def test_muvera_python_fill_differs_from_reference_for_k3() -> None:
     sets = [rng.standard_normal((3, 32)).astype(np.float32) for _ in range(20)]
     diff = np.abs(ours.encode_document(sets) - theirs.encode_documents(sets))  # type: ignore[attr-defined]
     assert diff.max() > 0.1
-    for i, s in enumerate(sets):  # while ours follows the reference transcription
+    for s in sets:  # while ours follows the reference transcription
         np.testing.assert_allclose(
             ours.encode_document([s])[0], reference_fde(ours, s, query=False), atol=1e-4
         )
