@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pgembed import config
-from pgembed._types import Float32Array
+from pgembed._types import Float32Array, Int64Array
 from pgembed.encoders import manifest as mf
 from pgembed.encoders import runtime
 from pgembed.encoders.dense import check_dims, l2_normalize, matryoshka
@@ -33,7 +33,8 @@ KINDS = ("document", "query")
 PRECISIONS = ("auto", *mf.PRECISIONS)
 CHUNK = 8192  # texts tokenized and length-sorted together when streaming
 # Padded tokens per batch: CPU gains little past a few thousand; a GPU wants many more.
-TOKEN_BUDGET = {"cpu": 8192, "cuda": 131072}
+# (Measured on 2 cores: 2048 beats 8192 by about 20%, small batches stay in cache.)
+TOKEN_BUDGET = {"cpu": 2048, "cuda": 131072}
 MAX_BATCH = {"cpu": 256, "cuda": 2048}
 PROGRESS_MIN = 1000  # progress=None shows a bar from this many texts on
 
@@ -156,6 +157,12 @@ class Encoder:
         """
         tag = None if self.layers == self.manifest.num_layers else self.layers
         return self.manifest.graphs[mf.graph_filename("fp32", tag)].sha256
+
+    def count_tokens(self, texts: Iterable[str], kind: str = "document") -> Int64Array:
+        """Tokens per text as the model sees them (prefix and [CLS]/[SEP] in, truncated)."""
+        checked = check_texts(texts)
+        prefix = self.prefix(kind)
+        return self._tokenizer.tokenize([prefix + t for t in checked]).lengths
 
     def prefix(self, kind: str) -> str:
         if kind not in KINDS:
@@ -372,8 +379,11 @@ def _batched(texts: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def _pick_graph(manifest: mf.Manifest, precision: str, device: str, depth: int) -> mf.GraphInfo:
     want = precision if precision != "auto" else ("fp16" if device == "cuda" else "fp32")
-    # Prefer the fused graph: it was validated against torch at export like the plain one.
-    for optimized in (True, False):
+    # CUDA: the graph fused by onnxruntime.transformers (fused Attention, fp16-friendly).
+    # CPU: the plain graph; onnxruntime's own load-time fusions run it about 15% faster than
+    # the offline-fused one on the benchmark (benchmarks/RESULTS.md). Both were validated.
+    order = (True, False) if device == "cuda" else (False, True)
+    for optimized in order:
         info = manifest.find_graph(want, depth, optimized=optimized)
         if info is not None:
             return info

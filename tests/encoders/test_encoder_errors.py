@@ -88,7 +88,7 @@ def test_unknown_model_lists_available(tiny_root: Path) -> None:
         export_model("no-such-dir", model_dir=tiny_root, progress=False)
 
 
-@pytest.mark.parametrize("victim", ["model.opt.onnx", "model.int8.onnx", "tokenizer.json"])
+@pytest.mark.parametrize("victim", ["model.onnx", "model.int8.onnx", "tokenizer.json"])
 def test_tampered_files_are_refused(tiny_root: Path, tmp_path: Path, victim: str) -> None:
     shutil.copytree(tiny_root / TINY_NAME, tmp_path / TINY_NAME)
     with (tmp_path / TINY_NAME / victim).open("ab") as f:

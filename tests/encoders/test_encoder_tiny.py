@@ -41,7 +41,9 @@ def test_manifest_and_identity(tiny: Encoder, tiny_root: Path) -> None:
         } <= files
     assert (directory / "tokenizer.json").is_file()
     assert tiny.precision == "fp32" and tiny.device == "cpu" and tiny.layers == 4
-    assert tiny.graph.optimized  # the fused fp32 graph is the CPU default
+    assert not tiny.graph.optimized  # CPU runs the plain graph (faster there)
+    assert tiny.count_tokens(["hello world"]).tolist() == [4]
+    assert tiny.count_tokens(["hello world"], kind="query").tolist() == [6]  # "query: "
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
