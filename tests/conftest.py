@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -83,3 +84,21 @@ def engine(make_database: MakeDatabase) -> Iterator[Engine]:
     migrate.upgrade(eng)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model dir with a tiny random BERT (32 dims) exported, fp32 only (seconds)."""
+    from pgembed.encoders.testing import export_tiny
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    export_tiny(root, fp16=False, int8=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir: Path) -> Any:
+    from pgembed.encoders import Encoder
+    from pgembed.encoders.testing import TINY_NAME
+
+    return Encoder.load(TINY_NAME, device="cpu", model_dir=tiny_model_dir)
