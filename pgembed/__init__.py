@@ -1,21 +1,60 @@
 """pgembed: PostgreSQL + pgvector as an embedding search engine.
 
-Nothing heavy is imported here: onnxruntime, torch and SQLAlchemy load on first use.
+Nothing heavy is imported here: onnxruntime, torch and SQLAlchemy load on first use of the
+names below.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from pgembed.errors import PgembedError
 
 __version__ = "0.1.0"
 
-__all__ = ["PgembedError", "__version__"]
+# public name -> module that defines it
+_LAZY = {
+    "Encoder": "pgembed.encoders",
+    "Collection": "pgembed.pipeline",
+    "FDEConfig": "pgembed.vectors.fde",
+    "FDEEncoder": "pgembed.vectors.fde",
+    "CollectionSpec": "pgembed.storage.schema",
+    "IndexParams": "pgembed.storage.schema",
+    "create_engine": "pgembed.db",
+}
+_MODULES = ("query", "sqlfuncs", "migrate", "db", "errors", "vectors")
+
+__all__ = [
+    "Collection",
+    "CollectionSpec",
+    "Encoder",
+    "FDEConfig",
+    "FDEEncoder",
+    "IndexParams",
+    "PgembedError",
+    "__version__",
+    "create_engine",
+    "db",
+    "errors",
+    "migrate",
+    "query",
+    "sqlfuncs",
+    "vectors",
+]
 
 if TYPE_CHECKING:
-    pass
+    from pgembed import db, errors, migrate, query, sqlfuncs, vectors
+    from pgembed.db import create_engine
+    from pgembed.encoders import Encoder
+    from pgembed.pipeline import Collection
+    from pgembed.storage.schema import CollectionSpec, IndexParams
+    from pgembed.vectors.fde import FDEConfig, FDEEncoder
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(f"pgembed.{name}")
     raise AttributeError(f"module 'pgembed' has no attribute {name!r}")

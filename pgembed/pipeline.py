@@ -1,0 +1,426 @@
+"""Collection: encode → store → search. The one place where encoders meet storage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from pgembed.errors import (
+    CollectionError,
+    ConfigError,
+    DatabaseUnavailableError,
+    EmptyInputError,
+    FingerprintMismatchError,
+    IngestError,
+    InputError,
+    UnknownKindError,
+    UnknownModelError,
+)
+from pgembed.storage import catalog, ingest
+from pgembed.storage import schema as sch
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from pgembed.encoders import Encoder
+    from pgembed.vectors.fde import FDEConfig, FDEEncoder
+
+STRATEGIES = ("knn", "funnel", "binary", "multivector")
+_STRATEGY_KIND = {"knn": "single", "funnel": "matryoshka", "binary": "binary", "multivector": "fde"}
+DEFAULT_BATCH = 256
+
+
+class Collection:
+    """A table of texts and their vectors, declared once and recorded in pgembed's catalog.
+
+    >>> coll = Collection(engine, "docs", encoder=enc, kinds=("single", "matryoshka"))
+    >>> coll.create(); coll.add(texts, ids=range(len(texts)))
+    >>> coll.search("a query", k=10, strategy="funnel")
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        encoder: Encoder,
+        *,
+        kinds: Sequence[str] = ("single",),
+        fde: FDEConfig | None = None,
+        matryoshka_dims: Sequence[int] | None = None,
+        binary_bits: int = 1,
+        table: str | None = None,
+        schema: str = "public",
+        text_column: str | None = "content",
+        precision: sch.Precision = "halfvec",
+        distance: sch.Distance = "cosine",
+        index: sch.IndexParams | None = None,
+    ) -> None:
+        self.engine = engine
+        self._encoder: Encoder | None = encoder
+        self._fde: FDEEncoder | None = None
+        self._fde_config_id: int | None = None
+        if "fde" in kinds:
+            from pgembed.vectors.fde import FDEConfig, FDEEncoder
+
+            self._fde = FDEEncoder(fde or FDEConfig(dimension=encoder.dim))
+        if matryoshka_dims is None:
+            matryoshka_dims = encoder.matryoshka_dims
+        self.spec = sch.CollectionSpec(
+            name=name,
+            dim=encoder.dim,
+            encoder=encoder.name,
+            kinds=tuple(kinds),
+            table=table,
+            schema=schema,
+            text_column=text_column,
+            precision=precision,
+            distance=distance,
+            matryoshka_dims=tuple(matryoshka_dims) if "matryoshka" in kinds else (),
+            binary_bits=binary_bits,
+            fde_dim=self._fde.config.output_dim if self._fde is not None else None,
+            index=index or sch.IndexParams(),
+        )
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, engine: Engine, name: str, encoder: Encoder | None = None) -> Collection:
+        """A collection recorded in the catalog; loads its encoder by name unless given."""
+        with _connect(engine) as conn:
+            rec = catalog.get_collection(conn, name)
+            fde = catalog.load_fde_config(conn, rec.fde_config) if rec.fde_config else None
+        if encoder is None:
+            from pgembed.encoders import Encoder
+
+            encoder = Encoder.load(rec.spec.encoder)
+        self = cls.__new__(cls)
+        self.engine = engine
+        self._encoder = encoder
+        self._fde = fde
+        self._fde_config_id = rec.fde_config
+        self.spec = rec.spec
+        self._check_encoder(rec.fingerprint)
+        return self
+
+    def create(self) -> Collection:
+        """Create the table and its indexes and record the collection (idempotent)."""
+        enc = self.encoder
+        with _connect(self.engine) as conn, conn.begin():
+            self._fde_config_id = _declare(conn, self.spec, encoder_record(enc), self._fde)
+        return self
+
+    def drop(self, *, force: bool = False) -> None:
+        """Drop the table and the catalog entry; refuses a populated table unless forced."""
+        with _connect(self.engine) as conn, conn.begin():
+            undeclare(conn, self.spec.name, force=force)
+
+    # --- properties ---------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            raise ConfigError(f"collection {self.spec.name!r} has no encoder; pass encoder=")
+        return self._encoder
+
+    @property
+    def fde(self) -> FDEEncoder:
+        if self._fde is None:
+            raise UnknownKindError(f"collection {self.spec.name!r} stores no fde")
+        return self._fde
+
+    def table(self) -> sa.Table:
+        t: sa.Table = sch.table(self.spec, sa.MetaData())
+        return t
+
+    def count(self) -> int:
+        with _connect(self.engine) as conn:
+            return self._count(conn)
+
+    def _count(self, conn: Connection) -> int:
+        t = self.table()
+        if not sa.inspect(conn).has_table(t.name, schema=t.schema):
+            return 0
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+
+    def _check_encoder(self, recorded: str) -> None:
+        enc = self.encoder
+        if enc.name != self.spec.encoder or enc.fingerprint != recorded:
+            raise FingerprintMismatchError(
+                f"collection {self.spec.name!r} was embedded with encoder "
+                f"{self.spec.encoder!r} ({recorded[:12]}…), not {enc.name!r} "
+                f"({enc.fingerprint[:12]}…); load that encoder, or use another collection"
+            )
+
+    # --- writing ------------------------------------------------------------------------
+
+    def rows(self, texts: Sequence[str], ids: np.ndarray[Any, Any]) -> ingest.Rows:
+        """Encode a batch into every kind the collection stores."""
+        from pgembed.vectors import binary
+
+        spec = self.spec
+        need_tokens = spec.has("multivector")
+        if need_tokens:
+            pooled, tokens = self.encoder.encode_both(texts, "document", progress=False)
+        else:
+            pooled, tokens = self.encoder.encode(texts, "document", progress=False), None
+        rows = ingest.Rows(ids=ids, texts=texts, embedding=pooled, tokens=tokens)
+        if spec.has("binary") and spec.binary_bits > 1:
+            rows.embedding_bits = binary.pack_residual(pooled, spec.binary_bits)
+        if spec.has("fde"):
+            assert tokens is not None
+            rows.fde = self.fde.encode_document(tokens)
+        return rows
+
+    def add(
+        self,
+        texts: Iterable[str],
+        ids: Iterable[int] | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        progress: bool | None = None,
+    ) -> int:
+        """Encode and upsert texts by id, one transaction per batch; returns rows written.
+
+        Re-running after an interruption is safe: ids already embedded from the same text
+        are skipped, the rest are (re)written, so no row is lost or duplicated.
+        """
+        from tqdm.auto import tqdm
+
+        text_list = list(texts)
+        if not text_list:
+            raise EmptyInputError("add() needs at least one text")
+        id_arr = ingest.check_ids(list(ids) if ids is not None else range(len(text_list)))
+        if len(id_arr) != len(text_list):
+            raise InputError(f"{len(id_arr)} ids for {len(text_list)} texts")
+        from pgembed.encoders.tokenize import check_texts
+
+        check_texts(text_list)
+        self._guard_write()
+        written = 0
+        bar = tqdm(total=len(text_list), desc=f"ingest {self.spec.name}", unit="text",
+                   disable=_no_bar(progress, len(text_list)))  # fmt: skip
+        with bar:
+            for start in range(0, len(text_list), batch_size):
+                batch_ids = id_arr[start : start + batch_size]
+                batch_texts = text_list[start : start + batch_size]
+                written += self._write_batch(batch_ids, batch_texts)
+                bar.update(len(batch_ids))
+        return written
+
+    def _write_batch(self, ids: np.ndarray[Any, Any], texts: list[str]) -> int:
+        with _connect(self.engine) as conn, conn.begin():
+            done = ingest.already_embedded(conn, self.spec, ids, texts)
+            if done.all():
+                return 0
+            keep = np.flatnonzero(~done)
+            rows = self.rows([texts[i] for i in keep], ids[keep])
+            return _guarded_write(conn, self.spec, rows)
+
+    def sync(self, *, batch_size: int = DEFAULT_BATCH, progress: bool | None = None) -> int:
+        """Embed rows whose text is new or changed; safe to run in several workers at once."""
+        from tqdm.auto import tqdm
+
+        if self.spec.text_column is None:
+            raise CollectionError(f"collection {self.spec.name!r} has no text column to sync")
+        self._guard_write()
+        total = 0
+        with tqdm(desc=f"sync {self.spec.name}", unit="row", disable=progress is False) as bar:
+            while True:
+                with _connect(self.engine) as conn, conn.begin():
+                    claimed = ingest.claim_stale(conn, self.spec, batch_size)
+                    if not claimed:
+                        return total
+                    ids = np.array([c[0] for c in claimed], dtype=np.int64)
+                    rows = self.rows([c[1] for c in claimed], ids)
+                    total += _guarded_write(conn, self.spec, rows)
+                bar.update(len(claimed))
+
+    def _guard_write(self) -> None:
+        with _connect(self.engine) as conn:
+            rec = catalog.get_collection(conn, self.spec.name)
+        self._check_encoder(rec.fingerprint)
+
+    # --- searching ----------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | Any,
+        k: int = 10,
+        *,
+        strategy: str = "knn",
+        **options: Any,
+    ) -> list[tuple[int, float]]:
+        """Top-k ``(id, score)``, best first, through the SQL function of the strategy.
+
+        ``query`` is a text (encoded as a query) or a vector (for multivector: an (n, d)
+        array of token vectors). ``options`` go to the SQL function: ``oversample``,
+        ``prefix``, ``rescore``, ``candidates``, ``ef_search``, ``iterative_scan``.
+        """
+        from pgembed import sqlfuncs
+
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
+        if not self.spec.has(_STRATEGY_KIND[strategy]):
+            raise UnknownKindError(
+                f"strategy {strategy!r} needs the {_STRATEGY_KIND[strategy]!r} kind, which "
+                f"collection {self.spec.name!r} does not store (it has {list(self.spec.all_kinds)})"
+            )
+        if isinstance(query, str):
+            if strategy == "multivector":
+                q: Any = self.encoder.encode_tokens([query], "query", progress=False)[0]
+            else:
+                q = self.encoder.encode([query], "query", progress=False)[0]
+        else:
+            q = np.asarray(query, dtype=np.float32)
+        fn = getattr(sqlfuncs, f"search_{strategy}")
+        stmt = sa.select(fn(self.spec.name, q, k=k, **options))
+        with _connect(self.engine) as conn:
+            return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
+
+
+def _declare(
+    conn: Connection,
+    spec: sch.CollectionSpec,
+    enc: catalog.EncoderRecord,
+    fde: FDEEncoder | None,
+) -> int | None:
+    catalog.register_encoder(conn, enc)
+    fde_id = catalog.save_fde_config(conn, fde) if fde is not None else None
+    catalog.register_collection(conn, spec, fde_id)
+    sch.table(spec, sa.MetaData()).create(conn, checkfirst=True)
+    return fde_id
+
+
+def declare(
+    conn: Connection,
+    name: str,
+    encoder: str,
+    *,
+    kinds: Sequence[str] = ("single",),
+    fde: FDEConfig | dict[str, Any] | None = None,
+    matryoshka_dims: Sequence[int] | None = None,
+    **options: Any,
+) -> sch.CollectionSpec:
+    """Create and record a collection inside an open transaction, without loading a model.
+
+    The encoder's identity comes from the catalog, else from its exported manifest. Used by
+    ``op.create_collection`` in users' migrations.
+    """
+    from pgembed import config
+    from pgembed.encoders.manifest import Manifest
+
+    rec = catalog.get_encoder(conn, encoder)
+    if rec is None:
+        directory = config.model_dir() / encoder
+        if not directory.is_dir():
+            raise UnknownModelError(
+                f"encoder {encoder!r} is neither in pgembed.encoders nor exported; "
+                f"run `pgembed export ... --name {encoder}` first"
+            )
+        rec = manifest_record(Manifest.load(directory))
+    fde_enc = None
+    if "fde" in kinds:
+        from pgembed.vectors.fde import FDEConfig, FDEEncoder
+
+        cfg = (
+            fde
+            if isinstance(fde, FDEConfig)
+            else FDEConfig(**{"dimension": rec.dim, **(fde or {})})
+        )
+        fde_enc = FDEEncoder(cfg)
+    spec = sch.CollectionSpec(
+        name=name,
+        dim=rec.dim,
+        encoder=rec.name,
+        kinds=tuple(kinds),
+        matryoshka_dims=tuple(rec.matryoshka_dims if matryoshka_dims is None else matryoshka_dims)
+        if "matryoshka" in kinds
+        else (),
+        fde_dim=fde_enc.config.output_dim if fde_enc is not None else None,
+        **options,
+    )
+    _declare(conn, spec, rec, fde_enc)
+    return spec
+
+
+def undeclare(conn: Connection, name: str, *, force: bool = False) -> None:
+    """Drop a collection's table and catalog row; refuses a populated one unless forced."""
+    spec = catalog.get_collection(conn, name).spec
+    t = sch.table(spec, sa.MetaData())
+    if sa.inspect(conn).has_table(t.name, schema=t.schema):
+        n = conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+        if n and not force:
+            raise CollectionError(
+                f"collection {name!r} holds {n} rows; drop it with force=True "
+                "(op.drop_collection(name, force=True)) if you mean to lose them"
+            )
+        t.drop(conn)
+    catalog.unregister_collection(conn, name)
+
+
+def manifest_record(m: Any) -> catalog.EncoderRecord:
+    return catalog.EncoderRecord(
+        name=m.name,
+        fingerprint=m.fingerprint,
+        dim=m.dim,
+        max_length=m.max_length,
+        pooling=m.pooling,
+        normalized=m.normalization != "none",
+        query_prefix=m.query_prefix,
+        document_prefix=m.document_prefix,
+        matryoshka_dims=tuple(m.matryoshka_dims),
+    )
+
+
+def encoder_record(enc: Encoder) -> catalog.EncoderRecord:
+    m = enc.manifest
+    return catalog.EncoderRecord(
+        name=enc.name,
+        fingerprint=enc.fingerprint,
+        dim=enc.dim,
+        max_length=enc.max_length,
+        pooling=m.pooling,
+        normalized=m.normalization != "none",
+        query_prefix=m.query_prefix,
+        document_prefix=m.document_prefix,
+        matryoshka_dims=tuple(m.matryoshka_dims),
+    )
+
+
+def _no_bar(progress: bool | None, n: int) -> bool:
+    return not progress if progress is not None else n < 2 * DEFAULT_BATCH
+
+
+def _guarded_write(conn: Connection, spec: sch.CollectionSpec, rows: ingest.Rows) -> int:
+    try:
+        return ingest.write(conn, spec, rows)
+    except sa.exc.DBAPIError as exc:
+        if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            raise DatabaseUnavailableError(
+                f"the database went away while writing to {spec.name!r}: "
+                f"{str(exc.orig).strip().splitlines()[0]}; the batch was rolled back — "
+                "re-run the same ingest once the server is back, it resumes where it stopped"
+            ) from None
+        raise IngestError(f"writing to {spec.name!r} failed: {exc.orig}") from None
+
+
+class _connect:
+    """engine.connect() with connection failures turned into DatabaseUnavailableError."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Connection | None = None
+
+    def __enter__(self) -> Connection:
+        from pgembed.db import translate_errors
+
+        with translate_errors(str(self.engine.url)):
+            self.conn = self.engine.connect()
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.conn is not None
+        self.conn.close()
