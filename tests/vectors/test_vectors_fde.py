@@ -125,28 +125,28 @@ def test_partition_index_matches_append_to_gray_code() -> None:
 def test_golden_default_matrices() -> None:
     enc = FDEEncoder()
     assert enc.config == FDEConfig()
-    assert enc.simhash.shape == (40, 384, 4) and enc.simhash.dtype == np.float32
+    assert enc.output_dim == 3936 and enc.config.intermediate_dim == 3936
+    assert enc.simhash.shape == (41, 384, 3) and enc.simhash.dtype == np.float32
     np.testing.assert_allclose(
         enc.simhash[0, :3, :].ravel(),
         [
             *(0.0172687, 0.6799254, -0.9039918, -0.9966796, -0.5633558, -0.298054),
-            *(0.3412767, -0.6394755, 0.0026511, -1.3151138, -1.7747104, -0.0748021),
+            *(0.3412767, -0.6394755, 0.0026511),
         ],
         atol=1e-6,
     )
-    np.testing.assert_allclose(
-        enc.simhash[39, 383], [0.4246875, -0.1725049, -0.3671553, -1.8968529], atol=1e-6
-    )
+    np.testing.assert_allclose(enc.simhash[40, 383], [0.3316806, -2.5603, -1.6644758], atol=1e-6)
     assert enc.ams_index is not None and enc.ams_sign is not None
-    assert enc.ams_index.dtype == np.int32 and enc.ams_index.shape == (40, 384)
-    assert enc.ams_index[0, :10].tolist() == [4, 15, 1, 5, 5, 14, 1, 10, 14, 10]
+    assert enc.ams_index.dtype == np.int32 and enc.ams_index.shape == (41, 384)
+    assert enc.ams_index[0, :10].tolist() == [3, 11, 1, 3, 4, 10, 1, 8, 10, 7]
     assert enc.ams_sign[0, :10].tolist() == [-1, 1, 1, -1, -1, -1, 1, 1, -1, 1]
-    assert enc.final_index is not None and enc.final_sign is not None
-    assert enc.final_index.shape == (10240,) and enc.final_index.dtype == np.int32
+    assert enc.final_index is None and enc.final_sign is None
+    with_final = FDEEncoder(FDEConfig(final_projection_dimension=4000))
+    assert with_final.final_index is not None and with_final.final_sign is not None
+    assert with_final.final_index.shape == (3936,) and with_final.final_index.dtype == np.int32
     expected_index = [876, 2227, 3438, 2393, 3379, 1888, 1691, 2486, 1368, 3765]
-    assert enc.final_index[:10].tolist() == expected_index
-    assert enc.final_sign[:10].tolist() == [-1, 1, -1, 1, 1, -1, -1, 1, 1, -1]
-    assert enc.output_dim == 4000
+    assert with_final.final_index[:10].tolist() == expected_index
+    assert with_final.final_sign[:10].tolist() == [-1, 1, -1, 1, 1, -1, -1, 1, 1, -1]
 
 
 SMALL = FDEConfig(
@@ -480,11 +480,12 @@ def test_config_refuses_oversized_intermediate() -> None:
 
 
 def test_config_dims() -> None:
-    cfg = FDEConfig(num_repetitions=20, num_simhash_projections=5, final_projection_dimension=None)
+    cfg = FDEConfig(num_repetitions=20, num_simhash_projections=5, projection_dimension=16)
     assert (cfg.num_partitions, cfg.block_dim, cfg.intermediate_dim) == (32, 16, 10240)
     assert cfg.output_dim == 10240
     assert FDEConfig(projection="identity", dimension=8).block_dim == 8
-    assert FDEConfig().output_dim == 4000
+    assert FDEConfig().output_dim == 3936
+    assert FDEConfig(final_projection_dimension=4000).output_dim == 4000
 
 
 @pytest.mark.parametrize("query", [True, False])
