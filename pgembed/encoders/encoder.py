@@ -7,6 +7,7 @@ One graph pass yields both the pooled sentence vector and the token vectors, so
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pgembed.encoders.dense import check_dims, l2_normalize, matryoshka
 from pgembed.encoders.registry import DEFAULT_MODEL, REGISTRY, available_models
 from pgembed.encoders.tokenize import (
     TextTokenizer,
+    Tokenized,
     check_texts,
     pad_batch,
     plan_batches,
@@ -313,21 +315,38 @@ class Encoder:
         cap = batch_size or MAX_BATCH[self.device]
         if budget < 1 or cap < 1:
             raise ConfigError("batch_size and token_budget must be positive")
+
+        def prepare(chunk: list[str], offset: int) -> Tokenized:
+            checked = check_texts(chunk, offset=offset)
+            if prefix:
+                checked = [prefix + t for t in checked]
+            return self._tokenizer.tokenize(checked, offset=offset)
+
         truncated = seen = 0
-        with tqdm(total=total, desc=f"encode {self.name}", unit="text", disable=not show) as bar:
+        bar = tqdm(total=total, desc=f"encode {self.name}", unit="text", disable=not show)
+        # Tokenize chunk k+1 in a thread while chunk k runs: both tokenizers and
+        # onnxruntime release the GIL, so a GPU does not wait for the CPU-bound tokenizer.
+        with bar, ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Future[Tokenized] | None = None
             for chunk in _batched(texts, chunk_size):
-                checked = check_texts(chunk, offset=seen)
-                if prefix:
-                    checked = [prefix + t for t in checked]
-                tok = self._tokenizer.tokenize(checked, offset=seen)
+                ahead = pool.submit(prepare, chunk, seen)
+                seen += len(chunk)
+                if pending is not None:
+                    tok = pending.result()
+                    truncated += tok.truncated
+                    yield self._run_chunk(
+                        tok, want_pooled, want_tokens, drop_special, budget, cap, bar
+                    )
+                pending = ahead
+            if pending is not None:
+                tok = pending.result()
                 truncated += tok.truncated
-                seen += len(checked)
                 yield self._run_chunk(tok, want_pooled, want_tokens, drop_special, budget, cap, bar)
         warn_truncated(truncated, seen, self.max_length, stacklevel=4)
 
     def _run_chunk(
         self,
-        tok: Any,
+        tok: Tokenized,
         want_pooled: bool,
         want_tokens: bool,
         drop_special: bool,

@@ -449,6 +449,7 @@ def export_model(
                         num_heads=int(cfg.num_attention_heads),
                         hidden_size=dim,
                         opt_level=0,  # portable: onnxruntime adds its own at session load
+                        use_gpu=True,  # the fused graphs are the CUDA ones (fp16, fp32)
                     )
                     fused = tmp / mf.graph_filename("fp32", tag, optimized=True)
                     opt_model.save_model_to_file(str(fused))
