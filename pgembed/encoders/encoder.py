@@ -264,13 +264,16 @@ class Encoder:
         token_budget: int | None = None,
         progress: bool | None = None,
     ) -> Iterator[Float32Array]:
-        """Stream pooled vectors for a large iterable: one (k, dims) array per chunk."""
+        """Stream pooled vectors for a large iterable: one (k, dims) array per chunk.
+
+        Arguments are checked now; texts are read, checked and encoded as you iterate.
+        """
         check_dims(dims, self.dim)
-        for p, _ in self._chunks(
+        self.prefix(kind)
+        chunks = self._chunks(
             texts, kind, True, False, True, batch_size, token_budget, progress, chunk_size
-        ):
-            if p is not None:
-                yield matryoshka(p, dims)
+        )
+        return (matryoshka(p, dims) for p, _ in chunks if p is not None)
 
     def iter_encode_both(
         self,
@@ -284,13 +287,13 @@ class Encoder:
         token_budget: int | None = None,
         progress: bool | None = None,
     ) -> Iterator[tuple[Float32Array, list[Float32Array]]]:
-        """Stream ``(pooled, tokens)`` per chunk of ``chunk_size`` texts."""
+        """Stream ``(pooled, tokens)`` per chunk of ``chunk_size`` texts (see iter_encode)."""
         check_dims(dims, self.dim)
-        for p, t in self._chunks(
+        self.prefix(kind)
+        chunks = self._chunks(
             texts, kind, True, True, drop_special, batch_size, token_budget, progress, chunk_size
-        ):
-            if p is not None and t is not None:
-                yield matryoshka(p, dims), t
+        )
+        return ((matryoshka(p, dims), t) for p, t in chunks if p is not None and t is not None)
 
     # --- internals -----------------------------------------------------------------------
 

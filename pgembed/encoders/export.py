@@ -180,35 +180,30 @@ def _wrapper(model: Any, pooling: str, with_types: bool) -> Any:
     return EmbeddingWrapper().eval()
 
 
-def _layer_list(model: Any) -> Any:
-    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return obj
-    raise ExportError(
-        f"cannot find the transformer layers of {type(model).__name__} to cut its depth"
-    )
+# Where transformer layers live: BERT/RoBERTa/ELECTRA, DistilBERT, others.
+_LAYER_PATHS = (("encoder", "layer"), ("transformer", "layer"), ("encoder", "layers"), ("layers",))
+
+
+def _layer_slot(model: Any) -> tuple[Any, str]:
+    """(parent module, attribute name) of the model's ModuleList of layers."""
+    import torch
+
+    for path in _LAYER_PATHS:
+        parent = model
+        for part in path[:-1]:
+            parent = getattr(parent, part, None)
+        if isinstance(getattr(parent, path[-1], None), torch.nn.ModuleList):
+            return parent, path[-1]
+    raise ExportError(f"cannot find the layers of {type(model).__name__} to cut its depth")
 
 
 def _truncated(model: Any, layers: int) -> Any:
     """A copy of ``model`` that stops after its first ``layers`` transformer layers."""
     import torch
 
-    short = copy.deepcopy(model)
-    holder = short
-    for path in ("encoder", "transformer"):
-        if hasattr(holder, path) and hasattr(getattr(holder, path), "layer"):
-            getattr(holder, path).layer = torch.nn.ModuleList(list(_layer_list(model))[:layers])
-            break
-    else:
-        if hasattr(holder, "layers"):
-            holder.layers = torch.nn.ModuleList(list(_layer_list(model))[:layers])
-        else:
-            raise ExportError(f"cannot cut the depth of {type(model).__name__}")
+    short = copy.deepcopy(model)  # the full model is still exported afterwards
+    parent, attr = _layer_slot(short)
+    setattr(parent, attr, torch.nn.ModuleList(list(getattr(parent, attr))[:layers]))
     short.config.num_hidden_layers = layers
     return short.eval()
 
@@ -344,9 +339,14 @@ def export_model(
     with _quiet():
         transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         try:
-            model = transformers.AutoModel.from_pretrained(
-                str(src.model_dir), attn_implementation="eager", dtype=torch.float32
-            ).eval()
+            # .float(): exports are fp32 whatever the checkpoint's dtype (fp16 comes later).
+            model = (
+                transformers.AutoModel.from_pretrained(
+                    str(src.model_dir), attn_implementation="eager"
+                )
+                .float()
+                .eval()
+            )
         except Exception as exc:  # transformers raises many types for unusable dirs
             raise ExportError(f"cannot load a transformers model from {src.label}: {exc}") from exc
         finally:

@@ -68,6 +68,8 @@ def test_dims_out_of_range(tiny: Encoder) -> None:
             tiny.encode(["x"], dims=dims)
     with pytest.raises(DimensionError):
         tiny.encode_both(["x"], dims=64)
+    with pytest.raises(DimensionError):
+        tiny.iter_encode(["x"], dims=64)  # at the call, not at the first next()
 
 
 def test_bad_kind_and_options(tiny: Encoder, tiny_root: Path) -> None:
