@@ -108,6 +108,8 @@ MAX_SIMHASH_PROJECTIONS = 30
 _INT32_MAX = 2**31 - 1
 # Tokens encoded per chunk: bounds the (tokens x R x B) fill keys and the bincount indices.
 _CHUNK_TOKENS = 8192
+# Elements per slab of (candidate, partition) keys in the empty-partition fill.
+_FILL_SLAB = 1 << 22
 _MAGIC = b"PGEMBED-FDE\x00"
 _FORMAT_VERSION = 1
 _ARRAY_NAMES = ("simhash", "ams_index", "ams_sign", "final_index", "final_sign")
@@ -628,7 +630,7 @@ class FDEEncoder:
             if cfg.fill_empty_partitions and k > 0:
                 empty = np.flatnonzero(counts == 0)
                 if empty.size:
-                    tok = self._nearest_tokens(block, doc, offs)[empty]  # (n_empty,)
+                    tok = self._nearest_tokens(block, code, doc, offs)[empty]  # (n_empty,)
                     rep = (empty // nb) % r
                     fde[empty] = proj[:, rep, tok].T
         flat_fde = fde.reshape(m, -1)
@@ -639,29 +641,49 @@ class FDEEncoder:
         out = np.bincount(index, weights=(flat_fde * self.final_sign).ravel(), minlength=m * dim)
         return out.reshape(m, dim).astype(np.float32)
 
-    def _nearest_tokens(self, block: Int64Array, doc: Int64Array, offs: Int64Array) -> Int64Array:
+    def _nearest_tokens(
+        self, block: Int64Array, code: Int64Array, doc: Int64Array, offs: Int64Array
+    ) -> Int64Array:
         """Fill source of every (set, repetition, partition) block, as a token row.
 
         The reference scans the set's tokens in order and keeps the first with the fewest
-        sign bits differing from the partition's. Tokens of one non-empty partition q are
-        all at distance popcount(gray(q) XOR gray(p)) from partition p, so it suffices to
-        take, over the non-empty q, the minimum of (distance, first token of q).
+        sign bits differing from the partition's (``p XOR (p >> 1)``). Minimizing the key
+        ``distance * span + position in the set`` gives exactly that token. Two equivalent
+        ways, whichever touches fewer (candidate, partition) pairs:
+
+        - by partition: tokens of one non-empty partition q all sit at distance
+          popcount(gray(q) XOR gray(p)) from p, so only the first token of each q competes;
+        - by token: every token competes (cheaper when sets are short and B large).
+
+        Partitions are processed in slabs so memory stays bounded for large k.
         """
         cfg = self.config
         r, nb = cfg.num_repetitions, cfg.num_partitions
-        m = len(offs) - 1
-        local = np.arange(doc.shape[0], dtype=np.int64) - offs[doc]
-        big = int(np.diff(offs).max())  # "no token" marker, above every local index
-        first = np.full(m * r * nb, big, dtype=np.int64)
-        np.minimum.at(first, block, np.broadcast_to(local, (r, local.shape[0])).ravel())
+        m, n_tok = len(offs) - 1, doc.shape[0]
+        local = np.arange(n_tok, dtype=np.int64) - offs[doc]
+        span = int(np.diff(offs).max()) + 1  # above every position: key = dist * span + pos
         parts = np.arange(nb, dtype=np.int64)
         gray = parts ^ (parts >> 1)
-        dist = _popcount(gray[:, None] ^ gray[None, :])  # (q, p)
-        first_q = first.reshape(m * r, nb, 1)
-        key = dist * (big + 1) + first_q  # (set*R, q, p)
-        key[np.broadcast_to(first_q == big, key.shape)] = np.iinfo(np.int64).max  # empty q
-        best = key.min(axis=1) % (big + 1)  # (set*R, p): first token of the nearest q
-        return np.asarray(offs[:-1].repeat(r * nb) + best.ravel(), dtype=np.int64)
+        best = np.empty((m, r, nb), dtype=np.int64)  # position in the set
+        if n_tok <= m * nb:
+            step = max(1, _FILL_SLAB // max(1, r * n_tok))
+            for p0 in range(0, nb, step):  # slabs of partitions, not a loop per token
+                dist = _popcount(code[:, :, None] ^ gray[p0 : p0 + step])  # (R, n_tok, slab)
+                key = dist * span + local[None, :, None]
+                seg = np.minimum.reduceat(key, offs[:-1], axis=1)  # (R, set, slab)
+                best[:, :, p0 : p0 + step] = seg.transpose(1, 0, 2) % span
+        else:
+            first = np.full(m * r * nb, span, dtype=np.int64)
+            np.minimum.at(first, block, np.broadcast_to(local, (r, n_tok)).ravel())
+            first_q = first.reshape(m * r, nb, 1)
+            missing = first_q == span  # empty partitions offer no token
+            flat_best = best.reshape(m * r, nb)
+            step = max(1, _FILL_SLAB // max(1, m * r * nb))
+            for p0 in range(0, nb, step):
+                dist = _popcount(gray[:, None] ^ gray[None, p0 : p0 + step])  # (q, slab)
+                key = np.where(missing, np.iinfo(np.int64).max, dist * span + first_q)
+                flat_best[:, p0 : p0 + step] = key.min(axis=1) % span
+        return np.asarray((offs[:-1, None, None] + best).ravel(), dtype=np.int64)
 
     def _torch_mats(self, torch: Any, dev: Any) -> dict[str, Any]:
         mats: dict[str, Any] = {"w": torch.from_numpy(self._weight_matrix()).to(dev)}

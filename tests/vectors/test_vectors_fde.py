@@ -533,3 +533,33 @@ def test_from_arrays_and_bytes_errors() -> None:
         FDEEncoder.from_bytes(blob[:-1])
     with pytest.raises(InputError, match="trailing"):
         FDEEncoder.from_bytes(blob + b"\0")
+
+
+@pytest.mark.parametrize("slab", [1 << 22, 7])
+def test_fill_paths_agree_with_reference_for_larger_k(
+    slab: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Long sets → fill by partition; short sets with 64 partitions → fill by token. A tiny
+    # slab forces many partition slabs. All must equal the reference transcription.
+    import pgembed.vectors.fde as fde_mod
+
+    monkeypatch.setattr(fde_mod, "_FILL_SLAB", slab)
+    cfg = FDEConfig(
+        dimension=6, num_repetitions=2, num_simhash_projections=6, projection_dimension=4
+    )
+    enc = FDEEncoder(cfg)
+    rng = np.random.default_rng(8)
+    for lengths in ([200, 150], [3, 1, 5]):
+        sets = [rng.standard_normal((n, 6)).astype(np.float32) for n in lengths]
+        got = enc.encode_document(sets)
+        for i, s in enumerate(sets):
+            np.testing.assert_allclose(got[i], reference_fde(enc, s, query=False), atol=1e-4)
+
+
+def test_partitions_method() -> None:
+    enc = FDEEncoder(FDEConfig(dimension=8, num_repetitions=3, num_simhash_projections=4))
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    got = enc.partitions(x)
+    assert got.shape == (5, 3)
+    for r in range(3):
+        assert got[:, r].tolist() == partition_index(x @ enc.simhash[r]).tolist()
