@@ -17,9 +17,17 @@ from pgembed._types import Float32Array, Int64Array
 from pgembed.errors import DimensionError, EmptyInputError, InputError, NonFiniteError
 
 
+def to_float32(x: object, *, name: str) -> Float32Array:
+    """``x`` as a C-contiguous float32 array, or InputError when it is not numeric."""
+    try:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:  # strings, ragged nesting, objects
+        raise InputError(f"{name} is not a numeric array: {exc}") from exc
+
+
 def as_matrix(x: npt.ArrayLike, *, name: str, dim: int | None = None) -> Float32Array:
     """``x`` as a C-contiguous float32 (n, d) array, finite and non-empty."""
-    arr = np.ascontiguousarray(x, dtype=np.float32)
+    arr = to_float32(x, name=name)
     if arr.ndim != 2:
         raise DimensionError(f"{name} must be a 2-D (n, d) array, got shape {arr.shape}")
     if arr.shape[0] == 0:
@@ -32,7 +40,7 @@ def as_matrix(x: npt.ArrayLike, *, name: str, dim: int | None = None) -> Float32
 
 def as_vectors(x: npt.ArrayLike, *, name: str) -> tuple[Float32Array, bool]:
     """``x`` as float32 (n, d) plus whether it was a single (d,) vector."""
-    arr = np.ascontiguousarray(x, dtype=np.float32)
+    arr = to_float32(x, name=name)
     if arr.ndim == 1:
         return as_matrix(arr[None, :], name=name), True
     return as_matrix(arr, name=name), False
@@ -80,7 +88,7 @@ def pack_token_sets(
         flat = np.ascontiguousarray(token_sets.reshape(n * t, d), dtype=np.float32)
         offsets = np.arange(0, n * t + 1, t, dtype=np.int64)
     else:
-        sets = [np.asarray(s, dtype=np.float32) for s in token_sets]
+        sets = [to_float32(s, name=f"{name} {i}") for i, s in enumerate(token_sets)]
         if not sets:
             raise EmptyInputError(f"the batch of {name}s is empty")
         width = dim if dim is not None else (sets[0].shape[-1] if sets[0].ndim == 2 else None)

@@ -100,3 +100,14 @@ def test_maxsim_bad_input() -> None:
         maxsim(np.array([[np.nan, 0, 0, 0]]), doc)
     with pytest.raises(NonFiniteError, match="document 0 holds NaN"):
         maxsim(np.ones((1, 4)), [np.full((2, 4), np.inf)])
+
+
+def test_non_numeric_input_is_an_input_error() -> None:
+    from pgembed.vectors import FDEEncoder, binary_quantize
+
+    with pytest.raises(InputError, match="query is not a numeric array"):
+        maxsim([["a", "b"]], [np.ones((1, 2))])
+    with pytest.raises(InputError, match="document 1 is not a numeric array"):
+        FDEEncoder().encode_document([np.ones((1, 384)), "text"])
+    with pytest.raises(InputError, match="not a numeric array"):
+        binary_quantize([[1.0, 2.0], [3.0]])
