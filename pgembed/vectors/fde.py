@@ -108,6 +108,7 @@ MAX_SIMHASH_PROJECTIONS = 30
 _INT32_MAX = 2**31 - 1
 # Tokens encoded per chunk: bounds the (tokens x R x B) fill keys and the bincount indices.
 _CHUNK_TOKENS = 8192
+_CHUNK_FDE_ELEMENTS = 1 << 24
 # Elements per slab of (candidate, partition) keys in the empty-partition fill.
 _FILL_SLAB = 1 << 22
 _MAGIC = b"PGEMBED-FDE\x00"
@@ -586,7 +587,9 @@ class FDEEncoder:
         # Chunks of whole token sets, about _CHUNK_TOKENS tokens each (a Python loop per
         # chunk, not per set).
         starts = np.searchsorted(offsets, np.arange(0, offsets[-1], _CHUNK_TOKENS))
-        bounds = np.unique(np.concatenate([starts, [n]]))
+        # ...and few enough sets that their float64 FDE blocks stay bounded too.
+        per_chunk = max(1, _CHUNK_FDE_ELEMENTS // self.config.intermediate_dim)
+        bounds = np.unique(np.concatenate([starts, np.arange(0, n, per_chunk), [n]]))
         if device is None:
             for a, b in itertools.pairwise(bounds):
                 lo, hi = offsets[a], offsets[b]

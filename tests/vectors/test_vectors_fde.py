@@ -284,6 +284,9 @@ def test_chunking_over_many_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     whole = enc.encode_document(sets)
     monkeypatch.setattr(fde_mod, "_CHUNK_TOKENS", 17)  # many small chunks, one set each
     np.testing.assert_allclose(enc.encode_document(sets), whole, atol=1e-6)
+    monkeypatch.setattr(fde_mod, "_CHUNK_TOKENS", 1 << 20)
+    monkeypatch.setattr(fde_mod, "_CHUNK_FDE_ELEMENTS", 3 * enc.config.intermediate_dim)
+    np.testing.assert_allclose(enc.encode_document(sets), whole, atol=1e-6)  # 3 sets a chunk
 
 
 # --- parity with muvera-python on the same matrices ----------------------------------------
