@@ -533,7 +533,7 @@ class FDEEncoder:
             r, d, k = cfg.num_repetitions, cfg.dimension, cfg.num_simhash_projections
             sim = self.simhash.transpose(2, 0, 1).reshape(k * r, d)
             if self.ams_index is None or self.ams_sign is None:
-                self._weights = np.ascontiguousarray(sim)
+                self._weights = np.array(sim, dtype=np.float32, order="C")  # own, writable copy
             else:
                 dp = cfg.block_dim
                 ams = np.zeros((dp, r, d), dtype=np.float32)
