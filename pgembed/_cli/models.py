@@ -26,14 +26,19 @@ def register(sub: Any) -> None:
         description="Export SOURCE (a registered model name such as all-minilm-l6-v2, or a "
         "local Hugging Face / sentence-transformers directory) to <model dir>/NAME/.",
     )
-    p.add_argument("source", nargs="?", default="all-minilm-l6-v2")
+    p.add_argument(
+        "source",
+        nargs="?",
+        default="all-minilm-l6-v2",
+        help="registered model name or model directory (default: all-minilm-l6-v2)",
+    )
     p.add_argument("--name", help="directory name under the model dir (default: from SOURCE)")
     p.add_argument("--layers", type=_int_list, default=[], help="extra depths, e.g. 2,4")
     p.add_argument("--matryoshka", type=_int_list, help="prefix dims, e.g. 64,128,256")
     p.add_argument("--max-length", type=int, help="token limit (default: the model's)")
     p.add_argument("--query-prefix", help="text prepended to queries")
     p.add_argument("--document-prefix", help="text prepended to documents")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--no-fp16", action="store_true", help="skip the fp16 graph")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 graph")
     p.add_argument("--model-dir", type=Path, help="default: PGEMBED_MODEL_DIR")
@@ -45,7 +50,9 @@ def register(sub: Any) -> None:
         help="encode text lines to a .npy matrix",
         description="Read one text per line and write their vectors as float32 .npy.",
     )
-    e.add_argument("model", nargs="?", default="all-minilm-l6-v2")
+    e.add_argument(
+        "model", nargs="?", default="all-minilm-l6-v2", help="exported (or registered) model"
+    )
     e.add_argument("--input", "-i", default="-", help="text file, one text per line; - = stdin")
     e.add_argument("--output", "-o", type=Path, required=True, help="output .npy file")
     e.add_argument("--kind", choices=("document", "query"), default="document")

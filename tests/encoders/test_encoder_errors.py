@@ -11,6 +11,7 @@ import pytest
 from pgembed.encoders import runtime
 from pgembed.encoders.encoder import Encoder
 from pgembed.encoders.export import export_model
+from pgembed.encoders.registry import default_matryoshka_dims, get_spec
 from pgembed.encoders.testing import TINY_NAME
 from pgembed.encoders.tokenize import TruncationWarning
 from pgembed.errors import (
@@ -81,6 +82,18 @@ def test_bad_kind_and_options(tiny: Encoder, tiny_root: Path) -> None:
         Encoder.load(TINY_NAME, precision="bf16", model_dir=tiny_root)
     with pytest.raises(ModelError, match="no 3-layer graph"):
         Encoder.load(TINY_NAME, device="cpu", layers=3, model_dir=tiny_root)
+
+
+def test_registry() -> None:
+    assert default_matryoshka_dims(384) == (64, 128, 256)
+    assert default_matryoshka_dims(768) == (128, 256, 512)
+    assert default_matryoshka_dims(32) == (4, 8, 16)
+    spec = get_spec("all-minilm-l6-v2")
+    assert spec.dim == 384 and spec.matryoshka_dims == (64, 128, 256)
+    with pytest.raises(UnknownModelError, match=r"available: .*all-minilm-l6-v2"):
+        get_spec("bert-huge")
+    with pytest.raises(AttributeError):
+        spec.dim = 3  # type: ignore[misc]  # frozen
 
 
 def test_unknown_model_lists_available(tiny_root: Path) -> None:
