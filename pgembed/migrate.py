@@ -48,9 +48,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     _run(engine, "upgrade", revision)
 
 
-def downgrade(engine: Engine, revision: str) -> None:
-    """Take pgembed's schema down to ``revision``; ``"base"`` removes every pgembed object."""
-    _run(engine, "downgrade", revision, drop_schema_at_base=True)
+def downgrade(engine: Engine, revision: str, force: bool = False) -> None:
+    """Take pgembed's schema down to ``revision``; ``"base"`` removes every pgembed object.
+
+    Going to base removes the catalog, so it refuses (:class:`MigrationError`) while
+    collections are registered, unless ``force=True``. Forced, the collection tables stay
+    as ordinary tables with their rows (pgvector stays installed too); only pgembed's
+    catalog entries, functions and schema go.
+    """
+    _run(engine, "downgrade", revision, drop_schema_at_base=True, force=force)
 
 
 def current(engine: Engine) -> str | None:
@@ -127,6 +133,29 @@ def install_sql(conn: Connection, filename: str) -> None:
     # The driver connection runs a parameterless multi-statement script as is, so the
     # '%' of format('%I') needs no escaping.
     conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+
+
+def refuse_orphaning_collections(conn: Connection, force: bool) -> None:
+    """Raise MigrationError when registered collections would lose their catalog entries."""
+    import sqlalchemy as sa
+
+    if force:
+        return
+    if conn.execute(sa.text("SELECT to_regclass('pgembed.collections')")).scalar() is None:
+        return
+    rows = conn.execute(
+        sa.text("SELECT name, table_schema, table_name FROM pgembed.collections ORDER BY name")
+    ).all()
+    if not rows:
+        return
+    listed = ", ".join(f"{name!r} (table {schema}.{table})" for name, schema, table in rows)
+    raise MigrationError(
+        f"downgrading to base removes pgembed's catalog, but {len(rows)} collection(s) are "
+        f"registered: {listed}. Drop them first (Collection.drop / op.drop_collection), or "
+        "run `pgembed db downgrade base --force` (migrate.downgrade(engine, 'base', "
+        "force=True)): the catalog goes, the collection tables stay as ordinary tables "
+        "with their rows"
+    )
 
 
 def drop_functions(conn: Connection) -> None:

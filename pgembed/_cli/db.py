@@ -21,8 +21,19 @@ def register(sub: Any) -> None:
     up = dsub.add_parser("upgrade", help="migrate pgembed's schema up")
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(func=_upgrade)
-    down = dsub.add_parser("downgrade", help="migrate pgembed's schema down ('base' removes it)")
+    down = dsub.add_parser(
+        "downgrade",
+        help="migrate pgembed's schema down ('base' removes it)",
+        description="Migrate pgembed's schema down. 'base' removes pgembed's catalog, "
+        "functions and schema; it refuses while collections are registered unless --force.",
+    )
     down.add_argument("revision")
+    down.add_argument(
+        "--force",
+        action="store_true",
+        help="go to base even with registered collections: their catalog entries go, "
+        "their tables stay as ordinary tables with their rows",
+    )
     down.set_defaults(func=_downgrade)
     dsub.add_parser("current", help="print the current revision").set_defaults(func=_current)
     dsub.add_parser("history", help="list the revisions").set_defaults(func=_history)
@@ -91,7 +102,7 @@ def _downgrade(args: argparse.Namespace) -> int:
     from pgembed import migrate
 
     engine = _engine()
-    migrate.downgrade(engine, args.revision)
+    migrate.downgrade(engine, args.revision, force=args.force)
     print(f"pgembed schema at {migrate.current(engine) or 'base (removed)'}")
     return 0
 

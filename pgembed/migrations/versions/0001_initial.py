@@ -7,10 +7,15 @@ Revises:
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql as pg
 
-from pgembed.migrate import drop_functions, install_sql, require_pgvector
+from pgembed.migrate import (
+    drop_functions,
+    install_sql,
+    refuse_orphaning_collections,
+    require_pgvector,
+)
 
 revision = "0001"
 down_revision = None
@@ -104,6 +109,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Registered collections would be orphaned: refuse unless forced (`--force`). Forced,
+    # their tables stay as ordinary tables; only the catalog goes.
+    refuse_orphaning_collections(op.get_bind(), bool(context.config.attributes.get("force")))
     drop_functions(op.get_bind())
     for table in ("collections", "fde_configs", "encoders"):
         op.drop_table(table, schema=S)
