@@ -102,3 +102,13 @@ def tiny_encoder(tiny_model_dir: Path) -> Any:
     from pgembed.encoders.testing import TINY_NAME
 
     return Encoder.load(TINY_NAME, device="cpu", model_dir=tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real all-MiniLM-L6-v2, exported once per session (PGEMBED_TEST_MINILM_DIR reuses)."""
+    from pgembed.encoders import DEFAULT_MODEL, Encoder
+
+    reuse = os.environ.get("PGEMBED_TEST_MINILM_DIR")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("minilm-models")
+    return Encoder.load(DEFAULT_MODEL, device="cpu", model_dir=root)

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from pgembed.encoders.encoder import Encoder
-from pgembed.encoders.registry import DEFAULT_MODEL
 from pgembed.encoders.testing import TINY_NAME, export_tiny
 
 
@@ -73,17 +72,9 @@ def tiny_reference(tiny_torch: Any, tiny: Encoder) -> TorchRef:
 
 
 @pytest.fixture(scope="session")
-def minilm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model dir holding the default model, exported by Encoder.load's lazy export.
-
-    PGEMBED_TEST_MINILM_DIR reuses an existing export (it is about 10 s otherwise).
-    """
-    reuse = os.environ.get("PGEMBED_TEST_MINILM_DIR")
-    if reuse:
-        return Path(reuse)
-    root = tmp_path_factory.mktemp("minilm-models")
-    Encoder.load(DEFAULT_MODEL, device="cpu", model_dir=root)  # exports on first use
-    return root
+def minilm_root(minilm_encoder: Encoder) -> Path:
+    """The model dir of the session's MiniLM export (tests/conftest.py's minilm_encoder)."""
+    return minilm_encoder.path.parent
 
 
 @pytest.fixture(scope="session")
