@@ -1,0 +1,565 @@
+"""A catalogue of bad inputs across the Python API, the CLI and the SQL functions.
+
+Each case asserts the exception type (a PgembedError subclass, or a SQL error carrying a
+pgembed message), that the message names the problem, and that nothing was written: the
+collection's rows and pgembed's catalog are the same before and after.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pgembed import Collection, db, migrate, query
+from pgembed.corpus import lee_background
+from pgembed.encoders.tokenize import TruncationWarning
+from pgembed.errors import (
+    CollectionError,
+    ConfigError,
+    DatabaseUnavailableError,
+    DimensionError,
+    EmptyInputError,
+    FDEConfigError,
+    FingerprintMismatchError,
+    InputError,
+    MigrationError,
+    NonFiniteError,
+    PgembedError,
+    UnknownCollectionError,
+    UnknownKindError,
+    UnknownModelError,
+)
+from pgembed.storage import catalog, ingest
+from pgembed.storage.schema import CollectionSpec, IndexParams
+
+NAME = "bad input docs"
+D = 32  # the tiny encoder's dimension
+N = 24
+HAS_SQL_SEARCH = migrate.head() >= "0002"
+needs_sql = pytest.mark.skipif(not HAS_SQL_SEARCH, reason="SQL search functions not installed")
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return [s for doc in lee_background()[:30] for s in doc.split(". ") if len(s.split()) > 4][:N]
+
+
+@pytest.fixture(scope="module")
+def coll(engine: Engine, tiny_encoder: Any, texts: list[str]) -> Iterator[Collection]:
+    c = Collection(
+        engine, NAME, tiny_encoder,
+        kinds=("single", "matryoshka", "binary", "multivector"), matryoshka_dims=(8, 16),
+    ).create()  # fmt: skip
+    assert c.add(texts, ids=range(N)) == N
+    yield c
+    c.drop(force=True)
+
+
+def state(engine: Engine) -> tuple[Any, ...]:
+    """Every row of the collection table and of the catalog, plus the public tables."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(f'SELECT id, content, embedding::text FROM "{NAME}" ORDER BY id')
+        ).all()
+        cat = tuple(
+            tuple(conn.execute(sa.text(f"SELECT * FROM pgembed.{t} ORDER BY 1")).all())
+            for t in ("encoders", "collections", "fde_configs")
+        )
+        tables = conn.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        ).scalars()
+        return (tuple(rows), cat, tuple(tables))
+
+
+@pytest.fixture
+def unchanged(engine: Engine, coll: Collection) -> Iterator[None]:
+    """Asserts after the test that neither the collection nor the catalog changed."""
+    before = state(engine)
+    yield
+    assert state(engine) == before
+
+
+# --- the Python API ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    call: Callable[[Collection], Any]
+    exc: type[BaseException]
+    match: str
+
+
+def _tiny_spec(**kw: Any) -> CollectionSpec:
+    return CollectionSpec(**{"name": "x", "dim": D, "encoder": "tiny-bert", **kw})
+
+
+def _rows(c: Collection, **kw: Any) -> int:
+    """ingest.write of one row into the collection, with fields overridden by ``kw``."""
+    good = c.rows(["a valid sentence about rain"], np.array([900], dtype=np.int64))
+    for k, v in kw.items():
+        setattr(good, k, v)
+    with c.engine.begin() as conn:
+        return ingest.write(conn, c.spec, good)
+
+
+def _half_finite(c: Collection) -> np.ndarray:
+    return np.ones(D, dtype=np.float32) / np.sqrt(D)
+
+
+PY_CASES = [
+    Case("text not a str", lambda c: c.add(["fine text", 42], ids=[900, 901]),
+         InputError, r"text at index 1 is a int, not a str"),
+    Case("text None", lambda c: c.add([None], ids=[900]),
+         InputError, r"text at index 0 is a NoneType"),
+    Case("text bytes", lambda c: c.add([b"bytes"], ids=[900]),
+         InputError, r"text at index 0 is a bytes"),
+    Case("empty text", lambda c: c.add(["ok text", ""], ids=[900, 901]),
+         EmptyInputError, r"text at index 1 is empty"),
+    Case("whitespace text", lambda c: c.add(["  \n\t "], ids=[900]),
+         EmptyInputError, r"text at index 0 is empty or only whitespace"),
+    Case("text without tokens", lambda c: c.add(["\x01\x02\x03"], ids=[900]),
+         EmptyInputError, r"text at index 0 has no tokens after normalization"),
+    Case("no texts", lambda c: c.add([]), EmptyInputError, r"at least one text"),
+    Case("fewer ids than texts", lambda c: c.add(["a b c", "d e f"], ids=[900]),
+         InputError, r"1 ids for 2 texts"),
+    Case("duplicate ids", lambda c: c.add(["a b c", "d e f"], ids=[900, 900]),
+         InputError, r"duplicate ids in one call: \[900\]"),
+    Case("float ids", lambda c: c.add(["a b c"], ids=[1.5]),
+         InputError, r"ids must be integers"),
+    Case("nested ids", lambda c: c.add(["a b c"], ids=[[1]]),
+         InputError, r"flat sequence of integers"),
+    Case("embedding wrong dim", lambda c: _rows(c, embedding=np.ones((1, D + 1), np.float32)),
+         DimensionError, rf"embedding has shape \(1, {D + 1}\); the collection expects \(1, {D}\)"),
+    Case("embedding NaN", lambda c: _rows(c, embedding=np.full((1, D), np.nan, np.float32)),
+         NonFiniteError, r"embedding holds NaN or infinity in rows \[0\]"),
+    Case("embedding inf", lambda c: _rows(c, embedding=np.full((1, D), np.inf, np.float32)),
+         NonFiniteError, r"embedding holds NaN or infinity"),
+    Case("empty token set", lambda c: _rows(c, tokens=[np.zeros((0, D), np.float32)]),
+         EmptyInputError, r"row 0 \(id 900\) has an empty token set"),
+    Case("token wrong dim", lambda c: _rows(c, tokens=[np.ones((3, 7), np.float32)]),
+         DimensionError, r"tokens of row 0 has shape \(3, 7\)"),
+    Case("token -inf", lambda c: _rows(c, tokens=[np.full((2, D), -np.inf, np.float32)]),
+         NonFiniteError, r"tokens of row 0 holds NaN or infinity"),
+    Case("missing kind in batch", lambda c: _rows(c, tokens=None),
+         InputError, r"stores tokens, but the batch lacks it"),
+    Case("knn query wrong dim", lambda c: query.knn(c.table().c.embedding, np.ones(5)),
+         DimensionError, rf"the query has 5 dims; the column has {D}"),
+    Case("knn query NaN",
+         lambda c: query.knn(c.table().c.embedding, np.full(D, np.nan)),
+         NonFiniteError, r"the query holds NaN or infinity"),
+    Case("knn k=0", lambda c: query.knn(c.table().c.embedding, _half_finite(c), k=0),
+         ConfigError, r"k must be a positive integer, got 0"),
+    Case("knn k=-3", lambda c: query.knn(c.table().c.embedding, _half_finite(c), k=-3),
+         ConfigError, r"k must be a positive integer, got -3"),
+    Case("funnel absurd oversample",
+         lambda c: query.funnel(c.table().c.embedding, _half_finite(c), prefix=8,
+                                oversample=10**9),
+         ConfigError, r"oversample must be in 1..1000, got 1000000000"),
+    Case("funnel prefix too long",
+         lambda c: query.funnel(c.table().c.embedding, _half_finite(c), prefix=D),
+         DimensionError, rf"prefix {D} must be in 1..{D - 1}"),
+    Case("multivector no tokens",
+         lambda c: query.multivector(c.table().c.embedding, c.table().c.tokens,
+                                     np.zeros((0, D)), _half_finite(c)),
+         EmptyInputError, r"at least one token vector"),
+    Case("unknown collection", lambda c: Collection.open(c.engine, "no such", c.encoder),
+         UnknownCollectionError, rf"no collection named 'no such'; known collections: .*{NAME}"),
+    Case("unknown kind", lambda c: Collection(c.engine, "k", c.encoder, kinds=("single", "dense")),
+         CollectionError, r"unknown kind\(s\) \['dense'\]"),
+    Case("no kinds", lambda c: Collection(c.engine, "k", c.encoder, kinds=()),
+         CollectionError, r"needs at least one kind"),
+    Case("strategy lacks kind", lambda c: c.search("rain", strategy="multivector"),
+         UnknownKindError, r"needs the 'fde' kind"),
+    Case("unknown strategy", lambda c: c.search("rain", strategy="hybrid"),
+         ConfigError, r"unknown strategy 'hybrid'"),
+    Case("unknown model", lambda c: __import__("pgembed").Encoder.load("no-such-model"),
+         UnknownModelError, r"no-such-model"),
+    Case("declare unknown encoder", lambda c: _declare(c, "ghost-encoder"),
+         UnknownModelError, r"encoder 'ghost-encoder' is neither in pgembed.encoders"),
+    Case("redeclare differently",
+         lambda c: Collection(c.engine, NAME, c.encoder, kinds=("single",)).create(),
+         CollectionError, rf"collection '{NAME}' already exists with another declaration"),
+    Case("name too long", lambda c: Collection(c.engine, "n" * 64, c.encoder),
+         CollectionError, r"invalid collection name 'n{64}': use 1 to 63 characters"),
+    Case("empty name", lambda c: Collection(c.engine, "", c.encoder),
+         CollectionError, r"invalid collection name ''"),
+    Case("NUL in schema", lambda c: Collection(c.engine, "n", c.encoder, schema="pub\x00lic"),
+         CollectionError, r"invalid schema name"),
+    Case("matryoshka prefix >= dim", lambda c: _tiny_spec(kinds=("matryoshka",),
+                                                          matryoshka_dims=(D,)),
+         DimensionError, rf"matryoshka_dims \[{D}\] must be non-empty, each in 1..{D - 1}"),
+    Case("binary bits 9", lambda c: _tiny_spec(kinds=("binary",), binary_bits=9),
+         ConfigError, r"binary_bits=9 must be in 1..8"),
+    Case("vector over HNSW limit", lambda c: _tiny_spec(dim=2001, precision="vector"),
+         DimensionError, r"dim 2001 exceeds pgvector's HNSW limit of 2000"),
+    Case("bad precision", lambda c: _tiny_spec(precision="float8"),
+         ConfigError, r"precision 'float8'"),
+    Case("hnsw m=1", lambda c: IndexParams(m=1), ConfigError, r"index m=1 is out of range"),
+    Case("encode dims=0", lambda c: c.encoder.encode(["a b"], dims=0),
+         DimensionError, rf"dims=0 is outside 1..{D}"),
+]  # fmt: skip
+
+
+def _declare(c: Collection, encoder: str) -> None:
+    from pgembed.pipeline import declare
+
+    with c.engine.begin() as conn:
+        declare(conn, "ghost", encoder)
+
+
+@pytest.mark.parametrize("case", PY_CASES, ids=[c.id for c in PY_CASES])
+def test_python_bad_input(case: Case, coll: Collection, unchanged: None) -> None:
+    assert issubclass(case.exc, PgembedError)
+    with pytest.raises(case.exc, match=case.match) as err:
+        case.call(coll)
+    assert type(err.value).__module__ == "pgembed.errors"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("dimension", 0, "dimension"),
+        ("num_repetitions", -1, "num_repetitions"),
+        ("num_simhash_projections", 99, r"num_simhash_projections.*2\*\*k partitions"),
+        ("projection", "gaussian", "projection"),
+        ("projection_dimension", 1.5, "projection_dimension"),
+        ("final_projection_dimension", 0, "final_projection_dimension"),
+        ("seed", -1, "seed"),
+        ("fill_empty_partitions", "yes", "fill_empty_partitions"),
+    ],
+)
+def test_invalid_fde_config(
+    coll: Collection, unchanged: None, field: str, value: Any, match: str
+) -> None:
+    from pgembed import FDEConfig
+
+    with pytest.raises(FDEConfigError, match=match) as err:
+        Collection(coll.engine, "fde bad", coll.encoder, kinds=("fde",),
+                   fde=FDEConfig(**{"dimension": D, field: value}))  # fmt: skip
+    assert repr(value) in str(err.value) or str(value) in str(err.value)
+
+
+def test_fingerprint_mismatch_writes_nothing(
+    coll: Collection, engine: Engine, unchanged: None
+) -> None:
+    """The catalog keeps the first fingerprint; another one under the same name is refused."""
+    from pgembed.pipeline import encoder_record
+
+    rec = encoder_record(coll.encoder)
+    forged = catalog.EncoderRecord(**{**rec.__dict__, "fingerprint": "0" * 64})
+    match = r"encoder 'tiny-bert' has fingerprint 000000000000…, but the catalog recorded"
+    with pytest.raises(FingerprintMismatchError, match=match), engine.begin() as conn:
+        catalog.register_encoder(conn, forged)
+
+
+def test_over_long_texts_warn_with_the_count(engine: Engine, tiny_encoder: Any) -> None:
+    """Over-long texts are the documented exception: truncated, written, counted in a warning."""
+    c = Collection(engine, "bad input long", tiny_encoder).create()
+    try:
+        long = " ".join(["word"] * 500)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert c.add([long, "short text here", long + " again"], ids=[1, 2, 3]) == 3
+        msgs = [str(w.message) for w in caught if issubclass(w.category, TruncationWarning)]
+        assert msgs == ["2 of 3 texts were longer than max_length=64 tokens and were truncated"]
+        assert c.count() == 3
+    finally:
+        c.drop(force=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Collection.add runs list(texts) before check_texts, so a bare str is split "
+    "into one row per character instead of raising InputError ('wrap it in a list')",
+)
+def test_bare_string_is_refused(engine: Engine, tiny_encoder: Any) -> None:
+    c = Collection(engine, "bad input bare str", tiny_encoder).create()
+    try:
+        with pytest.raises(InputError, match="wrap it in a list"):
+            c.add("abc")
+    finally:
+        n = c.count()
+        c.drop(force=True)
+    assert n == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: check_texts accepts NUL characters, which PostgreSQL text cannot hold; "
+    "Collection.add then fails with a raw psycopg.DataError instead of an InputError",
+)
+def test_nul_in_text_is_an_input_error(coll: Collection, unchanged: None) -> None:
+    with pytest.raises(InputError, match="NUL"):
+        coll.add(["abc\x00def"], ids=[900])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: ingest.check_ids casts with astype(int64), so an id of 2**63 (numpy uint64) "
+    "wraps to -2**63 and is written instead of refused",
+)
+def test_id_out_of_bigint_range(engine: Engine, tiny_encoder: Any) -> None:
+    c = Collection(engine, "bad input big id", tiny_encoder).create()
+    try:
+        with pytest.raises(InputError, match="bigint"):
+            c.add(["a b c"], ids=[2**63])
+    finally:
+        n = c.count()
+        c.drop(force=True)
+    assert n == 0
+
+
+# --- URLs and a database that goes away ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("not a url", "malformed database URL"),
+        pytest.param(
+            "mysql://user@localhost/db",
+            "malformed database URL",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="BUG: db.create_engine lets ModuleNotFoundError (MySQLdb) escape for a "
+                "non-PostgreSQL URL instead of a DatabaseUnavailableError",
+            ),
+        ),
+        ("postgresql://user:s3cret@127.0.0.1:1/x", "cannot reach PostgreSQL"),
+    ],
+)
+def test_bad_urls(url: str, match: str) -> None:
+    with pytest.raises(DatabaseUnavailableError, match=match) as err:
+        db.create_engine(url)
+    assert "s3cret" not in str(err.value)
+
+
+def test_missing_database(admin_url: str) -> None:
+    url = sa.make_url(admin_url).set(database="pgembed_no_such_db")
+    with pytest.raises(DatabaseUnavailableError, match=r'database "pgembed_no_such_db" does not'):
+        db.create_engine(url.render_as_string(hide_password=False))
+
+
+def test_schema_not_installed(empty_engine: Engine, tiny_encoder: Any) -> None:
+    with pytest.raises(MigrationError, match=r"run `pgembed db upgrade`"):
+        Collection(empty_engine, "no schema", tiny_encoder).create()
+    with empty_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_regclass('public.\"no schema\"')")).scalar() is None
+
+
+def _terminate_when_blocked(admin_url: str, database: str) -> int:
+    """Terminate the backend of ``database`` that waits on a lock; returns its pid."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with admin.connect() as conn:
+                pid = conn.execute(
+                    sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d "
+                            "AND wait_event_type = 'Lock' LIMIT 1"), {"d": database},
+                ).scalar()  # fmt: skip
+                if pid is not None:
+                    assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                    return int(pid)
+            time.sleep(0.05)
+        raise AssertionError("the write never blocked")
+    finally:
+        admin.dispose()
+
+
+def _write_while_terminated(coll: Collection, admin_url: str) -> BaseException | None:
+    """Hold a row lock, start an upsert of that row, terminate its backend while it waits."""
+    eng = db.create_engine(coll.engine.url.render_as_string(hide_password=False))
+    writer = Collection.open(eng, NAME, coll.encoder)
+    got: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            writer.add(["a changed text for row zero", "a new row"], ids=[0, 950])
+            got.append(None)
+        except BaseException as exc:  # reported to the test
+            got.append(exc)
+
+    with coll.engine.connect() as locker, locker.begin():
+        locker.execute(sa.text(f'SELECT 1 FROM "{NAME}" WHERE id = 0 FOR UPDATE'))
+        th = threading.Thread(target=write)
+        th.start()
+        _terminate_when_blocked(admin_url, str(coll.engine.url.database))
+        th.join(30)
+    eng.dispose()
+    assert not th.is_alive() and len(got) == 1
+    return got[0]
+
+
+def test_database_gone_mid_write_writes_nothing(
+    coll: Collection, admin_url: str, unchanged: None
+) -> None:
+    err = _write_while_terminated(coll, admin_url)
+    assert err is not None
+    assert "connection" in str(err).lower() or "went away" in str(err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: pipeline._guarded_write catches sqlalchemy DBAPIError, but ingest.write runs "
+    "on the raw psycopg connection and raises psycopg.OperationalError, so a backend lost "
+    "mid-write surfaces as a raw sqlalchemy OperationalError from the rollback",
+)
+def test_database_gone_mid_write_is_a_clear_error(coll: Collection, admin_url: str) -> None:
+    err = _write_while_terminated(coll, admin_url)
+    assert isinstance(err, DatabaseUnavailableError), repr(err)
+
+
+def test_dead_pooled_connection_is_replaced(coll: Collection, admin_url: str) -> None:
+    """A backend killed between calls: db.create_engine's pre-ping reconnects transparently."""
+    eng = db.create_engine(coll.engine.url.render_as_string(hide_password=False), pool_size=1)
+    c = Collection.open(eng, NAME, coll.encoder)
+    with eng.connect() as conn:
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+    admin.dispose()
+    try:
+        assert c.add(["a sentence written after the kill"], ids=[960]) == 1
+        assert c.count() == N + 1
+    finally:
+        with coll.engine.begin() as conn:
+            conn.execute(sa.text(f'DELETE FROM "{NAME}" WHERE id = 960'))
+        eng.dispose()
+
+
+# --- the SQL functions --------------------------------------------------------------------
+
+
+def _vec(x: Any) -> str:
+    return "[" + ",".join(str(float(v)) for v in np.ravel(x)) + "]"
+
+
+Q = _vec(np.ones(D) / np.sqrt(D))
+SQL_CASES = [
+    ("unknown collection", f"SELECT * FROM pgembed.search_knn('nope', '{Q}')",
+     rf"pgembed: no collection named 'nope'; known collections: .*'{NAME}'"),
+    ("NULL collection", "SELECT * FROM pgembed.collection_info(NULL, 'single')",
+     r"pgembed: the collection name is NULL"),
+    ("wrong dimensions", f"SELECT * FROM pgembed.search_knn('{NAME}', '[1,2,3]')",
+     rf"pgembed: the query vector has 3 dimensions; the collection stores {D}"),
+    ("zero vector", f"SELECT * FROM pgembed.search_knn('{NAME}', '{_vec(np.zeros(D))}')",
+     r"pgembed: the query vector is all zeros"),
+    ("k = 0", f"SELECT * FROM pgembed.search_knn('{NAME}', '{Q}', 0)",
+     r"pgembed: k must be an integer in 1..100000, got 0"),
+    ("k < 0", f"SELECT * FROM pgembed.search_funnel('{NAME}', '{Q}', -4)",
+     r"pgembed: k must be an integer in 1..100000, got -4"),
+    ("absurd oversample",
+     f"SELECT * FROM pgembed.search_funnel('{NAME}', '{Q}', 10, 8, 1000000)",
+     r"pgembed: oversample must be an integer in 1..1000, got 1000000"),
+    ("prefix not indexed", f"SELECT * FROM pgembed.search_funnel('{NAME}', '{Q}', 10, 12)",
+     rf"pgembed: collection '{NAME}' has no index on prefix 12"),
+    ("binary oversample 0", f"SELECT * FROM pgembed.search_binary('{NAME}', '{Q}', 5, 0)",
+     r"pgembed: oversample must be an integer in 1..1000, got 0"),
+    ("ef_search 0", f"SELECT * FROM pgembed.search_knn('{NAME}', '{Q}', 5, 0)",
+     r"pgembed: ef_search must be an integer in 1..1000, got 0"),
+    ("bad iterative_scan",
+     f"SELECT * FROM pgembed.search_knn('{NAME}', '{Q}', 5, NULL, 'sometimes')",
+     r"pgembed: iterative_scan must be off, relaxed_order or strict_order, got 'sometimes'"),
+    ("kind not stored",
+     f"SELECT * FROM pgembed.search_multivector('{NAME}', ARRAY['{Q}']::vector[])",
+     rf"pgembed: collection '{NAME}' does not store the 'fde' kind"),
+    ("maxsim empty query",
+     f"SELECT pgembed.maxsim('{{}}'::vector[], ARRAY['{Q}']::vector[])",
+     r"pgembed.maxsim: the query has no token vectors"),
+    ("fde_query unknown config", f"SELECT pgembed.fde_query(987654, ARRAY['{Q}']::vector[])",
+     r"pgembed: no FDE config 987654"),
+    ("fde_query collection without fde",
+     f"SELECT pgembed.fde_query('{NAME}', ARRAY['{Q}']::vector[])",
+     rf"pgembed: collection '{NAME}' does not store the 'fde' kind"),
+    # malformed literals are refused by pgvector's input functions, before pgembed runs
+    ("malformed literal", f"SELECT * FROM pgembed.search_knn('{NAME}', '[1,2,')",
+     r'invalid input syntax for type vector: "\[1,2,"'),
+    ("literal not a vector", f"SELECT * FROM pgembed.search_knn('{NAME}', 'hello')",
+     r'invalid input syntax for type vector: "hello"'),
+    ("NaN literal", f"SELECT * FROM pgembed.search_knn('{NAME}', '[NaN,1]')",
+     r"NaN not allowed in vector"),
+    ("inf literal", f"SELECT * FROM pgembed.search_knn('{NAME}', '[Infinity,1]')",
+     r"infinite value not allowed in vector"),
+    ("empty literal", f"SELECT * FROM pgembed.search_knn('{NAME}', '[]')",
+     r"vector must have at least 1 dimension"),
+]  # fmt: skip
+
+
+@needs_sql
+@pytest.mark.parametrize(
+    ("sql", "match"), [c[1:] for c in SQL_CASES], ids=[c[0] for c in SQL_CASES]
+)
+def test_sql_bad_input(engine: Engine, unchanged: None, sql: str, match: str) -> None:
+    with pytest.raises(sa.exc.DBAPIError, match=match), engine.connect() as conn:
+        conn.execute(sa.text(sql)).all()
+
+
+@needs_sql
+def test_sql_search_still_works_after_errors(engine: Engine, coll: Collection) -> None:
+    """The guard rails do not get in the way: a valid call returns k rows, best first."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT * FROM pgembed.search_knn('{NAME}', '{Q}', 5)")).all()
+    assert len(rows) == 5 and [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def _cli(
+    engine: Engine, model_dir: Path, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PGEMBED_MODEL_DIR": str(model_dir),
+        "PGEMBED_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+    }
+    return subprocess.run([sys.executable, "-m", "pgembed.cli", *args], input=stdin, env=env,
+                          capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+
+
+CLI_CASES = [
+    ("unknown collection", ("search", "no such coll", "rain"), "",
+     r"no collection named 'no such coll'"),
+    ("unknown model", ("ingest", "cli new", "--model", "no-such-model"), "some text\n",
+     r"no-such-model"),
+    ("unknown kind", ("ingest", "cli new", "--model", "tiny-bert", "--kinds", "single,dense"),
+     "some text\n", r"unknown kind\(s\) \['dense'\]"),
+    ("bad JSON line", ("ingest", NAME, "--jsonl"), '{"id": 1, "text": "ok"}\n{"id": 2}\n',
+     r"line 2 is not a JSON object with 'id' and 'text'"),
+    ("blank line in text input", ("ingest", NAME), "first text\n\nthird text\n",
+     r"text at index 1 is empty or only whitespace"),
+    ("strategy lacks kind", ("search", NAME, "rain", "--strategy", "multivector"), "",
+     r"needs the 'fde' kind"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "stdin", "match"), [c[1:] for c in CLI_CASES],
+                         ids=[c[0] for c in CLI_CASES])  # fmt: skip
+def test_cli_bad_input(
+    engine: Engine, tiny_model_dir: Path, unchanged: None, args: tuple[str, ...], stdin: str,
+    match: str,
+) -> None:  # fmt: skip
+    import re
+
+    out = _cli(engine, tiny_model_dir, *args, stdin=stdin)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("pgembed: error: ")]
+    assert len(errors) == 1, out.stderr
+    assert re.search(match, errors[0]), out.stderr
+    assert "Traceback" not in out.stderr
