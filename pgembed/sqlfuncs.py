@@ -1,0 +1,228 @@
+"""SQLAlchemy wrappers of pgembed's SQL functions (``pgembed--0.1.0--0.2.0.sql``).
+
+Scalar functions return typed SQL expressions; the searches return table-valued
+selectables with columns ``id`` (bigint) and ``score`` (float8, higher is better), usable
+with plain ``select``::
+
+    hits = sqlfuncs.search_knn("docs", q, k=10)
+    sa.select(hits)                                        # (id, score) rows, best first
+    sa.select(Doc, hits.c.score).join(hits, hits.c.id == Doc.id).order_by(hits.c.score.desc())
+
+Query vectors may be numpy arrays (or lists), bound as parameters, or SQL expressions.
+Every argument is cast to the function's parameter type, so the right overload is chosen
+whatever the driver sends. Defaults match the SQL functions' defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from pgvector.sqlalchemy import HALFVEC, VECTOR
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import Function
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import UserDefinedType
+
+from pgembed.errors import DimensionError, EmptyInputError, NonFiniteError
+
+__all__ = [
+    "VectorArray",
+    "fde_query",
+    "maxsim",
+    "search_binary",
+    "search_funnel",
+    "search_knn",
+    "search_multivector",
+]
+
+
+class VectorArray(UserDefinedType[Any]):
+    """``vector[]``: a set of token vectors, bound from an (n, d) array."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "VECTOR[]"
+
+    def bind_processor(self, dialect: Any) -> Any:
+        def process(value: Any) -> str | None:
+            return None if value is None else _vector_array_literal(value)
+
+        return process
+
+
+def _vector_array_literal(tokens: Any) -> str:
+    arr = np.asarray(tokens, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise EmptyInputError(f"a token set needs shape (n>0, d), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise NonFiniteError("token vectors hold NaN or infinity")
+    # repr of a float32 widened to float: round-trips exactly through vector's float4 input
+    rows = ('"[' + ",".join(repr(float(x)) for x in row) + ']"' for row in arr)
+    return "{" + ",".join(rows) + "}"
+
+
+def _is_sql(value: Any) -> bool:
+    return isinstance(value, ColumnElement | sa.sql.ClauseElement)
+
+
+def _vector(q: Any, type_: Any = None) -> Any:
+    """A vector argument: SQL expressions pass through, arrays become cast parameters."""
+    if _is_sql(q):
+        return q
+    arr = np.asarray(q, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise DimensionError(f"a query vector must be one non-empty vector, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise NonFiniteError("the query vector holds NaN or infinity")
+    t = type_ if type_ is not None else VECTOR()
+    return sa.cast(sa.bindparam(None, arr, type_=t), t)
+
+
+def _tokens(q: Any) -> Any:
+    if _is_sql(q):
+        return q
+    return sa.cast(sa.bindparam(None, q, type_=VectorArray()), VectorArray())
+
+
+def _int(value: int | None) -> Any:
+    return sa.cast(sa.bindparam(None, value, type_=sa.Integer), sa.Integer)
+
+
+def _text(value: str | None) -> Any:
+    return sa.cast(sa.bindparam(None, value, type_=sa.Text), sa.Text)
+
+
+def _hits(fn: Function[Any]) -> TableValuedAlias:
+    return fn.table_valued(sa.column("id", sa.BigInteger), sa.column("score", sa.Float))
+
+
+# --- scalar functions --------------------------------------------------------------------
+
+
+def maxsim(q: Any, d: Any, *, half: bool = False) -> Any:
+    """``pgembed.maxsim(q, d)``: MaxSim of query tokens ``q`` against document tokens ``d``.
+
+    ``d`` is usually a ``tokens`` column (``halfvec[]``); a numpy ``q`` is then bound as
+    ``halfvec[]`` (``half=True`` is implied by a MultiVector column). Arrays for both bind as
+    ``vector[]``.
+    """
+    from pgembed.storage.columns import MultiVector
+
+    half = half or isinstance(getattr(d, "type", None), MultiVector)
+    if not _is_sql(q):
+        q = sa.cast(_tokens(q), MultiVector()) if half else _tokens(q)
+    if not _is_sql(d):
+        d = sa.cast(_tokens(d), MultiVector()) if half else _tokens(d)
+    return sa.func.pgembed.maxsim(q, d, type_=sa.Float)
+
+
+def fde_query(config: int | str, q: Any) -> Any:
+    """``pgembed.fde_query(config, q)``: the query FDE of token vectors ``q`` (``vector``).
+
+    ``config`` is an FDE config id, or a collection name (its config).
+    """
+    arg = _text(config) if isinstance(config, str) else _int(config)
+    return sa.func.pgembed.fde_query(arg, _tokens(q), type_=VECTOR())
+
+
+# --- searches ----------------------------------------------------------------------------
+
+
+def search_knn(
+    collection: str,
+    q: Any,
+    k: int = 10,
+    *,
+    ef_search: int | None = None,
+    iterative_scan: str | None = None,
+) -> TableValuedAlias:
+    """``pgembed.search_knn``: HNSW top-k on the single vectors; (id, score) best first."""
+    return _hits(
+        sa.func.pgembed.search_knn(
+            _text(collection), _vector(q), _int(k), _int(ef_search), _text(iterative_scan)
+        )
+    )
+
+
+def search_funnel(
+    collection: str,
+    q: Any,
+    k: int = 10,
+    *,
+    prefix: int | None = None,
+    oversample: int = 8,
+    ef_search: int | None = None,
+    iterative_scan: str | None = None,
+) -> TableValuedAlias:
+    """``pgembed.search_funnel``: prefix HNSW (k*oversample), exact rerank."""
+    return _hits(
+        sa.func.pgembed.search_funnel(
+            _text(collection),
+            _vector(q),
+            _int(k),
+            _int(prefix),
+            _int(oversample),
+            _int(ef_search),
+            _text(iterative_scan),
+        )
+    )
+
+
+def search_binary(
+    collection: str,
+    q: Any,
+    k: int = 10,
+    *,
+    oversample: int = 10,
+    rescore: int | None = None,
+    ef_search: int | None = None,
+    iterative_scan: str | None = None,
+) -> TableValuedAlias:
+    """``pgembed.search_binary``: Hamming HNSW, multi-bit rescore, exact rerank."""
+    return _hits(
+        sa.func.pgembed.search_binary(
+            _text(collection),
+            _vector(q),
+            _int(k),
+            _int(oversample),
+            _int(rescore),
+            _int(ef_search),
+            _text(iterative_scan),
+        )
+    )
+
+
+def search_multivector(
+    collection: str,
+    q: Any,
+    k: int = 10,
+    *,
+    candidates: int = 100,
+    oversample: int = 10,
+    ef_search: int | None = None,
+    iterative_scan: str | None = None,
+) -> TableValuedAlias:
+    """``pgembed.search_multivector``: FDE HNSW candidates, exact MaxSim rerank.
+
+    ``q`` is the query's token vectors, an (n, d) array (or a ``vector[]`` expression).
+    """
+    return _hits(
+        sa.func.pgembed.search_multivector(
+            _text(collection),
+            _tokens(q),
+            _int(k),
+            _int(candidates),
+            _int(oversample),
+            _int(ef_search),
+            _text(iterative_scan),
+        )
+    )
+
+
+def halfvec(q: Sequence[float] | Any) -> Any:
+    """A numpy/list vector as a ``halfvec`` parameter (for custom SQL next to these)."""
+    return _vector(q, HALFVEC())
