@@ -566,3 +566,11 @@ def test_partitions_method() -> None:
     assert got.shape == (5, 3)
     for r in range(3):
         assert got[:, r].tolist() == partition_index(x @ enc.simhash[r]).tolist()
+
+
+def test_numpy_integer_fields_serialize() -> None:
+    cfg = FDEConfig(dimension=np.int64(8), num_repetitions=np.int32(2), seed=np.uint16(3))  # type: ignore[arg-type]
+    enc = FDEEncoder(cfg)
+    back = FDEEncoder.from_bytes(enc.to_bytes())
+    assert back == enc and back.config.to_dict()["dimension"] == 8
+    assert type(back.config.dimension) is int
