@@ -23,7 +23,7 @@ _LAZY = {
     "IndexParams": "pgembed.storage.schema",
     "create_engine": "pgembed.db",
 }
-_MODULES = ("query", "sqlfuncs", "migrate", "db", "errors", "vectors")
+_MODULES = ("query", "sqlfuncs", "migrate", "db", "errors", "vectors", "stats", "corpus", "quickstart")
 
 __all__ = [
     "Collection",
@@ -40,11 +40,12 @@ __all__ = [
     "migrate",
     "query",
     "sqlfuncs",
+    "stats",
     "vectors",
 ]
 
 if TYPE_CHECKING:
-    from pgembed import db, errors, migrate, query, sqlfuncs, vectors
+    from pgembed import db, errors, migrate, query, sqlfuncs, stats, vectors
     from pgembed.db import create_engine
     from pgembed.encoders import Encoder
     from pgembed.pipeline import Collection

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from pgembed.errors import PgembedError
 
-_GROUPS = ("db", "models", "collections")
+_GROUPS = ("db", "models", "collections", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

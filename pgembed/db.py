@@ -74,6 +74,9 @@ def create_engine(url: str | None = None, *, check: bool = True, **kwargs: Any) 
 
     resolved = resolve_url(url)
     with translate_errors(resolved):
+        backend = sa.engine.make_url(resolved).get_backend_name()
+        if backend != "postgresql":
+            raise sa.exc.ArgumentError(f"pgembed needs PostgreSQL, not {backend}")
         engine = sa.create_engine(resolved, pool_pre_ping=True, **kwargs)
         if check:
             with engine.connect() as conn:

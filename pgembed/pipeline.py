@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from pgembed.vectors.fde import FDEConfig, FDEEncoder
 
 STRATEGIES = ("knn", "funnel", "binary", "multivector")
-_STRATEGY_KIND = {"knn": "single", "funnel": "matryoshka", "binary": "binary", "multivector": "fde"}
+STRATEGY_KIND = {"knn": "single", "funnel": "matryoshka", "binary": "binary", "multivector": "fde"}
 DEFAULT_BATCH = 256
 
 
@@ -189,15 +190,20 @@ class Collection:
         """
         from tqdm.auto import tqdm
 
-        text_list = list(texts)
+        from pgembed.encoders.tokenize import check_texts
+
+        text_list = check_texts(texts)  # refuses a bare str before it is split into chars
         if not text_list:
             raise EmptyInputError("add() needs at least one text")
+        for i, text in enumerate(text_list):
+            if "\x00" in text:
+                raise InputError(
+                    f"text at index {i} contains a NUL character, which PostgreSQL text "
+                    "cannot store; remove it (text.replace('\\x00', ''))"
+                )
         id_arr = ingest.check_ids(list(ids) if ids is not None else range(len(text_list)))
         if len(id_arr) != len(text_list):
             raise InputError(f"{len(id_arr)} ids for {len(text_list)} texts")
-        from pgembed.encoders.tokenize import check_texts
-
-        check_texts(text_list)
         self._guard_write()
         written = 0
         bar = tqdm(total=len(text_list), desc=f"ingest {self.spec.name}", unit="text",
@@ -211,13 +217,13 @@ class Collection:
         return written
 
     def _write_batch(self, ids: np.ndarray[Any, Any], texts: list[str]) -> int:
-        with _connect(self.engine) as conn, conn.begin():
+        with _write_errors(self.spec), _connect(self.engine) as conn, conn.begin():
             done = ingest.already_embedded(conn, self.spec, ids, texts)
             if done.all():
                 return 0
             keep = np.flatnonzero(~done)
             rows = self.rows([texts[i] for i in keep], ids[keep])
-            return _guarded_write(conn, self.spec, rows)
+            return ingest.write(conn, self.spec, rows)
 
     def sync(self, *, batch_size: int = DEFAULT_BATCH, progress: bool | None = None) -> int:
         """Embed rows whose text is new or changed; safe to run in several workers at once."""
@@ -229,13 +235,13 @@ class Collection:
         total = 0
         with tqdm(desc=f"sync {self.spec.name}", unit="row", disable=progress is False) as bar:
             while True:
-                with _connect(self.engine) as conn, conn.begin():
+                with _write_errors(self.spec), _connect(self.engine) as conn, conn.begin():
                     claimed = ingest.claim_stale(conn, self.spec, batch_size)
                     if not claimed:
                         return total
                     ids = np.array([c[0] for c in claimed], dtype=np.int64)
                     rows = self.rows([c[1] for c in claimed], ids)
-                    total += _guarded_write(conn, self.spec, rows)
+                    total += ingest.write(conn, self.spec, rows)
                 bar.update(len(claimed))
 
     def _guard_write(self) -> None:
@@ -263,9 +269,9 @@ class Collection:
 
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
-        if not self.spec.has(_STRATEGY_KIND[strategy]):
+        if not self.spec.has(STRATEGY_KIND[strategy]):
             raise UnknownKindError(
-                f"strategy {strategy!r} needs the {_STRATEGY_KIND[strategy]!r} kind, which "
+                f"strategy {strategy!r} needs the {STRATEGY_KIND[strategy]!r} kind, which "
                 f"collection {self.spec.name!r} does not store (it has {list(self.spec.all_kinds)})"
             )
         if isinstance(query, str):
@@ -394,17 +400,30 @@ def _no_bar(progress: bool | None, n: int) -> bool:
     return not progress if progress is not None else n < 2 * DEFAULT_BATCH
 
 
-def _guarded_write(conn: Connection, spec: sch.CollectionSpec, rows: ingest.Rows) -> int:
+@contextlib.contextmanager
+def _write_errors(spec: sch.CollectionSpec) -> Iterator[None]:
+    """Database failures during a batch: lost connection -> resumable, others -> IngestError.
+
+    Wraps the whole transaction, so a rollback that fails on a dead connection is reported
+    the same way.
+    """
+    import psycopg
+
     try:
-        return ingest.write(conn, spec, rows)
-    except sa.exc.DBAPIError as exc:
-        if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-            raise DatabaseUnavailableError(
-                f"the database went away while writing to {spec.name!r}: "
-                f"{str(exc.orig).strip().splitlines()[0]}; the batch was rolled back — "
-                "re-run the same ingest once the server is back, it resumes where it stopped"
-            ) from None
-        raise IngestError(f"writing to {spec.name!r} failed: {exc.orig}") from None
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError,
+            psycopg.InterfaceError) as exc:  # fmt: skip
+        orig = getattr(exc, "orig", None) or exc
+        raise DatabaseUnavailableError(
+            f"the database went away while writing to {spec.name!r}: "
+            f"{str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__}; "
+            "the batch was rolled back — re-run the same ingest once the server is back, "
+            "it resumes where it stopped"
+        ) from None
+    except (sa.exc.DBAPIError, psycopg.Error) as exc:
+        raise IngestError(
+            f"writing to {spec.name!r} failed: {getattr(exc, 'orig', None) or exc}"
+        ) from None
 
 
 class _connect:

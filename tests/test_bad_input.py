@@ -281,11 +281,6 @@ def test_over_long_texts_warn_with_the_count(engine: Engine, tiny_encoder: Any) 
         c.drop(force=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Collection.add runs list(texts) before check_texts, so a bare str is split "
-    "into one row per character instead of raising InputError ('wrap it in a list')",
-)
 def test_bare_string_is_refused(engine: Engine, tiny_encoder: Any) -> None:
     c = Collection(engine, "bad input bare str", tiny_encoder).create()
     try:
@@ -297,21 +292,11 @@ def test_bare_string_is_refused(engine: Engine, tiny_encoder: Any) -> None:
     assert n == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_texts accepts NUL characters, which PostgreSQL text cannot hold; "
-    "Collection.add then fails with a raw psycopg.DataError instead of an InputError",
-)
 def test_nul_in_text_is_an_input_error(coll: Collection, unchanged: None) -> None:
     with pytest.raises(InputError, match="NUL"):
         coll.add(["abc\x00def"], ids=[900])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ingest.check_ids casts with astype(int64), so an id of 2**63 (numpy uint64) "
-    "wraps to -2**63 and is written instead of refused",
-)
 def test_id_out_of_bigint_range(engine: Engine, tiny_encoder: Any) -> None:
     c = Collection(engine, "bad input big id", tiny_encoder).create()
     try:
@@ -330,15 +315,7 @@ def test_id_out_of_bigint_range(engine: Engine, tiny_encoder: Any) -> None:
     ("url", "match"),
     [
         ("not a url", "malformed database URL"),
-        pytest.param(
-            "mysql://user@localhost/db",
-            "malformed database URL",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: db.create_engine lets ModuleNotFoundError (MySQLdb) escape for a "
-                "non-PostgreSQL URL instead of a DatabaseUnavailableError",
-            ),
-        ),
+        ("mysql://user@localhost/db", "malformed database URL"),
         ("postgresql://user:s3cret@127.0.0.1:1/x", "cannot reach PostgreSQL"),
     ],
 )
@@ -413,12 +390,6 @@ def test_database_gone_mid_write_writes_nothing(
     assert "connection" in str(err).lower() or "went away" in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pipeline._guarded_write catches sqlalchemy DBAPIError, but ingest.write runs "
-    "on the raw psycopg connection and raises psycopg.OperationalError, so a backend lost "
-    "mid-write surfaces as a raw sqlalchemy OperationalError from the rollback",
-)
 def test_database_gone_mid_write_is_a_clear_error(coll: Collection, admin_url: str) -> None:
     err = _write_while_terminated(coll, admin_url)
     assert isinstance(err, DatabaseUnavailableError), repr(err)

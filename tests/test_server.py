@@ -138,7 +138,7 @@ def test_cli_reports_bad_url_in_one_line() -> None:
 
 
 @embedded_only
-def test_cli_db_commands(pg_home: Path) -> None:
+def test_cli_db_commands(pg_home: Path, admin_url: str) -> None:
     def pgembed(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "pgembed.cli", *args],
@@ -150,6 +150,6 @@ def test_cli_db_commands(pg_home: Path) -> None:
     assert pgembed("db", "upgrade").stdout.strip() == f"pgembed schema at {migrate.head()}"
     assert pgembed("db", "current").stdout.strip() == migrate.head()
     out = pgembed("db", "psql", "-tA", "-c", "SELECT pgembed.version()")
-    assert out.stdout.strip() == "0.1.0", out.stderr
+    assert out.stdout.strip() == "0.2.0", out.stderr
     assert "0001" in pgembed("db", "history").stdout
     assert pgembed("db", "downgrade", "base").stdout.strip() == "pgembed schema at base (removed)"

@@ -47,6 +47,9 @@ def check_ids(ids: Sequence[Any] | np.ndarray[Any, Any]) -> np.ndarray[Any, np.d
         raise InputError(f"ids must be a flat sequence of integers, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise InputError(f"ids must be integers (the id column is bigint), got {arr.dtype}")
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        raise InputError(f"ids must fit in bigint ({lo}..{hi}); got {int(arr.max())}")
     arr = arr.astype(np.int64)
     uniq, counts = np.unique(arr, return_counts=True)
     if (counts > 1).any():
