@@ -1,0 +1,195 @@
+"""`pgembed quickstart`: every part on a real corpus, measured.
+
+Starts (or reuses) the database, exports the default model if needed, builds a collection
+with every vector kind from the Wikipedia sample that ships in gensim, then runs each
+article's held-out lead sentence as a known-item query with every strategy. For each it
+reports known-item recall@1/10 and MRR, recall@10 against exact search (exact cosine for
+the single-vector strategies, exact MaxSim for multivector), latency and bytes per row,
+and writes a PNG of quality against latency and storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from pgembed.encoders import Encoder
+
+COLLECTION = "quickstart_wikipedia"
+STRATEGIES = ("knn", "funnel", "binary", "multivector")
+
+
+@dataclass
+class StrategyResult:
+    strategy: str
+    known_recall1: float
+    known_recall10: float
+    mrr: float
+    exact_recall10: float
+    p50_ms: float
+    p95_ms: float
+    bytes_per_row: float
+
+
+def _exact_topk(scores: np.ndarray[Any, Any], k: int) -> np.ndarray[Any, Any]:
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def _bytes_per_row(
+    engine: Engine, table: sa.Table, parts: dict[str, list[str]]
+) -> dict[str, float]:
+    """Average stored bytes per row of each strategy's columns plus its index."""
+    with engine.connect() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        n = max(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one(), 1)
+        index_bytes: dict[str, int] = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname, pg_relation_size(c.oid) FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(:t)"
+                ),
+                {"t": f"{quote(table.schema or 'public')}.{quote(table.name)}"},
+            ).all()
+        )
+        out = {}
+        for strategy, names in parts.items():
+            total = 0.0
+            for name in names:
+                if name in table.c:
+                    avg = sa.func.avg(sa.func.pg_column_size(table.c[name]))
+                    total += float(conn.execute(sa.select(avg)).scalar_one() or 0)
+                else:
+                    total += sum(v for k, v in index_bytes.items() if k.endswith(name)) / n
+            out[strategy] = total
+    return out
+
+
+def run(
+    engine: Engine | None = None,
+    *,
+    encoder: Encoder | None = None,
+    max_articles: int | None = None,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> list[StrategyResult]:
+    """Build the quickstart collection and measure every strategy; returns the table rows."""
+    from tqdm.auto import tqdm
+
+    from pgembed import Collection, Encoder, corpus, db, migrate
+    from pgembed.errors import UnknownCollectionError
+    from pgembed.vectors.maxsim import maxsim
+
+    engine = engine or db.create_engine()
+    migrate.upgrade(engine)
+    enc = encoder or Encoder.load("all-minilm-l6-v2")
+    data = corpus.wikipedia(max_articles=max_articles)
+    texts = [p.text for p in data.passages]
+    articles = np.array([p.article for p in data.passages])
+
+    coll = Collection(
+        engine, COLLECTION, enc,
+        kinds=("single", "matryoshka", "binary", "fde", "multivector"), binary_bits=2,
+    )  # fmt: skip
+    with contextlib.suppress(UnknownCollectionError):  # start afresh each run
+        Collection.open(engine, COLLECTION, enc).drop(force=True)
+    coll.create()
+    coll.add(texts, range(len(texts)), progress=progress)
+
+    qtexts = [q.text for q in data.queries]
+    qvecs, qtoks = enc.encode_both(qtexts, "query", progress=False)
+    # Ground truth from the stored (halfvec) vectors: exactly what the searches see.
+    t = coll.table()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(t.c.embedding, t.c.tokens).order_by(t.c.id)).all()
+    dvecs = np.array([r[0] for r in stored], dtype=np.float32)
+    dtoks = [np.asarray(r[1], dtype=np.float32) for r in stored]
+    exact_dense = _exact_topk(qvecs @ dvecs.T, 10)
+    exact_ms = _exact_topk(np.stack([maxsim(q, dtoks) for q in qtoks]), 10)
+
+    results = []
+    bar = tqdm(total=len(STRATEGIES) * len(qtexts), desc="search", disable=not progress)
+    sizes = _bytes_per_row(engine, coll.table(), {
+        "knn": ["embedding", "_embedding_hnsw"],
+        "funnel": ["embedding", "_embedding_64_hnsw"],
+        "binary": ["embedding", "embedding_bits", "_embedding_bq_hnsw"],
+        "multivector": ["fde", "tokens", "_fde_hnsw"],
+    })  # fmt: skip
+    with bar:
+        for strategy in STRATEGIES:
+            lat, hits1, hits10, rr, rec = [], 0, 0, 0.0, 0.0
+            for qi in range(len(qtexts)):
+                q = qtoks[qi] if strategy == "multivector" else qvecs[qi]
+                t0 = time.perf_counter()
+                found = [i for i, _ in coll.search(q, k=10, strategy=strategy)]
+                lat.append((time.perf_counter() - t0) * 1000)
+                arts = [articles[i] for i in found]
+                target = data.queries[qi].article
+                if arts and arts[0] == target:
+                    hits1 += 1
+                if target in arts:
+                    hits10 += 1
+                    rr += 1.0 / (arts.index(target) + 1)
+                exact = exact_ms[qi] if strategy == "multivector" else exact_dense[qi]
+                rec += len(set(found) & set(exact.tolist())) / 10
+                bar.update()
+            n = len(qtexts)
+            results.append(StrategyResult(
+                strategy, hits1 / n, hits10 / n, rr / n, rec / n,
+                float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), sizes[strategy],
+            ))  # fmt: skip
+    if out_dir is not None:
+        plot(results, Path(out_dir) / "quickstart.png")
+    return results
+
+
+def format_table(results: list[StrategyResult]) -> str:
+    head = (f"{'strategy':<12} {'R@1':>6} {'R@10':>6} {'MRR':>6} {'exact R@10':>10} "
+            f"{'p50 ms':>8} {'p95 ms':>8} {'bytes/row':>10}")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(
+            f"{r.strategy:<12} {r.known_recall1:>6.3f} {r.known_recall10:>6.3f} {r.mrr:>6.3f} "
+            f"{r.exact_recall10:>10.3f} {r.p50_ms:>8.2f} {r.p95_ms:>8.2f} {r.bytes_per_row:>10.0f}"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[StrategyResult], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in results:
+        axes[0].scatter(r.p50_ms, r.known_recall10, s=60)
+        axes[0].annotate(r.strategy, (r.p50_ms, r.known_recall10), textcoords="offset points",
+                         xytext=(5, 5))  # fmt: skip
+        axes[1].scatter(r.bytes_per_row, r.known_recall10, s=60)
+        axes[1].annotate(r.strategy, (r.bytes_per_row, r.known_recall10),
+                         textcoords="offset points", xytext=(5, 5))  # fmt: skip
+    axes[0].set_xlabel("median latency (ms)")
+    axes[1].set_xlabel("bytes per row (columns + indexes)")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel("known-item recall@10")
+        ax.grid(alpha=0.3)
+    fig.suptitle("pgembed quickstart: Wikipedia sample, lead sentence → its article")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def as_dicts(results: list[StrategyResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
