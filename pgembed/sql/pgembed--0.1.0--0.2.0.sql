@@ -203,9 +203,13 @@ COMMENT ON FUNCTION pgembed.hnsw_end(text[]) IS
 -- --- MaxSim ------------------------------------------------------------------------------
 
 -- One correlated scalar subquery per query token over unnest(d): no GROUP BY, no sort,
--- and min(<#>) avoids a negation per pair (benchmarks/maxsim.py measured the variants).
+-- and min(<#>) avoids a negation per pair. Measured (benchmarks/maxsim.py, 32 x 200 tokens
+-- x 128 dims): this form, LATERAL or a subquery over unnest(q) all cost the same (the
+-- pgvector inner products dominate, about 35 ns each); GROUP BY over a cross join is ~1.5x
+-- slower, ProjectSet forms (SELECT unnest(d)) ~1.6x, a PL/pgSQL FOREACH loop ~2x.
+-- COST 1000: it is expensive, so the planner may run a big scan that calls it in parallel.
 CREATE FUNCTION pgembed.maxsim(q halfvec[], d halfvec[]) RETURNS double precision
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER COST 1000
     SET search_path FROM CURRENT
     RETURN CASE
         WHEN cardinality(q) = 0 THEN pgembed.fail('22023',
@@ -218,7 +222,7 @@ COMMENT ON FUNCTION pgembed.maxsim(halfvec[], halfvec[]) IS
     'MaxSim (Chamfer similarity): sum over query tokens of the max inner product with any document token. Empty query: error; empty document: NULL; NULL in: NULL out.';
 
 CREATE FUNCTION pgembed.maxsim(q vector[], d vector[]) RETURNS double precision
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER COST 1000
     SET search_path FROM CURRENT
     RETURN CASE
         WHEN cardinality(q) = 0 THEN pgembed.fail('22023',
