@@ -171,19 +171,19 @@ def plot(results: list[StrategyResult], path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r in results:
-        axes[0].scatter(r.p50_ms, r.known_recall10, s=60)
-        axes[0].annotate(r.strategy, (r.p50_ms, r.known_recall10), textcoords="offset points",
-                         xytext=(5, 5))  # fmt: skip
-        axes[1].scatter(r.bytes_per_row, r.known_recall10, s=60)
-        axes[1].annotate(r.strategy, (r.bytes_per_row, r.known_recall10),
-                         textcoords="offset points", xytext=(5, 5))  # fmt: skip
+    markers = "osD^v"
+    for i, r in enumerate(results):
+        style = {"s": 70, "marker": markers[i % len(markers)], "label": r.strategy}
+        axes[0].scatter(r.p50_ms, r.known_recall10, **style)
+        axes[1].scatter(r.bytes_per_row, r.known_recall10, **style)
     axes[0].set_xlabel("median latency (ms)")
+    axes[0].set_xscale("log")
     axes[1].set_xlabel("bytes per row (columns + indexes)")
     axes[1].set_xscale("log")
     for ax in axes:
         ax.set_ylabel("known-item recall@10")
         ax.grid(alpha=0.3)
+        ax.legend(loc="lower left")
     fig.suptitle("pgembed quickstart: Wikipedia sample, lead sentence → its article")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,0 +1,42 @@
+"""The quickstart, reduced, on the real MiniLM and the real Wikipedia sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from pgembed import quickstart
+
+
+@pytest.mark.slow
+def test_quickstart_quality_floors(engine: Engine, minilm_encoder: Any, tmp_path: Path) -> None:
+    results = quickstart.run(
+        engine, encoder=minilm_encoder, max_articles=12, out_dir=tmp_path, progress=False
+    )
+    by = {r.strategy: r for r in results}
+    assert set(by) == set(quickstart.STRATEGIES)
+    # Floors measured on this reduced run (see the README), with margin.
+    assert by["knn"].known_recall10 >= FLOORS["knn_known_recall10"]
+    assert by["knn"].exact_recall10 >= FLOORS["knn_exact_recall10"]
+    assert by["funnel"].exact_recall10 >= FLOORS["funnel_exact_recall10"]
+    assert by["binary"].exact_recall10 >= FLOORS["binary_exact_recall10"]
+    assert by["multivector"].exact_recall10 >= FLOORS["multivector_exact_recall10"]
+    assert all(r.bytes_per_row > 0 and r.p50_ms > 0 for r in results)
+    assert by["binary"].bytes_per_row > by["knn"].bytes_per_row  # it adds bits to the vector
+    assert (tmp_path / "quickstart.png").stat().st_size > 10_000
+    table = quickstart.format_table(results)
+    assert all(s in table for s in quickstart.STRATEGIES)
+
+
+# Measured on 12 articles: known R@10 1.000 (knn); exact R@10 0.992 knn, 0.992 funnel,
+# 1.000 binary, 1.000 multivector.
+FLOORS = {
+    "knn_known_recall10": 0.8,
+    "knn_exact_recall10": 0.9,
+    "funnel_exact_recall10": 0.9,
+    "binary_exact_recall10": 0.9,
+    "multivector_exact_recall10": 0.85,
+}
