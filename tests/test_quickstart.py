@@ -25,7 +25,8 @@ def test_quickstart_quality_floors(engine: Engine, minilm_encoder: Any, tmp_path
     assert by["binary"].exact_recall10 >= FLOORS["binary_exact_recall10"]
     assert by["multivector"].exact_recall10 >= FLOORS["multivector_exact_recall10"]
     assert all(r.bytes_per_row > 0 and r.p50_ms > 0 for r in results)
-    assert by["binary"].bytes_per_row > by["knn"].bytes_per_row  # it adds bits to the vector
+    # the bit index is far smaller than the halfvec one, even with the 2-bit codes added
+    assert by["binary"].bytes_per_row < by["knn"].bytes_per_row
     assert (tmp_path / "quickstart.png").stat().st_size > 10_000
     table = quickstart.format_table(results)
     assert all(s in table for s in quickstart.STRATEGIES)
