@@ -14,10 +14,10 @@ Timed, best of ``--repeats``, interleaved:
 - numpy: ``pgembed.vectors.maxsim.maxsim`` on the same (fp16-rounded) tokens held in memory,
   all documents in one call (its fastest form), and one call per document.
 
-Ends with one JSON line: pgembed_sql_us_per_doc, numpy_us_per_doc, ratio,
-portable_sql_us_per_doc (and the per-call numpy figure, the hardware, the sizes).
+Ends with one JSON line: pgembed_sql_us_per_doc, numpy_us_per_doc (numpy's faster form),
+ratio, portable_sql_us_per_doc, and the other figures, the hardware and the sizes.
 
-    python benchmarks/maxsim.py [--docs 2000] [--repeats 3] [--url postgresql://...]
+    python benchmarks/maxsim.py [--docs 2000] [--repeats 3] [--numpy-threads 1] [--url ...]
 """
 
 from __future__ import annotations
@@ -94,6 +94,12 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--url", default=None, help="server URL (default: the embedded server)")
+    ap.add_argument(
+        "--numpy-threads",
+        type=int,
+        default=None,
+        help="BLAS threads for numpy (default: all; 1 compares per core, like one backend)",
+    )
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -165,7 +171,13 @@ def main() -> None:
                 "numpy": lambda: float(maxsim(q, docs).sum()),
                 "numpy_loop": lambda: sum(float(maxsim(q, [d])[0]) for d in docs),
             }
-            best, value = _interleaved(methods, args.repeats)
+            if args.numpy_threads is not None:
+                from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+                with threadpool_limits(limits=args.numpy_threads):
+                    best, value = _interleaved(methods, args.repeats)
+            else:
+                best, value = _interleaved(methods, args.repeats)
         # the same number every way (fp16 tokens; float32 vs float64 sums)
         for key, v in value.items():
             assert abs(v - value["numpy"]) <= 1e-3 * abs(value["numpy"]), (key, v, value)
@@ -176,15 +188,19 @@ def main() -> None:
         admin.dispose()
 
     per_doc = 1e6 / args.docs
+    # the baseline is numpy's faster form on this machine (batched or one call per document)
+    numpy_best = min(best["numpy"], best["numpy_loop"])
     result = {
         "pgembed_sql_us_per_doc": round(best["sql"] * per_doc, 1),
-        "numpy_us_per_doc": round(best["numpy"] * per_doc, 1),
-        "ratio": round(best["sql"] / best["numpy"], 2),
+        "numpy_us_per_doc": round(numpy_best * per_doc, 1),
+        "ratio": round(best["sql"] / numpy_best, 2),
         "portable_sql_us_per_doc": round(best["portable"] * per_doc, 1),
-        "portable_ratio": round(best["portable"] / best["numpy"], 2),
+        "portable_ratio": round(best["portable"] / numpy_best, 2),
         "pgembed_sql_parallel_us_per_doc": round(best["parallel"] * per_doc, 1),
         "parallel_workers_planned": gathers > 0,
+        "numpy_batched_us_per_doc": round(best["numpy"] * per_doc, 1),
         "numpy_per_call_us_per_doc": round(best["numpy_loop"] * per_doc, 1),
+        "numpy_threads": args.numpy_threads or "all",
         "docs": args.docs,
         "query_tokens": args.query_tokens,
         "doc_tokens": args.doc_tokens,
