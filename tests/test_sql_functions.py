@@ -683,3 +683,72 @@ def test_psql_expected_values_match_numpy() -> None:
     errors = {k: v for k, v in exp.items() if k.startswith("error")}
     assert len(errors) == 9 and all(v.startswith("pgembed") for v in errors.values())
     assert "no collection named 'psql docs; DROP TABLE x'" in errors["error injection"]
+
+
+# --- migration 0002 ----------------------------------------------------------------------
+
+
+def _functions_and_columns(engine: Engine) -> tuple[set[str], set[str], str]:
+    with engine.connect() as conn:
+        funcs = set(
+            conn.execute(
+                sa.text(
+                    "SELECT p.oid::regprocedure::text FROM pg_proc p "
+                    "WHERE p.pronamespace = 'pgembed'::regnamespace"
+                )
+            ).scalars()
+        )
+        cols = set(
+            conn.execute(
+                sa.text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = 'pgembed' AND table_name = 'fde_configs'"
+                )
+            ).scalars()
+        )
+        version = conn.execute(sa.text("SELECT pgembed.version()")).scalar_one()
+    return funcs, cols, version
+
+
+def test_downgrade_0002_removes_exactly_what_it_added(empty_engine: Engine) -> None:
+    migrate.upgrade(empty_engine, "0001")
+    funcs1, cols1, version1 = _functions_and_columns(empty_engine)
+    migrate.upgrade(empty_engine)
+    funcs2, cols2, version2 = _functions_and_columns(empty_engine)
+    assert (version1, version2) == ("0.1.0", "0.2.0")
+    assert cols2 - cols1 == {"simhash_vectors", "ams_vectors"}
+    assert funcs1 < funcs2 and "pgembed.search_knn(text,vector,integer,integer,text)" in funcs2
+    migrate.downgrade(empty_engine, "0001")
+    assert _functions_and_columns(empty_engine) == (funcs1, cols1, "0.1.0")
+    migrate.upgrade(empty_engine)
+    assert _functions_and_columns(empty_engine) == (funcs2, cols2, "0.2.0")
+
+
+# --- more than ef_search can give -------------------------------------------------------
+
+
+def test_candidate_counts_above_1000_use_an_iterative_scan(engine: Engine, coll: Coll) -> None:
+    q = _queries(22, 1)[0]
+    ids, scores = _search(engine, sqlfuncs.search_funnel(coll.spec.name, q, 200, oversample=10))
+    assert len(ids) == 200 and list(scores) == sorted(scores, reverse=True)
+    ids, _ = _search(
+        engine, sqlfuncs.search_knn(coll.spec.name, q, N, iterative_scan="strict_order")
+    )
+    assert sorted(ids) == sorted(int(i) for i in coll.ids)
+
+
+def test_wrappers_compose_with_plain_select(engine: Engine, coll: Coll) -> None:
+    q = _queries(23, 1)[0]
+    t = table(coll.spec, sa.MetaData())
+    hits = sqlfuncs.search_knn(coll.spec.name, q, 5, ef_search=N)
+    stmt = (
+        sa.select(t.c.id, hits.c.score, sqlfuncs.maxsim(q[None, :], t.c.tokens).label("ms"))
+        .join(hits, hits.c.id == t.c.id)
+        .order_by(hits.c.score.desc())
+    )
+    rows = _rows(engine, stmt)
+    assert [r[0] for r in rows] == _topk(coll.cos(q), coll.ids, 5)
+    for r in rows:
+        i = int(np.flatnonzero(coll.ids == r[0])[0])
+        want = np_maxsim(_half(q[None, :]), [_half(coll.tokens[i])])[0]
+        assert r[2] == pytest.approx(want, abs=2e-3)
