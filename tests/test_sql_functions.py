@@ -752,3 +752,32 @@ def test_wrappers_compose_with_plain_select(engine: Engine, coll: Coll) -> None:
         i = int(np.flatnonzero(coll.ids == r[0])[0])
         want = np_maxsim(_half(q[None, :]), [_half(coll.tokens[i])])[0]
         assert r[2] == pytest.approx(want, abs=2e-3)
+
+
+def test_upgrade_backfills_simhash_vectors_of_older_configs(empty_engine: Engine) -> None:
+    """A config saved at 0.1.0 (no simhash_vectors yet) works with fde_query after 0002."""
+    migrate.upgrade(empty_engine, "0001")
+    enc = FDEEncoder(FDEConfig(D, 3, 3, "ams_sketch", 5, seed=41))
+    cfg = enc.config
+    with empty_engine.begin() as conn:
+        row = {
+            "dimension": cfg.dimension,
+            "num_repetitions": cfg.num_repetitions,
+            "num_simhash_projections": cfg.num_simhash_projections,
+            "projection": cfg.projection,
+            "projection_dimension": cfg.block_dim,
+            "fill_empty_partitions": cfg.fill_empty_partitions,
+            "seed": cfg.seed,
+            "output_dimension": cfg.output_dim,
+            "matrices": enc.to_bytes(),
+            "simhash": enc.simhash.ravel().tolist(),
+            "ams_index": np.asarray(enc.ams_index).ravel().tolist(),
+            "ams_sign": np.asarray(enc.ams_sign).ravel().tolist(),
+        }
+        cid = conn.execute(
+            catalog.fde_configs.insert().values(**row).returning(catalog.fde_configs.c.id)
+        ).scalar_one()
+    migrate.upgrade(empty_engine)
+    q = np.random.default_rng(42).normal(size=(6, D)).astype(np.float32)
+    got = np.array(_rows(empty_engine, sa.select(sqlfuncs.fde_query(cid, q)))[0][0])
+    np.testing.assert_allclose(got, enc.encode_query([q])[0], rtol=1e-3, atol=1e-4)

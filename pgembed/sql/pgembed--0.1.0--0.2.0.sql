@@ -265,6 +265,22 @@ ALTER TABLE pgembed.fde_configs ADD COLUMN simhash_vectors vector[];
 ALTER TABLE pgembed.fde_configs ADD COLUMN ams_vectors vector[]
     GENERATED ALWAYS AS (pgembed.ams_vectors(ams_index, ams_sign, num_repetitions,
                                              projection_dimension)) STORED;
+-- Configs saved before 0.2.0: rebuild simhash_vectors from the flattened (R, d, k) simhash.
+UPDATE pgembed.fde_configs AS f
+SET simhash_vectors = (
+    SELECT array_agg(s.v ORDER BY s.rb)
+    FROM (
+        SELECT r.r * f.num_simhash_projections + b.b AS rb,
+               array_agg(f.simhash[(r.r * f.dimension + j.j) * f.num_simhash_projections + b.b + 1]
+                         ORDER BY j.j)::vector AS v
+        FROM generate_series(0, f.num_repetitions - 1) AS r(r),
+             generate_series(0, f.num_simhash_projections - 1) AS b(b),
+             generate_series(0, f.dimension - 1) AS j(j)
+        GROUP BY r.r, b.b
+    ) AS s
+)
+WHERE f.simhash_vectors IS NULL AND f.num_simhash_projections > 0;
+
 COMMENT ON COLUMN pgembed.fde_configs.simhash_vectors IS
     'simhash[r, :, b] as vector(d) at 0-based index r*k + b: the SimHash projections for SQL.';
 COMMENT ON COLUMN pgembed.fde_configs.ams_vectors IS
@@ -292,7 +308,7 @@ BEGIN
     IF cfg.k > 0 AND cfg.sv IS NULL THEN
         RAISE EXCEPTION 'pgembed: FDE config % has no simhash_vectors', config
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'save the config again with pgembed.storage.catalog.save_fde_config';
+                  HINT = 'fill simhash_vectors: simhash[r, :, b] as vector(d) at 0-based index r*k + b';
     END IF;
     IF cfg.projection <> 'identity' AND cfg.ams IS NULL THEN
         RAISE EXCEPTION 'pgembed: FDE config % has no AMS sketch', config
