@@ -31,6 +31,7 @@ from pgembed.errors import DimensionError, EmptyInputError, NonFiniteError
 __all__ = [
     "VectorArray",
     "fde_query",
+    "halfvec",
     "maxsim",
     "search_binary",
     "search_funnel",
