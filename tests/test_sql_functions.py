@@ -53,7 +53,7 @@ class Coll:
         self.ids: np.ndarray = data["ids"]
         self.emb: np.ndarray = data["emb"]
         self.tokens: list[np.ndarray] = data["tokens"]
-        self.bits: np.ndarray = data["bits"]
+        self.bits: np.ndarray | None = data["bits"]
 
     def cos(self, q: np.ndarray) -> np.ndarray:
         e = _half(self.emb)
@@ -61,7 +61,9 @@ class Coll:
         return np.asarray((e @ qh) / (np.linalg.norm(e, axis=1) * np.linalg.norm(qh)))
 
 
-def _make(engine: Engine, name: str, cfg: FDEConfig, seed: int, **spec_kw: Any) -> Coll:
+def _make(
+    engine: Engine, name: str, cfg: FDEConfig, seed: int, bits: int = 2, **spec_kw: Any
+) -> Coll:
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(12, D))
     emb = _unit(centers[rng.integers(0, 12, N)] + 0.6 * rng.normal(size=(N, D)))
@@ -76,25 +78,25 @@ def _make(engine: Engine, name: str, cfg: FDEConfig, seed: int, **spec_kw: Any) 
         ENC.name,
         kinds=("single", "matryoshka", "binary", "fde"),
         matryoshka_dims=(8, 16),
-        binary_bits=2,
+        binary_bits=bits,
         fde_dim=cfg.output_dim,
         text_column=None,
         **spec_kw,
     )
     ids = np.arange(N, dtype=np.int64) * 7 + 3
-    bits = binary.pack_residual(emb, 2)
+    codes = binary.pack_residual(emb, bits) if bits > 1 else None
     with engine.begin() as conn:
         catalog.register_encoder(conn, ENC)
         fde_id = catalog.save_fde_config(conn, fde)
         catalog.register_collection(conn, spec, fde_id)
         table(spec, sa.MetaData()).create(conn)
         rows = ingest.Rows(
-            ids=ids, embedding=emb, embedding_bits=bits, fde=fde.encode_document(tokens),
+            ids=ids, embedding=emb, embedding_bits=codes, fde=fde.encode_document(tokens),
             tokens=tokens,
         )  # fmt: skip
         ingest.write(conn, spec, rows)
         conn.execute(sa.text("ANALYZE " + _qualified(conn, spec)))
-    return Coll(spec, fde, fde_id, {"ids": ids, "emb": emb, "tokens": tokens, "bits": bits})
+    return Coll(spec, fde, fde_id, {"ids": ids, "emb": emb, "tokens": tokens, "bits": codes})
 
 
 def _qualified(conn: sa.Connection, spec: CollectionSpec) -> str:
@@ -119,9 +121,9 @@ def coll(engine: Engine) -> Iterator[Coll]:
 
 @pytest.fixture(scope="module")
 def bitcoll(engine: Engine) -> Iterator[Coll]:
-    """bit FDE index: a final count sketch to 4096 > 4000 dims; inner-product distance."""
+    """bit FDE index (a final count sketch to 4096 > 4000 dims), inner product, 1-bit codes."""
     cfg = FDEConfig(D, 6, 3, "ams_sketch", 8, final_projection_dimension=4096, seed=12)
-    c = _make(engine, "sqlf_bits", cfg, seed=6, distance="ip", precision="vector")
+    c = _make(engine, "sqlf_bits", cfg, seed=6, bits=1, distance="ip", precision="vector")
     yield c
     _drop(engine, c)
 
@@ -174,6 +176,7 @@ def test_search_funnel_exact_and_prefix_stage(engine: Engine, coll: Coll) -> Non
 
 
 def test_search_binary_exact_and_rescore_stage(engine: Engine, coll: Coll) -> None:
+    assert coll.bits is not None
     code = binary.residual_from_packed(coll.bits, np.ones((N, 2), np.float32), D)
     for q in _queries(4):
         hits = sqlfuncs.search_binary(
@@ -191,6 +194,29 @@ def test_search_binary_exact_and_rescore_stage(engine: Engine, coll: Coll) -> No
             coll.spec.name, q, K, oversample=N // K, rescore=2 * K, ef_search=N
         )
         assert _search(engine, hits)[0] == want
+
+
+def test_search_binary_one_bit_codes(engine: Engine, bitcoll: Coll) -> None:
+    """1 bit per dimension: Hamming candidates, no rescore stage, exact rerank."""
+    codes = binary.binary_quantize(bitcoll.emb)
+    for q in _queries(24):
+        ids, scores = _search(
+            engine, sqlfuncs.search_binary(bitcoll.spec.name, q, K, oversample=N // K, ef_search=N)
+        )
+        ip = bitcoll.emb @ q
+        assert ids == _topk(ip, bitcoll.ids, K)
+        np.testing.assert_allclose(scores, np.sort(ip)[::-1][:K], atol=1e-5)
+        # 3*K candidates by Hamming distance, reranked by inner product. Ties at the cut
+        # distance may be admitted in any order, but the top K of (every row up to the cut)
+        # that lie strictly below it are in the result whichever tied rows got in.
+        ham = binary.hamming_distance(binary.binary_quantize(q), codes)[0]
+        cut = np.sort(ham)[3 * K - 1]
+        upto = np.flatnonzero(ham <= cut)
+        below = {int(bitcoll.ids[i]) for i in np.flatnonzero(ham < cut)}
+        sure = set(_topk(ip[upto], bitcoll.ids[upto], K)) & below
+        hits = sqlfuncs.search_binary(bitcoll.spec.name, q, K, oversample=3, ef_search=N)
+        got = set(_search(engine, hits)[0])
+        assert sure <= got and len(got) == K
 
 
 def test_search_multivector_exact(engine: Engine, coll: Coll, bitcoll: Coll) -> None:

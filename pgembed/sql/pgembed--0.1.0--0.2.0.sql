@@ -556,7 +556,8 @@ DECLARE
     d integer;
     n integer;
     keep integer;
-    lv record;
+    codes bit varying[];  -- the query's residual levels, b > 1 only (else NULL)
+    scales double precision[];
     qh halfvec;
     saved text[];
     stmt text;
@@ -583,7 +584,7 @@ BEGIN
     -- Stage 2 (b > 1 bits): keep the `rescore` best by residual_similarity.
     -- Stage 3: exact rerank on the full vector, top k.
     IF bits > 1 THEN
-        SELECT * INTO lv FROM pgembed.residual_levels(q, bits);
+        SELECT l.codes, l.scales INTO codes, scales FROM pgembed.residual_levels(q, bits) AS l;
         stmt := format('WITH cand AS MATERIALIZED ('
                        'SELECT %1$I::bigint AS id, %2$I AS e, %5$I AS b FROM %3$I.%4$I '
                        'ORDER BY binary_quantize(%2$I)::bit(%6$s) <~> $3 LIMIT $4), '
@@ -606,10 +607,10 @@ BEGIN
     END IF;
     IF s ->> 'type' = 'halfvec' THEN
         RETURN QUERY EXECUTE stmt
-            USING qh, k, binary_quantize(qh), n, lv.codes, lv.scales, keep;
+            USING qh, k, binary_quantize(qh), n, codes, scales, keep;
     ELSE
         RETURN QUERY EXECUTE stmt
-            USING q, k, binary_quantize(q), n, lv.codes, lv.scales, keep;
+            USING q, k, binary_quantize(q), n, codes, scales, keep;
     END IF;
     PERFORM pgembed.hnsw_end(saved);
 END
