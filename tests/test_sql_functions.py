@@ -807,3 +807,21 @@ def test_upgrade_backfills_simhash_vectors_of_older_configs(empty_engine: Engine
     q = np.random.default_rng(42).normal(size=(6, D)).astype(np.float32)
     got = np.array(_rows(empty_engine, sa.select(sqlfuncs.fde_query(cid, q)))[0][0])
     np.testing.assert_allclose(got, enc.encode_query([q])[0], rtol=1e-3, atol=1e-4)
+
+
+def test_funnel_and_plans_on_vector_precision_with_inner_product(
+    engine: Engine, bitcoll: Coll
+) -> None:
+    for q in _queries(25):
+        hits = sqlfuncs.search_funnel(bitcoll.spec.name, q, K, oversample=N // K, ef_search=N)
+        ids, scores = _search(engine, hits)
+        ip = bitcoll.emb @ q
+        assert ids == _topk(ip, bitcoll.ids, K)
+        np.testing.assert_allclose(scores, np.sort(ip)[::-1][:K], atol=1e-5)
+    q = _queries(26, 1)[0]
+    for hits, index in (
+        (sqlfuncs.search_knn(bitcoll.spec.name, q), "sqlf_bits_embedding_hnsw"),
+        (sqlfuncs.search_funnel(bitcoll.spec.name, q, prefix=16), "sqlf_bits_embedding_16_hnsw"),
+        (sqlfuncs.search_binary(bitcoll.spec.name, q), "sqlf_bits_embedding_bq_hnsw"),
+    ):
+        assert f"Index Scan using {index}" in _plans(engine, hits), index
