@@ -183,7 +183,9 @@ def plot(results: list[StrategyResult], path: Path) -> Path:
     for ax in axes:
         ax.set_ylabel("known-item recall@10")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left")
+        ax.legend(loc="best")
+        lo = min(r.known_recall10 for r in results)
+        ax.set_ylim(max(0.0, lo - 0.05), 1.01)
     fig.suptitle("pgembed quickstart: Wikipedia sample, lead sentence → its article")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
