@@ -1,0 +1,77 @@
+"""`pgembed stats`: a collection's health report, checked against direct computations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pgembed import Collection, FDEConfig, stats
+from pgembed.corpus import lee_background
+
+FDE = FDEConfig(dimension=32, num_repetitions=6, num_simhash_projections=3,
+                projection_dimension=8)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def coll(engine: Engine, tiny_encoder: Any) -> Iterator[Collection]:
+    texts = [s for doc in lee_background()[:60] for s in doc.split(". ") if len(s.split()) > 4]
+    c = Collection(engine, "stats docs", tiny_encoder,
+                   kinds=("matryoshka", "binary", "fde"), fde=FDE)  # fmt: skip
+    c.create()
+    c.add(texts[:150], ids=range(150))
+    yield c
+    c.drop(force=True)
+
+
+def test_effective_rank_of_known_spectra() -> None:
+    assert stats.effective_rank(np.eye(16)) == pytest.approx(16.0, rel=1e-6)
+    rank_one = np.outer(np.arange(1, 9), np.ones(5))
+    assert stats.effective_rank(rank_one) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_report_matches_direct_computation(coll: Collection) -> None:
+    st = stats.collect(coll, sample=40)
+    t = coll.table()
+    with coll.engine.connect() as conn:
+        emb = np.array(conn.execute(sa.select(t.c.embedding)).scalars().all(), dtype=np.float32)
+        tokens = [np.asarray(x, np.float32) for x in conn.execute(sa.select(t.c.tokens)).scalars()]
+    assert st.rows == 150
+    assert st.kind_rows == {
+        k: 150 for k in ("single", "matryoshka", "binary", "fde", "multivector")
+    }
+    assert st.effective_rank == pytest.approx(stats.effective_rank(emb), rel=1e-3)
+    norms = np.linalg.norm(emb, axis=1)
+    assert st.norm_min == pytest.approx(norms.min(), abs=1e-6)
+    assert abs(st.norm_mean - 1.0) < 1e-2  # unit vectors, stored as halfvec
+    assert st.bit_balance_worst == pytest.approx(np.abs((emb > 0).mean(0) - 0.5).max())
+    # every block a token falls in, over R * 2^k blocks per document
+    blocks = FDE.num_repetitions * FDE.num_partitions
+    fill = [len(np.unique(coll.fde.partitions(x))) / blocks for x in tokens]
+    assert 0 < st.fde_fill_rate <= 1
+    assert st.fde_fill_rate == pytest.approx(np.mean(fill), abs=0.08)  # a 40-row sample
+    # bytes: halfvec(32) is 4 + 2*32 bytes, plus varlena header; indexes add more
+    assert st.bytes_per_row["single"] > 68
+    assert set(st.recall10) == {"knn", "funnel", "binary"}
+    assert st.recall10["knn"] >= 0.95  # 150 rows: HNSW is close to exact
+
+
+def test_cli_stats(coll: Collection, engine: Engine) -> None:
+    env = {**os.environ, "PGEMBED_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "PGEMBED_MODEL_DIR": str(Path(coll.encoder.path).parent)}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "pgembed.cli", "stats", "stats docs", "--sample", "10", "--json"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["rows"] == 150 and report["collection"] == "stats docs"
