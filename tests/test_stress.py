@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy.engine import Engine
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "stress.py"
@@ -35,13 +34,8 @@ def test_short_stress_run(engine: Engine, tiny_model_dir: Path, capsys: Any) -> 
     assert result["ok"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pgembed.search_binary (sql/pgembed--0.1.0--0.2.0.sql) passes lv.codes and "
-    "lv.scales in EXECUTE ... USING, but assigns the record lv only when bits > 1, so every "
-    'binary search on a 1-bit collection fails: record "lv" is not assigned yet',
-)
 def test_binary_search_on_one_bit_codes(engine: Engine, tiny_encoder: Any) -> None:
+    """Regression: search_binary failed on 1-bit collections (record "lv" not assigned)."""
     from pgembed import Collection
 
     c = Collection(engine, "stress one bit", tiny_encoder, kinds=("binary",)).create()
