@@ -142,6 +142,7 @@ def _list(args: argparse.Namespace) -> int:
 
     from pgembed import db
     from pgembed.storage import catalog
+    from pgembed.storage.schema import KINDS
 
     with db.create_engine().connect() as conn:
         rows = conn.execute(
@@ -150,5 +151,6 @@ def _list(args: argparse.Namespace) -> int:
                       catalog.collections.c.kinds).order_by("name")
         ).all()  # fmt: skip
     for name, schema, table, encoder, kinds in rows:
-        print(f"{name}\t{schema}.{table}\t{encoder}\t{','.join(kinds)}")
+        ordered = ",".join(k for k in KINDS if k in kinds)
+        print(f"{name}\t{schema}.{table}\t{encoder}\t{ordered}")
     return 0

@@ -1,0 +1,72 @@
+"""`pgembed ingest / search / sync / collections` through the real command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pgembed import Collection
+from pgembed.corpus import lee_background
+
+
+def _cli(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pgembed.cli", *args],
+        env=env, input=stdin, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_ingest_search_sync(
+    engine: Engine, tiny_model_dir: Path, tiny_encoder: Any, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PGEMBED_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "PGEMBED_MODEL_DIR": str(tiny_model_dir)}  # fmt: skip
+    texts = [s for doc in lee_background()[:20] for s in doc.split(". ") if len(s.split()) > 4][:60]
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(texts) + "\n")
+    args = ("ingest", "cli docs", str(src), "--model", "tiny-bert", "--kinds", "single,fde",
+            "--no-progress")  # fmt: skip
+    first = _cli(env, *args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"{len(texts)} rows written")
+    again = _cli(env, *args)  # resumable: nothing left to do
+    assert again.stdout.startswith("0 rows written"), again.stderr
+
+    jsonl = "\n".join(json.dumps({"id": 1000 + i, "text": t}) for i, t in enumerate(texts[:5]))
+    piped = _cli(env, "ingest", "cli docs", "-", "--jsonl", "--no-progress", stdin=jsonl)
+    assert piped.stdout.startswith("5 rows written"), piped.stderr
+
+    for strategy in ("knn", "multivector"):
+        out = _cli(env, "search", "cli docs", texts[3], "-k", "3", "--strategy", strategy, "--json")
+        assert out.returncode == 0, out.stderr
+        hits = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [h["rank"] for h in hits] == [1, 2, 3]
+        want = Collection.open(engine, "cli docs", tiny_encoder).search(
+            texts[3], 3, strategy=strategy
+        )
+        assert [h["id"] for h in hits] == [i for i, _ in want]
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE \"cli docs\" SET content = content || ' (edited)' WHERE id < 4")
+        )
+    synced = _cli(env, "sync", "cli docs", "--no-progress")
+    assert synced.stdout.strip() == "4 rows embedded in cli docs", synced.stderr
+    listed = _cli(env, "collections")
+    assert "cli docs\tpublic.cli docs\ttiny-bert\tsingle,fde,multivector" in listed.stdout
+
+    bad = _cli(env, "search", "no such", "x")
+    assert bad.returncode == 1 and "no collection named 'no such'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    with engine.begin() as conn:
+        conn.execute(sa.text('DROP TABLE "cli docs"'))
+        conn.execute(sa.text("DELETE FROM pgembed.collections WHERE name = 'cli docs'"))
