@@ -25,7 +25,8 @@ from pgembed.errors import MigrationError
 
 FDE = FDEConfig(dimension=32, num_repetitions=4, num_simhash_projections=2,
                 projection_dimension=8, final_projection_dimension=None)  # fmt: skip
-KINDS = ("single", "binary", "multivector")
+KINDS = ("single", "matryoshka", "binary", "fde")
+STRATEGIES = (("knn", {}), ("funnel", {"prefix": 8}), ("binary", {}), ("multivector", {}))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,8 @@ def live(make_database: Any) -> Iterator[Engine]:
 
 
 def _populate(engine: Engine, enc: Any, texts: list[str]) -> list[Collection]:
-    a = Collection(engine, "live a", enc, kinds=KINDS, fde=FDE).create()
+    a = Collection(engine, "live a", enc, kinds=KINDS, fde=FDE, matryoshka_dims=(8,),
+                   binary_bits=2).create()  # fmt: skip
     b = Collection(engine, "live b", enc, table="live b table", text_column=None).create()
     assert a.add(texts, ids=range(len(texts)), batch_size=16) == len(texts)
     b_ids = list(range(1000, 1000 + len(texts) // 2))
@@ -67,7 +69,26 @@ def _snapshot(engine: Engine) -> dict[str, Any]:
                     "ORDER BY name"
                 )
             ).all()
+            out["encoders"] = conn.execute(
+                sa.text("SELECT name, fingerprint, dim FROM pgembed.encoders ORDER BY name")
+            ).all()
+            out["fde_configs"] = conn.execute(
+                sa.text(
+                    "SELECT id, md5(matrices), md5(simhash::text) FROM pgembed.fde_configs "
+                    "ORDER BY id"
+                )
+            ).all()
     return out
+
+
+def _answers(engine: Engine, enc: Any) -> list[list[tuple[int, float]]]:
+    """Every search strategy's top 5 for two queries, through the SQL functions."""
+    a = Collection.open(engine, "live a", enc)
+    return [
+        a.search(q, k=5, strategy=strategy, **opts)
+        for q in ("economic growth", "a storm hit the coast")
+        for strategy, opts in STRATEGIES
+    ]
 
 
 def test_each_step_down_and_up_keeps_the_data(
@@ -75,6 +96,8 @@ def test_each_step_down_and_up_keeps_the_data(
 ) -> None:
     _populate(live, tiny_encoder, texts)
     before = _snapshot(live)
+    answers = _answers(live, tiny_encoder)
+    assert all(len(hits) == 5 for hits in answers)
     assert len(before["live a"]) == len(texts) and len(before["catalog"]) == 2
     revisions = [s for s in migrate.history() if s.down_revision is not None]  # newest first
     for script in revisions:  # down one revision at a time (never to base), then up again
@@ -84,6 +107,7 @@ def test_each_step_down_and_up_keeps_the_data(
         migrate.upgrade(live)
         assert migrate.current(live) == migrate.head()
         assert _snapshot(live) == before, f"data changed across {script.revision}"
+        assert _answers(live, tiny_encoder) == answers, f"searches changed ({script.revision})"
     # still a working collection at head: reopen, resume (nothing to do), extend
     a = Collection.open(live, "live a", tiny_encoder)
     assert a.add(texts, ids=range(len(texts))) == 0
@@ -144,9 +168,11 @@ def test_downgrade_to_base_refuses_registered_collections(
 
     # upgrade again and re-declare: the same rows, recognized as already embedded
     migrate.upgrade(live)
-    a = Collection(live, "live a", tiny_encoder, kinds=KINDS, fde=FDE).create()
+    a = Collection(live, "live a", tiny_encoder, kinds=KINDS, fde=FDE, matryoshka_dims=(8,),
+                   binary_bits=2).create()  # fmt: skip
     assert a.add(texts, ids=range(len(texts))) == 0
     assert _snapshot(live)["live a"] == before["live a"]
+    assert all(len(hits) == 5 for hits in _answers(live, tiny_encoder))
 
 
 def test_empty_catalog_downgrades_to_base_without_force(live: Engine, tiny_encoder: Any) -> None:
