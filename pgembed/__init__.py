@@ -23,7 +23,9 @@ _LAZY = {
     "IndexParams": "pgembed.storage.schema",
     "create_engine": "pgembed.db",
 }
-_MODULES = ("query", "sqlfuncs", "migrate", "db", "errors", "vectors", "stats", "corpus", "quickstart")
+_MODULES = (
+    "query", "sqlfuncs", "migrate", "db", "errors", "vectors", "stats", "corpus", "quickstart",
+)  # fmt: skip
 
 __all__ = [
     "Collection",

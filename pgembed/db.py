@@ -68,6 +68,31 @@ def translate_errors(url: str) -> Iterator[None]:
         ) from None
 
 
+_SQLSTATE_ERRORS = {
+    "42704": "UnknownCollectionError",  # undefined_object: unknown collection
+    "0A000": "UnknownKindError",  # feature_not_supported: a kind the collection lacks
+    "55000": "CollectionError",  # object_not_in_prerequisite_state
+}
+
+
+@contextlib.contextmanager
+def translate_sql_errors() -> Iterator[None]:
+    """Errors that pgembed's SQL functions raise ("pgembed: ...") as PgembedError subclasses."""
+    from sqlalchemy import exc
+
+    from pgembed import errors
+
+    try:
+        yield
+    except exc.DBAPIError as e:
+        message = str(e.orig).strip().splitlines()[0] if e.orig is not None else ""
+        if not message.startswith("pgembed"):
+            raise
+        state = getattr(e.orig, "sqlstate", None) or ""
+        cls: type[errors.PgembedError] = getattr(errors, _SQLSTATE_ERRORS.get(state, "InputError"))
+        raise cls(message) from None
+
+
 def create_engine(url: str | None = None, *, check: bool = True, **kwargs: Any) -> Engine:
     """A SQLAlchemy engine for pgembed; ``check`` opens one connection to fail early."""
     import sqlalchemy as sa

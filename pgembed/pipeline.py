@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
 
+from pgembed.db import translate_errors, translate_sql_errors
 from pgembed.errors import (
     CollectionError,
     ConfigError,
     DatabaseUnavailableError,
+    DimensionError,
     EmptyInputError,
     FingerprintMismatchError,
     IngestError,
@@ -60,30 +63,13 @@ class Collection:
         index: sch.IndexParams | None = None,
     ) -> None:
         self.engine = engine
-        self._encoder: Encoder | None = encoder
-        self._fde: FDEEncoder | None = None
+        self.encoder = encoder
         self._fde_config_id: int | None = None
-        if "fde" in kinds:
-            from pgembed.vectors.fde import FDEConfig, FDEEncoder
-
-            self._fde = FDEEncoder(fde or FDEConfig(dimension=encoder.dim))
-        if matryoshka_dims is None:
-            matryoshka_dims = encoder.matryoshka_dims
-        self.spec = sch.CollectionSpec(
-            name=name,
-            dim=encoder.dim,
-            encoder=encoder.name,
-            kinds=tuple(kinds),
-            table=table,
-            schema=schema,
-            text_column=text_column,
-            precision=precision,
-            distance=distance,
-            matryoshka_dims=tuple(matryoshka_dims) if "matryoshka" in kinds else (),
-            binary_bits=binary_bits,
-            fde_dim=self._fde.config.output_dim if self._fde is not None else None,
-            index=index or sch.IndexParams(),
-        )
+        self.spec, self._fde = _spec(
+            name, encoder_record(encoder), kinds, fde, matryoshka_dims,
+            binary_bits=binary_bits, table=table, schema=schema, text_column=text_column,
+            precision=precision, distance=distance, index=index or sch.IndexParams(),
+        )  # fmt: skip
 
     # --- construction -------------------------------------------------------------------
 
@@ -99,7 +85,7 @@ class Collection:
             encoder = Encoder.load(rec.spec.encoder)
         self = cls.__new__(cls)
         self.engine = engine
-        self._encoder = encoder
+        self.encoder = encoder
         self._fde = fde
         self._fde_config_id = rec.fde_config
         self.spec = rec.spec
@@ -108,9 +94,8 @@ class Collection:
 
     def create(self) -> Collection:
         """Create the table and its indexes and record the collection (idempotent)."""
-        enc = self.encoder
         with _connect(self.engine) as conn, conn.begin():
-            self._fde_config_id = _declare(conn, self.spec, encoder_record(enc), self._fde)
+            self._fde_config_id = _declare(conn, self.spec, encoder_record(self.encoder), self._fde)
         return self
 
     def drop(self, *, force: bool = False) -> None:
@@ -119,12 +104,6 @@ class Collection:
             undeclare(conn, self.spec.name, force=force)
 
     # --- properties ---------------------------------------------------------------------
-
-    @property
-    def encoder(self) -> Encoder:
-        if self._encoder is None:
-            raise ConfigError(f"collection {self.spec.name!r} has no encoder; pass encoder=")
-        return self._encoder
 
     @property
     def fde(self) -> FDEEncoder:
@@ -283,7 +262,7 @@ class Collection:
             q = np.asarray(query, dtype=np.float32)
         fn = getattr(sqlfuncs, f"search_{strategy}")
         stmt = sa.select(fn(self.spec.name, q, k=k, **options))
-        with _connect(self.engine) as conn:
+        with _connect(self.engine) as conn, translate_sql_errors():
             return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
 
 
@@ -327,6 +306,20 @@ def declare(
                 f"run `pgembed export ... --name {encoder}` first"
             )
         rec = manifest_record(Manifest.load(directory))
+    spec, fde_enc = _spec(name, rec, kinds, fde, matryoshka_dims, **options)
+    _declare(conn, spec, rec, fde_enc)
+    return spec
+
+
+def _spec(
+    name: str,
+    enc: catalog.EncoderRecord,
+    kinds: Sequence[str],
+    fde: FDEConfig | dict[str, Any] | None,
+    matryoshka_dims: Sequence[int] | None,
+    **options: Any,
+) -> tuple[sch.CollectionSpec, FDEEncoder | None]:
+    """The spec of a collection on encoder ``enc``, with its FDE matrices if it stores fde."""
     fde_enc = None
     if "fde" in kinds:
         from pgembed.vectors.fde import FDEConfig, FDEEncoder
@@ -334,22 +327,25 @@ def declare(
         cfg = (
             fde
             if isinstance(fde, FDEConfig)
-            else FDEConfig(**{"dimension": rec.dim, **(fde or {})})
+            else FDEConfig(**{"dimension": enc.dim, **(fde or {})})
         )
+        if cfg.dimension != enc.dim:
+            raise DimensionError(
+                f"the FDE config takes {cfg.dimension}-dim tokens, but encoder {enc.name!r} "
+                f"makes {enc.dim}; use FDEConfig(dimension={enc.dim}, ...)"
+            )
         fde_enc = FDEEncoder(cfg)
+    prefixes = enc.matryoshka_dims if matryoshka_dims is None else matryoshka_dims
     spec = sch.CollectionSpec(
         name=name,
-        dim=rec.dim,
-        encoder=rec.name,
+        dim=enc.dim,
+        encoder=enc.name,
         kinds=tuple(kinds),
-        matryoshka_dims=tuple(rec.matryoshka_dims if matryoshka_dims is None else matryoshka_dims)
-        if "matryoshka" in kinds
-        else (),
+        matryoshka_dims=tuple(prefixes) if "matryoshka" in kinds else (),
         fde_dim=fde_enc.config.output_dim if fde_enc is not None else None,
         **options,
     )
-    _declare(conn, spec, rec, fde_enc)
-    return spec
+    return spec, fde_enc
 
 
 def undeclare(conn: Connection, name: str, *, force: bool = False) -> None:
@@ -382,18 +378,8 @@ def manifest_record(m: Any) -> catalog.EncoderRecord:
 
 
 def encoder_record(enc: Encoder) -> catalog.EncoderRecord:
-    m = enc.manifest
-    return catalog.EncoderRecord(
-        name=enc.name,
-        fingerprint=enc.fingerprint,
-        dim=enc.dim,
-        max_length=enc.max_length,
-        pooling=m.pooling,
-        normalized=m.normalization != "none",
-        query_prefix=m.query_prefix,
-        document_prefix=m.document_prefix,
-        matryoshka_dims=tuple(m.matryoshka_dims),
-    )
+    # A shallower (elastic-depth) graph is another vector space: its own fingerprint.
+    return replace(manifest_record(enc.manifest), fingerprint=enc.fingerprint)
 
 
 def _no_bar(progress: bool | None, n: int) -> bool:
@@ -426,20 +412,11 @@ def _write_errors(spec: sch.CollectionSpec) -> Iterator[None]:
         ) from None
 
 
-class _connect:
+@contextlib.contextmanager
+def _connect(engine: Engine) -> Iterator[Connection]:
     """engine.connect() with connection failures turned into DatabaseUnavailableError."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.conn: Connection | None = None
-
-    def __enter__(self) -> Connection:
-        from pgembed.db import translate_errors
-
-        with translate_errors(str(self.engine.url)):
-            self.conn = self.engine.connect()
-        return self.conn
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.conn is not None
-        self.conn.close()
+    with translate_errors(str(engine.url)):
+        conn = engine.connect()
+    with conn:
+        yield conn

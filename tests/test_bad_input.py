@@ -229,12 +229,6 @@ def test_python_bad_input(case: Case, coll: Collection, unchanged: None) -> None
     assert type(err.value).__module__ == "pgembed.errors"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Collection (and pipeline.declare) accept an FDE config whose dimension is not "
-    "the encoder's; create() then records a collection whose every add() fails with "
-    "DimensionError ('document 0 has 32 dims per token, expected 16')",
-)
 def test_fde_config_of_another_dimension(coll: Collection, unchanged: None) -> None:
     from pgembed import FDEConfig
 
@@ -257,8 +251,8 @@ def test_fde_config_of_another_dimension(coll: Collection, unchanged: None) -> N
 def test_search_options_out_of_range(
     coll: Collection, unchanged: None, opts: dict[str, Any], match: str
 ) -> None:
-    """Collection.search: the SQL function's check surfaces as a SQL error with its message."""
-    with pytest.raises(sa.exc.DBAPIError, match=match):
+    """Collection.search: the SQL function's check surfaces as a PgembedError, same message."""
+    with pytest.raises(InputError, match=match):
         coll.search("rain", **opts)
 
 
@@ -550,12 +544,7 @@ CLI_CASES = [
      r"text at index 1 is empty or only whitespace"),
     ("strategy lacks kind", ("search", NAME, "rain", "--strategy", "multivector"), "",
      r"needs the 'fde' kind"),
-    pytest.param("k = 0", ("search", NAME, "rain", "-k", "0"), "", r"k must be", id="k = 0",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "BUG: a pgembed error raised by a SQL function (k, oversample, ef_search "
-                     "out of range) reaches the CLI as a raw sqlalchemy DBAPIError: `pgembed "
-                     "search` prints a traceback with the query vector instead of one "
-                     "'pgembed: error:' line (cli.main catches PgembedError only)"))),
+    ("k = 0", ("search", NAME, "rain", "-k", "0"), "", r"k must be"),
 ]  # fmt: skip
 
 
