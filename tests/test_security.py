@@ -36,15 +36,7 @@ HOSTILE = [
     "$1 $$ \\ ünï",
 ]
 PERCENT = "%I %s 100%"
-_PERCENT_BUG = (
-    "BUG: ingest.already_embedded / claim_stale run psycopg sql.Identifier-composed queries "
-    "WITH parameters, so a '%' inside a quoted name is read as a placeholder: add() and "
-    "sync() fail (\"only '%s', '%b', '%t' are allowed as placeholders, got '%I'\")"
-)
-HOSTILE_ALL = [
-    *HOSTILE,
-    pytest.param(PERCENT, marks=pytest.mark.xfail(strict=True, reason=_PERCENT_BUG)),
-]
+HOSTILE_ALL = [*HOSTILE, PERCENT]
 FDE = FDEConfig(dimension=32, num_repetitions=4, num_simhash_projections=2,
                 projection_dimension=8)  # fmt: skip
 ALL_KINDS = ("single", "matryoshka", "binary", "fde")
@@ -309,13 +301,6 @@ PLANTS = {
     "format 7": "public.format(text, text, text, text, text, text, integer) RETURNS text",
     "cardinality": "public.cardinality(vector[]) RETURNS integer",
 }
-CAPTURED = {"format 5", "format 7", "cardinality", "unnest"}  # see _CAPTURE_BUG
-_CAPTURE_BUG = (
-    "BUG: pgembed's PL/pgSQL functions call format(), cardinality(), unnest() unqualified; "
-    'pg_catalog\'s versions take VARIADIC "any" / anyarray, so an exact-typed overload '
-    "planted in the vector extension's schema (on the pinned search_path) wins over them "
-    "and runs with the caller's rights. Fix: schema-qualify (pg_catalog.format ...)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -355,9 +340,8 @@ def _every_pgembed_call(eng: Engine, q: np.ndarray) -> None:
 @needs_sql
 @pytest.mark.parametrize(
     "plant",
-    [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=_CAPTURE_BUG))
-     if p in CAPTURED else p for p in PLANTS],
-)  # fmt: skip
+    list(PLANTS),
+)
 def test_planted_function_is_never_called(planted_db: dict[str, Any], plant: str) -> None:
     eng: Engine = planted_db["engine"]
     signature = PLANTS[plant]
@@ -373,7 +357,10 @@ def test_planted_function_is_never_called(planted_db: dict[str, Any], plant: str
         for strategy, opts in (("knn", {}), ("funnel", {"prefix": 8}), ("binary", {}),
                                ("multivector", {})):  # fmt: skip
             assert len(planted_db["coll"].search("rain", k=2, strategy=strategy, **opts)) == 2
-        assert planted_db["coll"].add(["a new text about hail"], ids=[10 + len(plant)]) == 1
+        assert (
+            planted_db["coll"].add(["a new text about hail"], ids=[10 + list(PLANTS).index(plant)])
+            == 1
+        )
     finally:
         with eng.begin() as conn:
             conn.execute(sa.text(f"DROP FUNCTION {signature.split(' RETURNS')[0]}"))
@@ -581,11 +568,6 @@ def test_fuzz_pgvector_literals_through_the_database(
     assert abs(ms - want) <= 1e-5 * scale + 1e-6, (ms, want)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: storage.columns.parse_halfvec_array splits on '\",\"', but PostgreSQL quotes an "
-    "array element only when it needs it: 1-dim halfvecs come back as {[1],[2]}, unquoted",
-)
 def test_halfvec_array_of_one_dim_vectors_parses(engine: Engine) -> None:
     from pgembed.storage.columns import parse_halfvec_array
 

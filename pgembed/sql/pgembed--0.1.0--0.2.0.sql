@@ -56,7 +56,7 @@ BEGIN
         RAISE EXCEPTION 'pgembed: % must be an integer in %..%, got %',
             name, low, high, coalesce(value::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('pass %s between %s and %s', name, low, high);
+                  HINT = pg_catalog.format('pass %s between %s and %s', name, low, high);
     END IF;
     RETURN value;
 END
@@ -95,12 +95,12 @@ AS $fn$
 DECLARE
     bad integer;
 BEGIN
-    IF q IS NULL OR cardinality(q) = 0 THEN
+    IF q IS NULL OR pg_catalog.cardinality(q) = 0 THEN
         RAISE EXCEPTION 'pgembed: the % has no token vectors', what
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'a multi-vector query needs at least one token vector';
     END IF;
-    SELECT vector_dims(t) INTO bad FROM unnest(q) AS t
+    SELECT vector_dims(t) INTO bad FROM pg_catalog.unnest(q) AS t
     WHERE t IS NULL OR vector_dims(t) <> dim LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'pgembed: the % holds a token vector of % dimensions; expected %',
@@ -132,16 +132,16 @@ BEGIN
       FROM pgembed.collections AS c WHERE c.name = collection;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pgembed: no collection named %; known collections: %',
-            quote_literal(collection),
-            coalesce((SELECT string_agg(quote_literal(c.name), ', ' ORDER BY c.name)
+            pg_catalog.quote_literal(collection),
+            coalesce((SELECT pg_catalog.string_agg(pg_catalog.quote_literal(c.name), ', ' ORDER BY c.name)
                         FROM pgembed.collections AS c), 'none')
             USING ERRCODE = 'undefined_object',
                   HINT = 'collections are listed in pgembed.collections';
     END IF;
     IF kind IS NOT NULL AND NOT kinds ? kind THEN
         RAISE EXCEPTION 'pgembed: collection % does not store the % kind; it stores: %',
-            quote_literal(collection), quote_literal(kind),
-            (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(kinds) AS k)
+            pg_catalog.quote_literal(collection), pg_catalog.quote_literal(kind),
+            (SELECT pg_catalog.string_agg(k, ', ' ORDER BY k) FROM pg_catalog.jsonb_object_keys(kinds) AS k)
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'declare the collection with that kind, or use another search';
     END IF;
@@ -157,8 +157,8 @@ CREATE FUNCTION pgembed.hnsw_begin(ef_search integer, iterative_scan text, n_row
     SET search_path FROM CURRENT
 AS $fn$
 DECLARE
-    saved text[] := ARRAY[current_setting('hnsw.ef_search', true),
-                          current_setting('hnsw.iterative_scan', true)];
+    saved text[] := ARRAY[pg_catalog.current_setting('hnsw.ef_search', true),
+                          pg_catalog.current_setting('hnsw.iterative_scan', true)];
     current_ef integer := coalesce(nullif(saved[1], '')::integer, 40);
 BEGIN
     IF ef_search IS NOT NULL THEN
@@ -167,17 +167,17 @@ BEGIN
     IF iterative_scan IS NOT NULL
        AND iterative_scan NOT IN ('off', 'relaxed_order', 'strict_order') THEN
         RAISE EXCEPTION 'pgembed: iterative_scan must be off, relaxed_order or strict_order, got %',
-            quote_literal(iterative_scan)
+            pg_catalog.quote_literal(iterative_scan)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- HNSW returns at most ef_search rows (without iterative scans): ask for enough.
-    PERFORM set_config('hnsw.ef_search',
+    PERFORM pg_catalog.set_config('hnsw.ef_search',
         coalesce(ef_search, least(1000, greatest(current_ef, n_rows)))::text, true);
     IF iterative_scan IS NOT NULL THEN
-        PERFORM set_config('hnsw.iterative_scan', iterative_scan, true);
+        PERFORM pg_catalog.set_config('hnsw.iterative_scan', iterative_scan, true);
     ELSIF n_rows > 1000 THEN
         -- More rows than ef_search can give: keep scanning.
-        PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
+        PERFORM pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
     END IF;
     RETURN saved;
 END
@@ -192,8 +192,8 @@ CREATE FUNCTION pgembed.hnsw_end(saved text[]) RETURNS void
 AS $fn$
 BEGIN
     -- set_config(name, NULL, true) resets to the default when there was no value.
-    PERFORM set_config('hnsw.ef_search', saved[1], true);
-    PERFORM set_config('hnsw.iterative_scan', saved[2], true);
+    PERFORM pg_catalog.set_config('hnsw.ef_search', saved[1], true);
+    PERFORM pg_catalog.set_config('hnsw.iterative_scan', saved[2], true);
 END
 $fn$;
 
@@ -212,10 +212,10 @@ CREATE FUNCTION pgembed.maxsim(q halfvec[], d halfvec[]) RETURNS double precisio
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER COST 1000
     SET search_path FROM CURRENT
     RETURN CASE
-        WHEN cardinality(q) = 0 THEN pgembed.fail('22023',
+        WHEN pg_catalog.cardinality(q) = 0 THEN pgembed.fail('22023',
             'pgembed.maxsim: the query has no token vectors',
             'MaxSim needs at least one query token vector')
-        ELSE (SELECT -sum((SELECT min(qt <#> dt) FROM unnest(d) AS dt)) FROM unnest(q) AS qt)
+        ELSE (SELECT -sum((SELECT min(qt <#> dt) FROM pg_catalog.unnest(d) AS dt)) FROM pg_catalog.unnest(q) AS qt)
     END;
 
 COMMENT ON FUNCTION pgembed.maxsim(halfvec[], halfvec[]) IS
@@ -225,10 +225,10 @@ CREATE FUNCTION pgembed.maxsim(q vector[], d vector[]) RETURNS double precision
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER COST 1000
     SET search_path FROM CURRENT
     RETURN CASE
-        WHEN cardinality(q) = 0 THEN pgembed.fail('22023',
+        WHEN pg_catalog.cardinality(q) = 0 THEN pgembed.fail('22023',
             'pgembed.maxsim: the query has no token vectors',
             'MaxSim needs at least one query token vector')
-        ELSE (SELECT -sum((SELECT min(qt <#> dt) FROM unnest(d) AS dt)) FROM unnest(q) AS qt)
+        ELSE (SELECT -sum((SELECT min(qt <#> dt) FROM pg_catalog.unnest(d) AS dt)) FROM pg_catalog.unnest(q) AS qt)
     END;
 
 COMMENT ON FUNCTION pgembed.maxsim(vector[], vector[]) IS
@@ -244,16 +244,16 @@ CREATE FUNCTION pgembed.ams_vectors(
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
     SET search_path FROM CURRENT
     RETURN (
-        SELECT array_agg(s.v ORDER BY s.rt)
+        SELECT pg_catalog.array_agg(s.v ORDER BY s.rt)
         FROM (
             SELECT r.r * projection_dimension + t.t AS rt,
-                   array_agg(CASE WHEN ams_index[r.r * dd.d + j.j + 1] = t.t
+                   pg_catalog.array_agg(CASE WHEN ams_index[r.r * dd.d + j.j + 1] = t.t
                                   THEN ams_sign[r.r * dd.d + j.j + 1] ELSE 0 END
                              ORDER BY j.j)::vector AS v
-            FROM (SELECT cardinality(ams_index) / num_repetitions AS d) AS dd,
-                 generate_series(0, num_repetitions - 1) AS r(r),
-                 generate_series(0, projection_dimension - 1) AS t(t),
-                 generate_series(0, dd.d - 1) AS j(j)
+            FROM (SELECT pg_catalog.cardinality(ams_index) / num_repetitions AS d) AS dd,
+                 pg_catalog.generate_series(0, num_repetitions - 1) AS r(r),
+                 pg_catalog.generate_series(0, projection_dimension - 1) AS t(t),
+                 pg_catalog.generate_series(0, dd.d - 1) AS j(j)
             GROUP BY r.r, t.t
         ) AS s
     );
@@ -268,14 +268,14 @@ ALTER TABLE pgembed.fde_configs ADD COLUMN ams_vectors vector[]
 -- Configs saved before 0.2.0: rebuild simhash_vectors from the flattened (R, d, k) simhash.
 UPDATE pgembed.fde_configs AS f
 SET simhash_vectors = (
-    SELECT array_agg(s.v ORDER BY s.rb)
+    SELECT pg_catalog.array_agg(s.v ORDER BY s.rb)
     FROM (
         SELECT r.r * f.num_simhash_projections + b.b AS rb,
-               array_agg(f.simhash[(r.r * f.dimension + j.j) * f.num_simhash_projections + b.b + 1]
+               pg_catalog.array_agg(f.simhash[(r.r * f.dimension + j.j) * f.num_simhash_projections + b.b + 1]
                          ORDER BY j.j)::vector AS v
-        FROM generate_series(0, f.num_repetitions - 1) AS r(r),
-             generate_series(0, f.num_simhash_projections - 1) AS b(b),
-             generate_series(0, f.dimension - 1) AS j(j)
+        FROM pg_catalog.generate_series(0, f.num_repetitions - 1) AS r(r),
+             pg_catalog.generate_series(0, f.num_simhash_projections - 1) AS b(b),
+             pg_catalog.generate_series(0, f.dimension - 1) AS j(j)
         GROUP BY r.r, b.b
     ) AS s
 )
@@ -318,9 +318,9 @@ BEGIN
     nb := 1 << cfg.k;
 
     WITH tok AS (
-        SELECT u.t, u.i FROM unnest(q) WITH ORDINALITY AS u(t, i)
+        SELECT u.t, u.i FROM pg_catalog.unnest(q) WITH ORDINALITY AS u(t, i)
     ), sv AS (
-        SELECT s.v, s.n - 1 AS n FROM unnest(cfg.sv) WITH ORDINALITY AS s(v, n)
+        SELECT s.v, s.n - 1 AS n FROM pg_catalog.unnest(cfg.sv) WITH ORDINALITY AS s(v, n)
     ), bits AS (
         -- sign bit b_j of <token, simhash[r, :, j]>; <#> is the negated inner product
         SELECT tok.i, sv.n / cfg.k AS r, sv.n % cfg.k AS j, ((tok.t <#> sv.v) < 0)::integer AS b
@@ -335,18 +335,18 @@ BEGIN
     ), blk AS (
         -- queries SUM their tokens per (repetition, partition); k = 0: all in partition 0
         SELECT rr.r, coalesce(part.p, 0) AS p, sum(tok.t) AS v
-        FROM tok CROSS JOIN generate_series(0, cfg.r - 1) AS rr(r)
+        FROM tok CROSS JOIN pg_catalog.generate_series(0, cfg.r - 1) AS rr(r)
         LEFT JOIN part ON part.i = tok.i AND part.r = rr.r
         GROUP BY rr.r, coalesce(part.p, 0)
     ), ams AS (
-        SELECT a.v, a.n - 1 AS n FROM unnest(cfg.ams) WITH ORDINALITY AS a(v, n)
+        SELECT a.v, a.n - 1 AS n FROM pg_catalog.unnest(cfg.ams) WITH ORDINALITY AS a(v, n)
     ), val AS (
         SELECT (blk.r * nb + blk.p) * cfg.dp + ams.n % cfg.dp AS pos,
                -(blk.v <#> ams.v) AS x
         FROM blk JOIN ams ON ams.n / cfg.dp = blk.r
         UNION ALL
         SELECT (blk.r * nb + blk.p) * cfg.dp + (e.o - 1)::integer AS pos, e.x::double precision
-        FROM blk CROSS JOIN unnest(blk.v::real[]) WITH ORDINALITY AS e(x, o)
+        FROM blk CROSS JOIN pg_catalog.unnest(blk.v::real[]) WITH ORDINALITY AS e(x, o)
         WHERE cfg.ams IS NULL
     ), fin AS (
         -- optional final count sketch: out[final_index[i]] += final_sign[i] * fde[i]
@@ -354,8 +354,8 @@ BEGIN
                sum(CASE WHEN cfg.fi IS NULL THEN val.x ELSE cfg.fs[val.pos + 1] * val.x END) AS x
         FROM val GROUP BY 1
     )
-    SELECT array_agg(coalesce(fin.x, 0) ORDER BY g.g)::real[]::vector INTO result
-    FROM generate_series(0, cfg.dout - 1) AS g(g) LEFT JOIN fin ON fin.pos = g.g;
+    SELECT pg_catalog.array_agg(coalesce(fin.x, 0) ORDER BY g.g)::real[]::vector INTO result
+    FROM pg_catalog.generate_series(0, cfg.dout - 1) AS g(g) LEFT JOIN fin ON fin.pos = g.g;
     RETURN result;
 END
 $fn$;
@@ -372,7 +372,7 @@ DECLARE
 BEGIN
     SELECT * INTO c FROM pgembed.collection_info(collection, 'fde');
     IF c.fde_config IS NULL THEN
-        RAISE EXCEPTION 'pgembed: collection % names no FDE config', quote_literal(collection)
+        RAISE EXCEPTION 'pgembed: collection % names no FDE config', pg_catalog.quote_literal(collection)
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     RETURN pgembed.fde_query(c.fde_config, q);
@@ -400,14 +400,14 @@ BEGIN
     FOR lvl IN 1..bits LOOP
         -- like pgembed.vectors.binary.residual_encode: scale = mean |residual| rounded to
         -- float32, bit = residual > 0, residual -= scale * sign
-        SELECT avg(abs(u.v))::real::double precision,
-               string_agg(CASE WHEN u.v > 0 THEN '1' ELSE '0' END, '' ORDER BY u.o)::bit varying
+        SELECT avg(pg_catalog.abs(u.v))::real::double precision,
+               pg_catalog.string_agg(CASE WHEN u.v > 0 THEN '1' ELSE '0' END, '' ORDER BY u.o)::bit varying
           INTO s, code
-          FROM unnest(x) WITH ORDINALITY AS u(v, o);
+          FROM pg_catalog.unnest(x) WITH ORDINALITY AS u(v, o);
         codes := codes || code;
         scales := scales || s;
         x := ARRAY(SELECT u.v - CASE WHEN u.v > 0 THEN s ELSE -s END
-                   FROM unnest(x) WITH ORDINALITY AS u(v, o) ORDER BY u.o);
+                   FROM pg_catalog.unnest(x) WITH ORDINALITY AS u(v, o) ORDER BY u.o);
     END LOOP;
 END
 $fn$;
@@ -422,8 +422,8 @@ CREATE FUNCTION pgembed.residual_similarity(
     SET search_path FROM CURRENT
     RETURN (
         SELECT sum(scales[i] * scales[j]
-                   * (length(codes[i]) - 2 * (codes[i]::bit varying <~> substring(
-                        doc FROM (j - 1) * length(codes[i]) + 1 FOR length(codes[i])))))
+                   * (pg_catalog.length(codes[i]) - 2 * (codes[i]::bit varying <~> pg_catalog.substring(
+                        doc, (j - 1) * pg_catalog.length(codes[i]) + 1, pg_catalog.length(codes[i])))))
         FROM generate_subscripts(codes, 1) AS i, generate_subscripts(codes, 1) AS j
     );
 
@@ -455,11 +455,11 @@ BEGIN
     END IF;
     saved := pgembed.hnsw_begin(ef_search, iterative_scan, k);
     IF s ->> 'distance' = 'ip' THEN
-        stmt := format('SELECT c.id, -c.d FROM (SELECT %1$I::bigint AS id, %2$I <#> $1 AS d '
+        stmt := pg_catalog.format('SELECT c.id, -c.d FROM (SELECT %1$I::bigint AS id, %2$I <#> $1 AS d '
                        'FROM %3$I.%4$I ORDER BY d LIMIT $2) AS c ORDER BY c.d, c.id',
                        c.id_column, s ->> 'column', c.table_schema, c.table_name);
     ELSE
-        stmt := format('SELECT c.id, 1 - c.d FROM (SELECT %1$I::bigint AS id, %2$I <=> $1 AS d '
+        stmt := pg_catalog.format('SELECT c.id, 1 - c.d FROM (SELECT %1$I::bigint AS id, %2$I <=> $1 AS d '
                        'FROM %3$I.%4$I ORDER BY d LIMIT $2) AS c ORDER BY c.d, c.id',
                        c.id_column, s ->> 'column', c.table_schema, c.table_name);
     END IF;
@@ -502,7 +502,7 @@ BEGIN
     m := coalesce(prefix, dims[1]);
     IF NOT m = ANY (dims) THEN
         RAISE EXCEPTION 'pgembed: collection % has no index on prefix %; its prefixes are %',
-            quote_literal(collection), m, array_to_string(dims, ', ')
+            pg_catalog.quote_literal(collection), m, array_to_string(dims, ', ')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'pass one of the configured prefixes, or NULL for the smallest';
     END IF;
@@ -515,14 +515,14 @@ BEGIN
     -- Stage 1 uses the prefix index expression verbatim (cosine, like the index);
     -- stage 2 reranks the candidates on the full vector with the collection's distance.
     IF s ->> 'distance' = 'ip' THEN
-        stmt := format('SELECT c.id, -(c.e <#> $1) AS score FROM ('
+        stmt := pg_catalog.format('SELECT c.id, -(c.e <#> $1) AS score FROM ('
                        'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
                        'ORDER BY subvector(%2$I, 1, %5$s)::%6$I(%5$s) <=> $3 LIMIT $4) AS c '
                        'ORDER BY score DESC, c.id LIMIT $2',
                        c.id_column, s ->> 'column', c.table_schema, c.table_name, m,
                        s ->> 'type');
     ELSE
-        stmt := format('SELECT c.id, 1 - (c.e <=> $1) AS score FROM ('
+        stmt := pg_catalog.format('SELECT c.id, 1 - (c.e <=> $1) AS score FROM ('
                        'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
                        'ORDER BY subvector(%2$I, 1, %5$s)::%6$I(%5$s) <=> $3 LIMIT $4) AS c '
                        'ORDER BY score DESC, c.id LIMIT $2',
@@ -585,7 +585,7 @@ BEGIN
     -- Stage 3: exact rerank on the full vector, top k.
     IF bits > 1 THEN
         SELECT l.codes, l.scales INTO codes, scales FROM pgembed.residual_levels(q, bits) AS l;
-        stmt := format('WITH cand AS MATERIALIZED ('
+        stmt := pg_catalog.format('WITH cand AS MATERIALIZED ('
                        'SELECT %1$I::bigint AS id, %2$I AS e, %5$I AS b FROM %3$I.%4$I '
                        'ORDER BY binary_quantize(%2$I)::bit(%6$s) <~> $3 LIMIT $4), '
                        'resc AS (SELECT cand.id, cand.e FROM cand ORDER BY '
@@ -593,7 +593,7 @@ BEGIN
                        c.id_column, s ->> 'column', c.table_schema, c.table_name,
                        c.kinds -> 'binary' ->> 'column', d);
     ELSE
-        stmt := format('WITH resc AS MATERIALIZED ('
+        stmt := pg_catalog.format('WITH resc AS MATERIALIZED ('
                        'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
                        'ORDER BY binary_quantize(%2$I)::bit(%5$s) <~> $3 LIMIT $4) ',
                        c.id_column, s ->> 'column', c.table_schema, c.table_name, d);
@@ -642,7 +642,7 @@ BEGIN
     PERFORM pgembed.check_range('oversample', coalesce(oversample, 10), 1, 1000);
     PERFORM pgembed.check_tokens(q, (c.kinds -> 'multivector' ->> 'dim')::integer, 'query');
     IF c.fde_config IS NULL THEN
-        RAISE EXCEPTION 'pgembed: collection % names no FDE config', quote_literal(collection)
+        RAISE EXCEPTION 'pgembed: collection % names no FDE config', pg_catalog.quote_literal(collection)
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     fq := pgembed.fde_query(c.fde_config, q);
@@ -650,7 +650,7 @@ BEGIN
         -- Hamming on the bit index, then a float-FDE rescore to `candidates`: going from bit
         -- candidates straight to MaxSim costs recall (DESIGN.md, MUVERA FDE).
         n := coalesce(candidates, 100) * coalesce(oversample, 10);
-        stmt := format('WITH cand AS MATERIALIZED ('
+        stmt := pg_catalog.format('WITH cand AS MATERIALIZED ('
                        'SELECT %1$I::bigint AS id, %2$I AS f, %5$I AS t FROM %3$I.%4$I '
                        'ORDER BY binary_quantize(%2$I)::bit(%6$s) <~> $5 LIMIT $6), '
                        'resc AS (SELECT cand.id, cand.t FROM cand '
@@ -661,7 +661,7 @@ BEGIN
                        c.kinds -> 'multivector' ->> 'column', (f ->> 'dim')::integer);
     ELSE
         n := coalesce(candidates, 100);
-        stmt := format('WITH cand AS MATERIALIZED ('
+        stmt := pg_catalog.format('WITH cand AS MATERIALIZED ('
                        'SELECT %1$I::bigint AS id, %5$I AS t FROM %3$I.%4$I '
                        'ORDER BY %2$I <#> $3 LIMIT $4) '
                        'SELECT cand.id, pgembed.maxsim($1, cand.t) AS score FROM cand '

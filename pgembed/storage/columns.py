@@ -7,6 +7,7 @@ comparator for MaxSim.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,12 +32,15 @@ def halfvec_array_literal(tokens: Any, dim: int | None = None) -> str:
     return "{" + ",".join(rows) + "}"
 
 
+_ELEMENT = re.compile(r"\[([^\]]*)\]")
+
+
 def parse_halfvec_array(value: str | Sequence[Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
     """(n, d) float32 from a ``halfvec[]`` text value or a list of vectors."""
     if isinstance(value, str):
-        inner = value.strip()[1:-1]
-        parts = [p.strip('"[]') for p in inner.split('","')] if inner else []
-        return np.array([[float(x) for x in p.split(",")] for p in parts], dtype=np.float32)
+        # PostgreSQL quotes an element only when it must ('{"[1,2]"}' but '{[1]}').
+        rows = [[float(x) for x in m.split(",")] for m in _ELEMENT.findall(value)]
+        return np.array(rows, dtype=np.float32)
     return np.array(
         [np.asarray(getattr(v, "to_numpy", lambda v=v: v)()) for v in value], dtype=np.float32
     )

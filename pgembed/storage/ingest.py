@@ -183,24 +183,22 @@ def already_embedded(
     conn: Connection, spec: CollectionSpec, ids: np.ndarray[Any, Any], texts: Sequence[str]
 ) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Mask of (id, text) pairs stored and embedded from that very text: skip on re-run."""
-    from psycopg import sql
+    import sqlalchemy as sa
+
+    from pgembed.storage.schema import table
 
     if spec.text_column is None or len(ids) == 0:
         return np.zeros(len(ids), dtype=bool)
-    raw = _raw(conn)
-    done = raw.execute(
-        sql.SQL(
-            "SELECT u.id FROM unnest(%s::bigint[], %s::text[]) AS u(id, content) "
-            "JOIN {t} t ON t.{id} = u.id WHERE t.embedded_hash = md5(u.content) "
-            "AND t.{text} = u.content"
-        ).format(
-            t=sql.Identifier(spec.schema, spec.table_name),
-            id=sql.Identifier(spec.id_column),
-            text=sql.Identifier(spec.text_column),
-        ),
-        (np.asarray(ids).tolist(), list(texts)),
-    ).fetchall()
-    return np.isin(ids, np.array([r[0] for r in done], dtype=np.int64))
+    t = table(spec)
+    id_col, text_col = t.c[spec.id_column], t.c[spec.text_column]
+    stored: dict[int, str] = dict(
+        conn.execute(
+            sa.select(id_col, text_col).where(
+                id_col.in_(np.asarray(ids).tolist()), t.c.embedded_hash == sa.func.md5(text_col)
+            )
+        ).all()
+    )
+    return np.array([stored.get(int(i)) == text for i, text in zip(ids, texts, strict=True)])
 
 
 def claim_stale(conn: Connection, spec: CollectionSpec, limit: int) -> list[tuple[int, str]]:
@@ -209,21 +207,19 @@ def claim_stale(conn: Connection, spec: CollectionSpec, limit: int) -> list[tupl
     ``FOR UPDATE SKIP LOCKED`` lets several workers sync one collection at once, each
     taking rows no other holds. The lock lasts until the caller's transaction ends.
     """
-    from psycopg import sql
+    import sqlalchemy as sa
+
+    from pgembed.storage.schema import table
 
     if spec.text_column is None:
         return []
-    text = sql.Identifier(spec.text_column)
-    cur = _raw(conn).execute(
-        sql.SQL(
-            "SELECT {id}, {text} FROM {t} WHERE {text} IS NOT NULL "
-            "AND embedded_hash IS DISTINCT FROM md5({text}) ORDER BY {id} "
-            "LIMIT %s FOR UPDATE SKIP LOCKED"
-        ).format(
-            id=sql.Identifier(spec.id_column),
-            text=text,
-            t=sql.Identifier(spec.schema, spec.table_name),
-        ),
-        (limit,),
+    t = table(spec)
+    id_col, text_col = t.c[spec.id_column], t.c[spec.text_column]
+    stmt = (
+        sa.select(id_col, text_col)
+        .where(text_col.is_not(None), t.c.embedded_hash.is_distinct_from(sa.func.md5(text_col)))
+        .order_by(id_col)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return [(int(r[0]), str(r[1])) for r in cur.fetchall()]
+    return [(int(i), str(text)) for i, text in conn.execute(stmt).all()]
