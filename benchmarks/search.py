@@ -1,0 +1,330 @@
+"""Benchmark: pgembed's search strategies against plain pgvector, in one run, one database.
+
+Part A, single vectors (``--rows``, default 100,000): seeded clustered synthetic vectors of
+384 dims whose variance decays along the dimensions, as in Matryoshka-trained models (the
+first coordinates carry the most). Strategies, through ``pgembed.query`` builders:
+- baseline: plain pgvector HNSW on the full ``halfvec(384)`` (``ORDER BY e <=> q``);
+- funnel: HNSW on the 128-dim prefix (k*oversample), exact full-dimension rerank;
+- binary: HNSW hamming on ``binary_quantize(e)::bit(384)``, exact rerank.
+
+Part B, multi-vector (``--mv-docs`` Wikipedia passages of the gensim sample, real MiniLM
+token vectors from pgembed's encoder; lead sentences as queries), ground truth exact MaxSim:
+- pgembed: FDE HNSW (inner product) for candidates, exact ``pgembed.maxsim`` rerank;
+- pgvector-python's per-token pattern: a table of token vectors with an HNSW index, a
+  UNION ALL of per-query-token ``ORDER BY v <#> q_i LIMIT t`` for candidates, then MaxSim;
+- brute force: ``ORDER BY pgembed.maxsim(q, tokens) DESC`` over every row.
+
+Reports recall@10 against exact search, queries/s and index bytes; writes
+``benchmarks/out/search.png`` (recall against latency) and prints one final JSON line.
+
+    python benchmarks/search.py [--rows 100000] [--queries 200] [--mv-docs 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from tqdm import tqdm
+
+from pgembed import db, migrate, query
+from pgembed.storage import ingest
+from pgembed.storage.schema import CollectionSpec, table
+
+OUT = Path(__file__).resolve().parent / "out"
+K = 10
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def synthetic(n: int, nq: int, dim: int = 384, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered vectors with a decaying spectrum (std of dim j ∝ (j+1)^-0.5)."""
+    rng = np.random.default_rng(seed)
+    scale = (np.arange(dim) + 1.0) ** -0.5
+    centers = rng.normal(size=(max(n // 100, 10), dim)) * scale
+    pick = rng.integers(0, len(centers), n + nq)
+    x = centers[pick] + 0.6 * rng.normal(size=(n + nq, dim)) * scale
+    x = _unit(x)
+    return x[:n], x[n:]
+
+
+def _literal(v: np.ndarray) -> str:
+    return "[" + ",".join(f"{f:.5f}" for f in v) + "]"
+
+
+def _recall(got: list[list[int]], exact: np.ndarray) -> float:
+    return float(
+        np.mean([len(set(g) & set(e.tolist())) / K for g, e in zip(got, exact, strict=True)])
+    )
+
+
+def _index_bytes(conn: sa.Connection, name: str) -> int:
+    return int(
+        conn.execute(sa.text("SELECT pg_relation_size(to_regclass(:n))"), {"n": name}).scalar_one()
+    )
+
+
+def _run(engine: sa.Engine, stmts: list[Any], ef: int) -> tuple[list[list[int]], float]:
+    got = []
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :v, false)"), {"v": str(ef)})
+        conn.execute(stmts[0]).all()  # warm the plan cache and the buffers
+        t0 = time.perf_counter()
+        for stmt in stmts:
+            got.append([r[0] for r in conn.execute(stmt).all()])
+        elapsed = time.perf_counter() - t0
+    return got, len(stmts) / elapsed
+
+
+def _measure(
+    engine: sa.Engine, configs: dict[str, list[Any]], exact: np.ndarray, rounds: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Run every config ``rounds`` times, interleaved, and keep each one's best speed.
+
+    The machine is shared, so a single pass mostly measures the neighbours' load.
+    """
+    curves: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    todo = [(name, i, run) for name, runs in configs.items() for i, run in enumerate(runs)]
+    for r in tqdm(range(rounds), desc="timing rounds"):
+        for name, i, (param, stmts, ef) in todo:
+            if r > 0 and name == "brute_force":
+                continue  # seconds per query: one round says enough
+            got, qps = _run(engine, stmts, ef)
+            if r == 0:
+                curves[name].append({"param": param, "ef_search": ef,
+                                     "recall10": _recall(got, exact), "qps": qps})  # fmt: skip
+            else:
+                curves[name][i]["qps"] = max(curves[name][i]["qps"], qps)
+    for curve in curves.values():
+        for c in curve:
+            c["latency_ms"] = 1000 / c["qps"]
+    return curves
+
+
+def part_a(engine: sa.Engine, rows: int, nq: int) -> dict[str, Any]:
+    x, qs = synthetic(rows, nq)
+    spec = CollectionSpec("bench_single", 384, "synthetic", kinds=("matryoshka", "binary"),
+                          matryoshka_dims=(128,), text_column=None)  # fmt: skip
+    md = sa.MetaData()
+    t = table(spec, md)
+    indexes = list(t.indexes)
+    t.indexes.clear()
+    with engine.begin() as conn:
+        md.drop_all(conn)
+        md.create_all(conn)
+    for start in tqdm(range(0, rows, 5000), desc="load rows", unit="batch"):
+        with engine.begin() as conn:
+            ids = np.arange(start, min(rows, start + 5000))
+            ingest.write(conn, spec, ingest.Rows(ids=ids, embedding=x[ids]))
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET maintenance_work_mem = '4GB'"))
+        for ix in tqdm(indexes, desc="build HNSW indexes"):
+            ix.create(conn)
+        conn.execute(sa.text("ANALYZE bench_single"))
+    xh = x.astype(np.float16).astype(np.float32)
+    exact = np.argsort(-(qs @ xh.T), axis=1)[:, :K]
+    col = t.c.embedding
+    only_id = lambda s: s.with_only_columns(s.selected_columns.id)  # noqa: E731
+    res: dict[str, Any] = {"curves": {}}
+    configs = {
+        "full_hnsw": [
+            (ef, [only_id(query.knn(col, q, k=K)) for q in qs], ef) for ef in (40, 80, 160)
+        ],
+        "funnel": [
+            (
+                os_,
+                [only_id(query.funnel(col, q, k=K, prefix=128, oversample=os_)) for q in qs],
+                max(40, K * os_),
+            )
+            for os_ in (4, 8, 16)
+        ],
+        "binary": [
+            (
+                os_,
+                [only_id(query.binary_rerank(col, q, k=K, oversample=os_)) for q in qs],
+                max(40, K * os_),
+            )
+            for os_ in (10, 20, 40)
+        ],
+    }
+    res["curves"] = _measure(engine, configs, exact, rounds=3)
+    with engine.connect() as conn:
+        res["index_bytes"] = {
+            "full_hnsw": _index_bytes(conn, "bench_single_embedding_hnsw"),
+            "funnel": _index_bytes(conn, "bench_single_embedding_128_hnsw"),
+            "binary": _index_bytes(conn, "bench_single_embedding_bq_hnsw"),
+        }
+    return res
+
+
+def part_b(engine: sa.Engine, n_docs: int) -> dict[str, Any]:
+    from pgembed import Encoder
+    from pgembed.corpus import wikipedia
+    from pgembed.storage.columns import MultiVector
+    from pgembed.vectors.fde import FDEConfig, FDEEncoder
+    from pgembed.vectors.maxsim import maxsim
+
+    data = wikipedia()
+    passages = data.passages[:n_docs]
+    articles = {p.article for p in passages}
+    queries = [q.text for q in data.queries if q.article in articles]
+    enc = Encoder.load("all-minilm-l6-v2")
+    dtoks = enc.encode_tokens([p.text for p in passages], progress=True)
+    qtoks = enc.encode_tokens(queries, "query", progress=False)
+    fde = FDEEncoder(FDEConfig(dimension=enc.dim))
+    dfde = fde.encode_document(dtoks)
+    qfde = fde.encode_query(qtoks)
+    half = lambda a: a.astype(np.float16).astype(np.float32)  # noqa: E731
+    exact = np.stack([np.argsort(-maxsim(half(q), [half(d) for d in dtoks]))[:K] for q in qtoks])
+
+    spec = CollectionSpec("bench_mv", enc.dim, enc.name, kinds=("fde",), text_column=None,
+                          fde_dim=fde.config.output_dim)  # fmt: skip
+    md = sa.MetaData()
+    t = table(spec, md)
+    with engine.begin() as conn:
+        md.drop_all(conn)
+        md.create_all(conn)
+        conn.execute(sa.text("DROP TABLE IF EXISTS bench_mv_tokens"))
+        conn.execute(sa.text(f"CREATE TABLE bench_mv_tokens (doc_id bigint, v halfvec({enc.dim}))"))
+    for s in tqdm(range(0, len(dtoks), 500), desc="load passages"):
+        with engine.begin() as conn:
+            ingest.write(conn, spec, ingest.Rows(ids=np.arange(s, min(s + 500, len(dtoks))),
+                         fde=dfde[s : s + 500], tokens=dtoks[s : s + 500]))  # fmt: skip
+            raw = conn.connection.driver_connection
+            with raw.cursor().copy("COPY bench_mv_tokens (doc_id, v) FROM STDIN") as cp:
+                for i in range(s, min(s + 500, len(dtoks))):
+                    for v in dtoks[i]:
+                        cp.write_row((i, _literal(v)))
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET maintenance_work_mem = '4GB'"))
+        conn.execute(sa.text("CREATE INDEX bench_mv_tokens_hnsw ON bench_mv_tokens "
+                             "USING hnsw (v halfvec_ip_ops)"))  # fmt: skip
+        conn.execute(sa.text("ANALYZE bench_mv_tokens; ANALYZE bench_mv"))
+    mv_type = MultiVector(enc.dim)
+    res: dict[str, Any] = {"curves": {}, "docs": len(dtoks), "queries": len(qtoks)}
+
+    def fde_stmts(cands: int) -> list[Any]:
+        out = []
+        for q, qf in zip(qtoks, qfde, strict=True):
+            s = query.multivector(t.c.fde, t.c.tokens, q, qf, k=K, candidates=cands)
+            out.append(s.with_only_columns(s.selected_columns.id))
+        return out
+
+    def per_token_stmts(limit: int) -> list[Any]:
+        out = []
+        for q in qtoks:
+            params: dict[str, Any] = {f"q{i}": _literal(v) for i, v in enumerate(q)}
+            branch = (
+                "(SELECT doc_id FROM bench_mv_tokens ORDER BY v <#> CAST(:q{} AS halfvec) LIMIT :t)"
+            )
+            branches = " UNION ALL ".join(branch.format(i) for i in range(len(q)))
+            sql = sa.text(
+                f"WITH c AS ({branches}) SELECT id FROM bench_mv "
+                "WHERE id IN (SELECT doc_id FROM c) "
+                "ORDER BY pgembed.maxsim(:qt, tokens) DESC LIMIT 10"
+            ).bindparams(sa.bindparam("qt", q, type_=mv_type), t=limit, **params)
+            out.append(sql)
+        return out
+
+    brute = [sa.text("SELECT id FROM bench_mv ORDER BY pgembed.maxsim(:qt, tokens) DESC LIMIT 10")
+             .bindparams(sa.bindparam("qt", q, type_=mv_type)) for q in qtoks]  # fmt: skip
+    configs = {
+        "fde_maxsim": [(c, fde_stmts(c), max(40, c)) for c in (25, 50, 100, 200)],
+        "per_token": [(lim, per_token_stmts(lim), max(40, lim)) for lim in (2, 5, 10, 20)],
+        "brute_force": [(0, brute, 40)],
+    }
+    res["curves"] = _measure(engine, configs, exact, rounds=3)
+    with engine.connect() as conn:
+        res["index_bytes"] = {
+            "fde": _index_bytes(conn, "bench_mv_fde_hnsw"),
+            "per_token": _index_bytes(conn, "bench_mv_tokens_hnsw"),
+        }
+    return res
+
+
+def plot(a: dict[str, Any], b: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, part, title in ((axes[0], a, "single vectors"), (axes[1], b, "multi-vector")):
+        for name, curve in part.get("curves", {}).items():
+            ax.plot(
+                [1000 / c["qps"] for c in curve], [c["recall10"] for c in curve], "o-", label=name
+            )
+        ax.set_xlabel("latency per query (ms)")
+        ax.set_ylabel("recall@10 vs exact")
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"hardware": platform.processor() or platform.machine()}
+    if a:
+        base = a["curves"]["full_hnsw"][0]
+        good = lambda name, floor: max(  # noqa: E731
+            (c for c in a["curves"][name] if c["recall10"] >= floor),
+            key=lambda c: c["qps"],
+            default=max(a["curves"][name], key=lambda c: c["recall10"]),
+        )
+        fun, bina = good("funnel", 0.97), good("binary", 0.95)
+        out.update({
+            "baseline_hnsw_recall10": base["recall10"], "baseline_hnsw_qps": base["qps"],
+            "funnel_recall10": fun["recall10"], "funnel_qps": fun["qps"],
+            "funnel_qps_ratio": fun["qps"] / base["qps"],
+            "binary_recall10": bina["recall10"], "binary_qps": bina["qps"],
+            "binary_index_ratio": a["index_bytes"]["full_hnsw"] / a["index_bytes"]["binary"],
+            "index_bytes": a["index_bytes"],
+        })  # fmt: skip
+    if b:
+        brute = b["curves"]["brute_force"][0]
+        fde = next((c for c in b["curves"]["fde_maxsim"] if c["recall10"] >= 0.9),
+                   b["curves"]["fde_maxsim"][-1])  # fmt: skip
+        out.update({
+            "mv_fde_recall10": fde["recall10"], "mv_fde_latency_ms": fde["latency_ms"],
+            "mv_fde_candidates": fde["param"],
+            "mv_brute_latency_ms": brute["latency_ms"], "mv_brute_recall10": brute["recall10"],
+            "mv_latency_ratio": fde["latency_ms"] / brute["latency_ms"],
+            "mv_per_token": b["curves"]["per_token"],
+            "mv_index_bytes": b["index_bytes"],
+        })  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--mv-docs", type=int, default=1500)
+    ap.add_argument("--skip-a", action="store_true")
+    ap.add_argument("--skip-b", action="store_true")
+    args = ap.parse_args()
+    engine = db.create_engine()
+    migrate.upgrade(engine)
+    a = {} if args.skip_a else part_a(engine, args.rows, args.queries)
+    b = {} if args.skip_b else part_b(engine, args.mv_docs)
+    plot(a, b, OUT / "search.png")
+    (OUT / "search.json").write_text(json.dumps({"single": a, "multivector": b}, indent=1))
+    print(json.dumps(summary(a, b)))
+
+
+if __name__ == "__main__":
+    main()
