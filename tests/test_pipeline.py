@@ -80,7 +80,11 @@ def test_exact_matches_of_every_strategy(coll: Collection) -> None:
     order = np.argsort(-cos, kind="stable")[:10]
     exact, exact_scores = data["ids"][order].tolist(), cos[order]
     wide = {"ef_search": 400}
-    for strategy, opts in [("knn", {}), ("funnel", {"oversample": 40}), ("binary", {"oversample": 40})]:
+    for strategy, opts in [
+        ("knn", {}),
+        ("funnel", {"oversample": 40}),
+        ("binary", {"oversample": 40}),
+    ]:
         got = coll.search(q_text, k=10, strategy=strategy, **opts, **wide)
         assert [i for i, _ in got] == exact, strategy
         np.testing.assert_allclose([s for _, s in got], exact_scores, atol=1e-4)  # q as halfvec
