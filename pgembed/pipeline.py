@@ -397,19 +397,24 @@ def _write_errors(spec: sch.CollectionSpec) -> Iterator[None]:
 
     try:
         yield
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError,
-            psycopg.InterfaceError) as exc:  # fmt: skip
-        orig = getattr(exc, "orig", None) or exc
-        raise DatabaseUnavailableError(
-            f"the database went away while writing to {spec.name!r}: "
-            f"{str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__}; "
-            "the batch was rolled back — re-run the same ingest once the server is back, "
-            "it resumes where it stopped"
-        ) from None
     except (sa.exc.DBAPIError, psycopg.Error) as exc:
-        raise IngestError(
-            f"writing to {spec.name!r} failed: {getattr(exc, 'orig', None) or exc}"
-        ) from None
+        orig = getattr(exc, "orig", None) or exc
+        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        if getattr(orig, "sqlstate", None) in ("40P01", "40001"):  # deadlock, serialization
+            raise IngestError(
+                f"writing to {spec.name!r} lost a deadlock or serialization conflict with a "
+                "concurrent write; the batch was rolled back — re-run, it resumes where it "
+                "stopped"
+            ) from None
+        if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError) or isinstance(
+            exc, sa.exc.OperationalError | sa.exc.InterfaceError
+        ):
+            raise DatabaseUnavailableError(
+                f"the database went away while writing to {spec.name!r}: {first}; the batch "
+                "was rolled back — re-run the same ingest once the server is back, it resumes "
+                "where it stopped"
+            ) from None
+        raise IngestError(f"writing to {spec.name!r} failed: {first}") from None
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy.engine import Engine
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "stress.py"
@@ -48,12 +47,6 @@ def test_binary_search_on_one_bit_codes(engine: Engine, tiny_encoder: Any) -> No
         c.drop(force=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ingest.write upserts in the caller's id order, so concurrent add() calls over "
-    "the same ids in different orders deadlock (PostgreSQL aborts one batch); ordering the "
-    "INSERT ... SELECT by id would take the row locks in one global order",
-)
 def test_overlapping_upserts_in_any_order(engine: Engine, tiny_model_dir: Path) -> None:
     url = engine.url.render_as_string(hide_password=False)
     result = _stress().main(
@@ -64,12 +57,6 @@ def test_overlapping_upserts_in_any_order(engine: Engine, tiny_model_dir: Path) 
     assert result["lost_rows"] == 0 and result["torn_rows"] == 0  # holds even today
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pipeline._write_errors maps every OperationalError to DatabaseUnavailableError "
-    "('the database went away'), including psycopg.errors.DeadlockDetected (a "
-    "TransactionRollback), although the server is up and a retry succeeds",
-)
 def test_deadlock_is_not_reported_as_a_lost_database(engine: Engine, tiny_encoder: Any) -> None:
     import threading
     import time

@@ -164,7 +164,9 @@ def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
     )
     raw.execute(
         sql.SQL(
-            "INSERT INTO {target} ({cols}) SELECT {exprs} FROM {stage} "
+            # id order: concurrent upserts of the same ids take row locks in one global
+            # order, so they wait for each other instead of deadlocking.
+            "INSERT INTO {target} ({cols}) SELECT {exprs} FROM {stage} ORDER BY {id} "
             "ON CONFLICT ({id}) DO UPDATE SET {updates}"
         ).format(
             target=target,
