@@ -64,13 +64,15 @@ def _similarity(column: Any, q: Any, distance: str) -> Any:
     raise ConfigError(f"distance must be 'cosine' or 'ip', got {distance!r}")
 
 
-def _rerank(
-    column: Any, candidates: sa.Subquery, pk: list[Any], score: Any, k: int
+def _two_stage(
+    column: Any, order: Any, n: int, where: Sequence[Any], score: Any, k: int
 ) -> sa.Select[Any]:
-    entity, _, _ = _parts(column)
-    cond = sa.and_(*(c == candidates.c[c.key] for c in pk))
+    """The ``n`` best rows by ``order`` (an index scan), reranked by ``score``, top ``k``."""
+    entity, _, pk = _parts(column)
+    cand = sa.select(*pk).where(*where).order_by(order).limit(n).subquery("candidates")
+    cond = sa.and_(*(c == cand.c[c.key] for c in pk))
     label = score.label("score")
-    return sa.select(entity, label).join(candidates, cond).order_by(label.desc()).limit(k)
+    return sa.select(entity, label).join(cand, cond).order_by(label.desc()).limit(k)
 
 
 def knn(
@@ -102,19 +104,12 @@ def funnel(
     vec = _vector(q, dim)
     if not 1 <= prefix < dim:
         raise DimensionError(f"prefix {prefix} must be in 1..{dim - 1}")
-    _, _, pk = _parts(column)
     ptype = _vec_type(column, prefix)
     head = sa.cast(sa.func.subvector(column, 1, prefix), ptype)
     qhead = sa.bindparam("q_prefix", vec[:prefix], type_=ptype, unique=True)
-    cand = (
-        sa.select(*pk)
-        .where(*where)
-        .order_by(head.op("<=>", return_type=sa.Float)(qhead))
-        .limit(k * oversample)
-        .subquery("candidates")
-    )
+    order = head.op("<=>", return_type=sa.Float)(qhead)
     qp = sa.bindparam("q", vec, type_=column.type, unique=True)
-    return _rerank(column, cand, pk, _similarity(column, qp, distance), k)
+    return _two_stage(column, order, k * oversample, where, _similarity(column, qp, distance), k)
 
 
 def binary_rerank(
@@ -130,20 +125,13 @@ def binary_rerank(
     _check_k(k, oversample)
     dim = column.type.dim
     vec = _vector(q, dim)
-    _, _, pk = _parts(column)
     code = sa.cast(sa.func.binary_quantize(column), BIT(dim))
-    qbits = sa.bindparam(
-        "q_bits", "".join("1" if x > 0 else "0" for x in vec), type_=BIT(dim), unique=True
-    )
-    cand = (
-        sa.select(*pk)
-        .where(*where)
-        .order_by(code.op("<~>", return_type=sa.Float)(qbits))
-        .limit(k * oversample)
-        .subquery("candidates")
+    bits = "".join("1" if x > 0 else "0" for x in vec)  # binary_quantize's rule
+    order = code.op("<~>", return_type=sa.Float)(
+        sa.bindparam("q_bits", bits, type_=BIT(dim), unique=True)
     )
     qp = sa.bindparam("q", vec, type_=column.type, unique=True)
-    return _rerank(column, cand, pk, _similarity(column, qp, distance), k)
+    return _two_stage(column, order, k * oversample, where, _similarity(column, qp, distance), k)
 
 
 def multivector(
@@ -168,14 +156,9 @@ def multivector(
     if tokens.ndim != 2 or tokens.shape[0] == 0:
         raise EmptyInputError(f"the query needs at least one token vector, got {tokens.shape}")
     fde = _vector(q_fde, fde_column.type.dim, "query FDE")
-    _, _, pk = _parts(fde_column)
-    qf = sa.bindparam("q_fde", fde, type_=fde_column.type, unique=True)
-    cand = (
-        sa.select(*pk)
-        .where(*where)
-        .order_by(fde_column.max_inner_product(qf))
-        .limit(candidates)
-        .subquery("candidates")
+    order = fde_column.max_inner_product(
+        sa.bindparam("q_fde", fde, type_=fde_column.type, unique=True)
     )
     qt = sa.bindparam("q_tokens", tokens, type_=tokens_column.type, unique=True)
-    return _rerank(tokens_column, cand, pk, sa.func.pgembed.maxsim(qt, tokens_column), k)
+    score = sa.func.pgembed.maxsim(qt, tokens_column, type_=sa.Float)
+    return _two_stage(tokens_column, order, candidates, where, score, k)

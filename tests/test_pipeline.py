@@ -170,3 +170,21 @@ def test_sync_with_concurrent_workers(engine: Engine, tiny_encoder: Any, texts: 
         assert c.sync(progress=False) == 0
     finally:
         c.drop(force=True)
+
+
+def test_multivector_builder_matches_exact_maxsim(coll: Collection) -> None:
+    """pgembed.query.multivector (Python query FDE) with every row as a candidate."""
+    from pgembed import query
+
+    data = _stored(coll)
+    qt = coll.encoder.encode_tokens(["interest rates and the economy"], "query")[0]
+    t = coll.table()
+    stmt = query.multivector(t.c.fde, t.c.tokens, qt, coll.fde.encode_query([qt])[0], k=5,
+                             candidates=len(data["ids"]))  # fmt: skip
+    with coll.engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL hnsw.ef_search = 400"))
+        got = [(r.id, r.score) for r in conn.execute(stmt).all()]
+    ms = maxsim(qt.astype(np.float16).astype(np.float32), data["tokens"])
+    order = np.argsort(-ms, kind="stable")[:5]
+    assert [i for i, _ in got] == data["ids"][order].tolist()
+    np.testing.assert_allclose([s for _, s in got], ms[order], rtol=1e-3, atol=1e-3)
