@@ -325,6 +325,7 @@ def multivector(data: Data, n_queries: int) -> dict[str, Any]:
         cand = topk(approx, c)
         got = np.take_along_axis(cand, topk(np.take_along_axis(truth, cand, axis=1), K), axis=1)
         out[f"fde{c}_maxsim_recall10"] = recall(got, exact)
+        out[f"fde{c}_maxsim_recall10_lead"] = recall(got[: data.n_lead], exact[: data.n_lead])
     out["fde_plus_tokens_bytes"] = out["fde_bytes"] + out["multivector_bytes"]
     out["seconds"] = time.perf_counter() - t0
     return out
@@ -471,7 +472,9 @@ def main() -> None:
     )
     print(
         f"  FDE only R@10 {mv['fde_only_recall10']:.3f}; FDE top-100 → MaxSim "
-        f"{mv['fde100_maxsim_recall10']:.3f}; top-200 → MaxSim {mv['fde200_maxsim_recall10']:.3f}"
+        f"{mv['fde100_maxsim_recall10']:.3f} (lead sentences only "
+        f"{mv['fde100_maxsim_recall10_lead']:.3f}); top-200 → MaxSim "
+        f"{mv['fde200_maxsim_recall10']:.3f}"
     )
     png = OUT / "storage.png"
     plot(rows, mv, png)
@@ -487,6 +490,7 @@ def main() -> None:
         "mv_tokens_bytes": round(mv["multivector_bytes"]),
         "mv_fde_only_recall10": round(mv["fde_only_recall10"], 3),
         "mv_fde100_maxsim_recall10": round(mv["fde100_maxsim_recall10"], 3),
+        "mv_fde200_maxsim_recall10": round(mv["fde200_maxsim_recall10"], 3),
     }
     print(json.dumps(summary))
 
