@@ -30,8 +30,8 @@ Each (data, mode, order) is built ``--minilm-repeats`` (MiniLM) or ``--repeats``
 fixed and the spread comes from pgvector's random level assignment. Prints mean
 [min..max] recall, the difference of each order's ef 40 mean to ``random`` with Welch's t
 statistic, writes ``benchmarks/out/hnsw_order.png`` and ends with one JSON line.
-Default run (synthetic ``build`` only): about 8 minutes on 2 shared cores; add
-``--synthetic-modes build,insert`` for the on-disk inserts too (about 18 minutes).
+Default run (synthetic ``build`` only): about 7 minutes on 2 shared cores; add
+``--synthetic-modes build,insert`` for the on-disk inserts too (about 12 minutes).
 
     python benchmarks/hnsw_order.py [--synthetic-rows 50000] [--repeats 3]
 """
