@@ -4,7 +4,7 @@
   registered with ``Operations.register_operation``: import this module in ``env.py`` (or in
   the migration) to make them available.
 - ``include_object`` and ``render_item`` for ``context.configure(...)`` in ``env.py``, so
-  autogenerate ignores pgembed's own schema and HNSW expression indexes, and renders
+  autogenerate ignores pgembed's own schema and vector expression indexes, and renders
   pgvector and multi-vector column types with their imports.
 
 ```python
@@ -81,11 +81,11 @@ def _drop(operations: Operations, op: DropCollectionOp) -> None:
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
-    """Skip pgembed's own schema and the HNSW indexes pgembed creates on collections."""
+    """Skip pgembed's own schema and the vector indexes pgembed creates on collections."""
     table = obj if type_ == "table" else getattr(obj, "table", None)
     if table is not None and getattr(table, "schema", None) == PGEMBED_SCHEMA:
         return False
-    return not (type_ == "index" and name is not None and name.endswith("_hnsw"))
+    return not (type_ == "index" and name is not None and name.endswith(("_hnsw", "_ivfflat")))
 
 
 _PGVECTOR_TYPES = ("VECTOR", "HALFVEC", "BIT", "SPARSEVEC")

@@ -98,6 +98,23 @@ class Collection:
             self._fde_config_id = _declare(conn, self.spec, encoder_record(self.encoder), self._fde)
         return self
 
+    def reindex(self) -> list[str]:
+        """Rebuild the IVFFlat index, if any, and return the names of the rebuilt indexes.
+
+        IVFFlat clusters its lists from the rows present when it is built, so build it
+        again after a bulk load (HNSW indexes need no rebuild; they are left alone).
+        """
+        ivf = [
+            ix
+            for ix in self.table().indexes
+            if ix.dialect_options["postgresql"]["using"] == "ivfflat"
+        ]
+        with _connect(self.engine) as conn, conn.begin():
+            for ix in ivf:
+                ix.drop(conn)
+                ix.create(conn)
+        return [str(ix.name) for ix in ivf]
+
     def drop(self, *, force: bool = False) -> None:
         """Drop the table and the catalog entry; refuses a populated table unless forced."""
         with _connect(self.engine) as conn, conn.begin():
@@ -242,7 +259,7 @@ class Collection:
 
         ``query`` is a text (encoded as a query) or a vector (for multivector: an (n, d)
         array of token vectors). ``options`` go to the SQL function: ``oversample``,
-        ``prefix``, ``rescore``, ``candidates``, ``ef_search``, ``iterative_scan``.
+        ``prefix``, ``rescore``, ``candidates``, ``ef_search``, ``iterative_scan``, ``probes``.
         """
         from pgembed import sqlfuncs
 

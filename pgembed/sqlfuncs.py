@@ -182,8 +182,10 @@ def search_binary(
     rescore: int | None = None,
     ef_search: int | None = None,
     iterative_scan: str | None = None,
+    probes: int | None = None,
 ) -> TableValuedAlias:
-    """``pgembed.search_binary``: Hamming HNSW, multi-bit rescore, exact rerank."""
+    """``pgembed.search_binary``: Hamming ANN (HNSW: ``ef_search``; IVFFlat: ``probes``),
+    multi-bit rescore, exact rerank."""
     return _hits(
         sa.func.pgembed.search_binary(
             _text(collection),
@@ -193,6 +195,7 @@ def search_binary(
             _int(rescore),
             _int(ef_search),
             _text(iterative_scan),
+            _int(probes),
         )
     )
 

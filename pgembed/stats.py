@@ -65,7 +65,7 @@ def _index_bytes(conn: sa.Connection, table: sa.Table) -> dict[str, int]:
 _KIND_PARTS = {
     "single": ("embedding", ("_embedding_hnsw",)),
     "matryoshka": (None, ("_hnsw",)),  # prefix indexes, matched below
-    "binary": ("embedding_bits", ("_embedding_bq_hnsw",)),
+    "binary": ("embedding_bits", ("_embedding_bq_hnsw", "_embedding_bq_ivfflat")),
     "fde": ("fde", ("_fde_hnsw", "_fde_bq_hnsw")),
     "multivector": ("tokens", ()),
 }

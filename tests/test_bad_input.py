@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pgembed import Collection, db, migrate, query
+from pgembed import Collection, db, query
 from pgembed.corpus import lee_background
 from pgembed.encoders.tokenize import TruncationWarning
 from pgembed.errors import (
@@ -48,8 +48,6 @@ from pgembed.storage.schema import CollectionSpec, IndexParams
 NAME = "bad input docs"
 D = 32  # the tiny encoder's dimension
 N = 24
-HAS_SQL_SEARCH = migrate.head() >= "0002"
-needs_sql = pytest.mark.skipif(not HAS_SQL_SEARCH, reason="SQL search functions not installed")
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +207,10 @@ PY_CASES = [
     Case("bad precision", lambda c: _tiny_spec(precision="float8"),
          ConfigError, r"precision 'float8'"),
     Case("hnsw m=1", lambda c: IndexParams(m=1), ConfigError, r"index m=1 is out of range"),
+    Case("unknown binary index", lambda c: IndexParams(binary="annoy"),  # type: ignore[arg-type]
+         ConfigError, r"binary index 'annoy': use 'hnsw' or 'ivfflat'"),
+    Case("ivfflat lists 0", lambda c: IndexParams(binary="ivfflat", lists=0),
+         ConfigError, r"index lists=0 is out of range; pgvector accepts 1..32768"),
     Case("encode dims=0", lambda c: c.encoder.encode(["a b"], dims=0),
          DimensionError, rf"dims=0 is outside 1..{D}"),
 ]  # fmt: skip
@@ -237,7 +239,6 @@ def test_fde_config_of_another_dimension(coll: Collection, unchanged: None) -> N
                    fde=FDEConfig(dimension=16, num_repetitions=2))  # fmt: skip
 
 
-@needs_sql
 @pytest.mark.parametrize(
     ("opts", "match"),
     [
@@ -469,6 +470,9 @@ SQL_CASES = [
      rf"pgembed: collection '{NAME}' has no index on prefix 12"),
     ("binary oversample 0", f"SELECT * FROM pgembed.search_binary('{NAME}', '{Q}', 5, 0)",
      r"pgembed: oversample must be an integer in 1..1000, got 0"),
+    ("probes on an HNSW index",
+     f"SELECT * FROM pgembed.search_binary('{NAME}', '{Q}', 5, probes => 3)",
+     rf"pgembed: probes applies to an IVFFlat index, but collection '{NAME}' has an HNSW"),
     ("ef_search 0", f"SELECT * FROM pgembed.search_knn('{NAME}', '{Q}', 5, 0)",
      r"pgembed: ef_search must be an integer in 1..1000, got 0"),
     ("bad iterative_scan",
@@ -499,7 +503,6 @@ SQL_CASES = [
 ]  # fmt: skip
 
 
-@needs_sql
 @pytest.mark.parametrize(
     ("sql", "match"), [c[1:] for c in SQL_CASES], ids=[c[0] for c in SQL_CASES]
 )
@@ -508,7 +511,6 @@ def test_sql_bad_input(engine: Engine, unchanged: None, sql: str, match: str) ->
         conn.execute(sa.text(sql)).all()
 
 
-@needs_sql
 def test_sql_search_still_works_after_errors(engine: Engine, coll: Collection) -> None:
     """The guard rails do not get in the way: a valid call returns k rows, best first."""
     with engine.connect() as conn:

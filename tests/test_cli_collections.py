@@ -64,9 +64,19 @@ def test_ingest_search_sync(
     listed = _cli(env, "collections")
     assert "cli docs\tpublic.cli docs\ttiny-bert\tsingle,fde,multivector" in listed.stdout
 
+    ivf = _cli(env, "ingest", "cli bits", str(src), "--model", "tiny-bert", "--kinds", "binary",
+               "--binary-index", "ivfflat", "--lists", "4", "--no-progress")  # fmt: skip
+    assert ivf.stdout.splitlines()[-1] == "rebuilt index cli bits_embedding_bq_ivfflat", ivf.stderr
+    out = _cli(env, "search", "cli bits", texts[3], "--strategy", "binary", "--probes", "4",
+               "--oversample", "60", "-k", "1", "--json")  # fmt: skip
+    assert json.loads(out.stdout)["id"] == 3, out.stderr  # every row a candidate: exact
+
     bad = _cli(env, "search", "no such", "x")
     assert bad.returncode == 1 and "no collection named 'no such'" in bad.stderr
     assert "Traceback" not in bad.stderr
     with engine.begin() as conn:
         conn.execute(sa.text('DROP TABLE "cli docs"'))
-        conn.execute(sa.text("DELETE FROM pgembed.collections WHERE name = 'cli docs'"))
+        conn.execute(sa.text('DROP TABLE "cli bits"'))
+        conn.execute(
+            sa.text("DELETE FROM pgembed.collections WHERE name IN ('cli docs', 'cli bits')")
+        )

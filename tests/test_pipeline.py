@@ -21,6 +21,7 @@ from pgembed.errors import (
     UnknownCollectionError,
     UnknownKindError,
 )
+from pgembed.storage.schema import IndexParams
 from pgembed.vectors.maxsim import maxsim
 
 ALL = ("single", "matryoshka", "binary", "fde", "multivector")
@@ -95,6 +96,33 @@ def test_exact_matches_of_every_strategy(coll: Collection) -> None:
     got = coll.search(q_text, k=10, strategy="multivector", candidates=len(data["ids"]), **wide)
     assert [i for i, _ in got] == want
     np.testing.assert_allclose([s for _, s in got], np.sort(ms)[::-1][:10], rtol=1e-3, atol=1e-3)
+
+
+def test_binary_codes_under_ivfflat(engine: Engine, tiny_encoder: Any, texts: list[str]) -> None:
+    ivf = IndexParams(binary="ivfflat", lists=8)
+    c = Collection(engine, "pipeline ivf", tiny_encoder, kinds=("binary",), index=ivf).create()
+    try:
+        c.add(texts, ids=range(len(texts)))
+        assert c.reindex() == ["pipeline ivf_embedding_bq_ivfflat"]
+        opened = Collection.open(engine, "pipeline ivf", tiny_encoder)
+        assert opened.spec.index == ivf
+        emb = _stored_embedding(c)
+        q_text = "economic growth and interest rates"
+        q = c.encoder.encode([q_text], "query")[0]
+        cos = emb @ q / np.linalg.norm(emb, axis=1) / np.linalg.norm(q)
+        exact = np.argsort(-cos, kind="stable")[:10].tolist()
+        every_row = {"oversample": len(texts) // 10, "probes": 8}
+        assert [i for i, _ in opened.search(q_text, strategy="binary", **every_row)] == exact
+        assert len(opened.search(q_text, strategy="binary")) == 10  # default probes
+    finally:
+        c.drop(force=True)
+
+
+def _stored_embedding(coll: Collection) -> np.ndarray:
+    t = coll.table()
+    with coll.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.embedding).order_by(t.c.id)).scalars().all()
+    return np.array(rows, dtype=np.float64)
 
 
 def test_search_errors(coll: Collection, engine: Engine, tiny_encoder: Any) -> None:

@@ -1,4 +1,4 @@
-"""pgembed's SQL functions (migration 0002) against a real server, checked against numpy.
+"""pgembed's SQL functions (migrations 0002 and 0003) against a real server, checked against numpy.
 
 Small seeded collections; with ef_search and candidate counts covering every row, each
 search must return exactly what brute force returns.
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from pgembed import migrate, sqlfuncs
 from pgembed.storage import catalog, ingest
-from pgembed.storage.schema import CollectionSpec, table
+from pgembed.storage.schema import CollectionSpec, IndexParams, table
 from pgembed.vectors import binary
 from pgembed.vectors.fde import FDEConfig, FDEEncoder
 from pgembed.vectors.maxsim import maxsim as np_maxsim
@@ -134,7 +134,12 @@ def _rows(engine: Engine, stmt: Any, params: dict[str, Any] | None = None) -> li
 
 
 def _search(engine: Engine, hits: Any) -> tuple[list[int], np.ndarray]:
-    rows = _rows(engine, sa.select(hits))
+    with engine.connect() as conn:
+        return _search_on(conn, hits)
+
+
+def _search_on(conn: sa.Connection, hits: Any) -> tuple[list[int], np.ndarray]:
+    rows = conn.execute(sa.select(hits)).all()
     return [int(r[0]) for r in rows], np.array([r[1] for r in rows])
 
 
@@ -217,6 +222,41 @@ def test_search_binary_one_bit_codes(engine: Engine, bitcoll: Coll) -> None:
         hits = sqlfuncs.search_binary(bitcoll.spec.name, q, K, oversample=3, ef_search=N)
         got = set(_search(engine, hits)[0])
         assert sure <= got and len(got) == K
+
+
+@pytest.fixture(scope="module")
+def ivfcoll(engine: Engine) -> Iterator[Coll]:
+    """1-bit codes under an IVFFlat index, built once the rows are in."""
+    cfg = FDEConfig(D, 2, 2, "identity", seed=13)
+    c = _make(engine, "sqlf_ivf", cfg, seed=7, bits=1, index=IndexParams(binary="ivfflat", lists=9))
+    with engine.begin() as conn:
+        conn.execute(sa.text("REINDEX INDEX sqlf_ivf_embedding_bq_ivfflat"))
+    yield c
+    _drop(engine, c)
+
+
+def test_search_binary_ivfflat(engine: Engine, ivfcoll: Coll) -> None:
+    """Probing every list is exact Hamming order; fewer lists still fill k (iterative scan)."""
+    for q in _queries(25):
+        hits = sqlfuncs.search_binary(ivfcoll.spec.name, q, K, oversample=N // K, probes=9)
+        assert _search(engine, hits)[0] == _topk(ivfcoll.cos(q), ivfcoll.ids, K)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SET ivfflat.probes = 1"))
+            # default probes ceil(sqrt(9)) = 3 lists, yet 200 candidates come back
+            ids, scores = _search_on(
+                conn, sqlfuncs.search_binary(ivfcoll.spec.name, q, 200, oversample=1)
+            )
+            assert len(ids) == 200 and list(scores) == sorted(scores, reverse=True)
+            after = conn.execute(sa.text("SHOW ivfflat.probes")).scalar_one()
+            assert after == "1"  # the session's setting is restored
+    base = ivfcoll.spec.table_name
+    plans = _plans(engine, sqlfuncs.search_binary(ivfcoll.spec.name, q, K))
+    assert re.search(rf"Index Scan using {base}_embedding_bq_ivfflat", plans), plans
+    with pytest.raises(sa.exc.DBAPIError, match=r"ef_search applies to an HNSW index, but "
+                       r"collection 'sqlf_ivf' has an IVFFlat binary index"):  # fmt: skip
+        _search(engine, sqlfuncs.search_binary(ivfcoll.spec.name, q, K, ef_search=40))
+    with pytest.raises(sa.exc.DBAPIError, match=r"probes must be an integer in 1..9, got 10"):
+        _search(engine, sqlfuncs.search_binary(ivfcoll.spec.name, q, K, probes=10))
 
 
 def test_search_multivector_exact(engine: Engine, coll: Coll, bitcoll: Coll) -> None:
@@ -672,7 +712,7 @@ def test_psql_expected_values_match_numpy() -> None:
         fde = "[" + ",".join(f"{x:g}" for x in f) + "]"
         assert f"({i + 1}, '[" in script and f"B'{b}', '{fde}'" in script, (b, fde)
 
-    assert exp["version"] == "0.2.0"
+    assert exp["version"] == "0.3.0"
     assert float(exp["maxsim vector[]"]) == pytest.approx(np_maxsim(qt, [tokens[4]])[0])
     assert float(exp["maxsim halfvec[]"]) == pytest.approx(np_maxsim(qt, [tokens[3]])[0])
     assert exp["maxsim empty doc"] == "NULL"
@@ -700,6 +740,7 @@ def test_psql_expected_values_match_numpy() -> None:
     keep = np.array(_topk(sim[cand], ids[cand], 2)) - 1  # rescore default max(k, 4 / 2)
     top = _topk(cos[keep], ids[keep], 2)
     assert exp["search_binary"] == _hits_text(top, cos[np.array(top) - 1])
+    assert exp["search_binary ivfflat"] == exp["search_binary"]
     fdes = enc.encode_document(tokens) @ enc.encode_query([qt])[0]
     cand = np.array(_topk(fdes, ids, 3)) - 1  # candidates = 3
     ms = np_maxsim(qt, tokens)
@@ -739,15 +780,35 @@ def _functions_and_columns(engine: Engine) -> tuple[set[str], set[str], str]:
 def test_downgrade_0002_removes_exactly_what_it_added(empty_engine: Engine) -> None:
     migrate.upgrade(empty_engine, "0001")
     funcs1, cols1, version1 = _functions_and_columns(empty_engine)
-    migrate.upgrade(empty_engine)
+    migrate.upgrade(empty_engine, "0002")
     funcs2, cols2, version2 = _functions_and_columns(empty_engine)
     assert (version1, version2) == ("0.1.0", "0.2.0")
     assert cols2 - cols1 == {"simhash_vectors", "ams_vectors"}
     assert funcs1 < funcs2 and "pgembed.search_knn(text,vector,integer,integer,text)" in funcs2
     migrate.downgrade(empty_engine, "0001")
     assert _functions_and_columns(empty_engine) == (funcs1, cols1, "0.1.0")
-    migrate.upgrade(empty_engine)
+    migrate.upgrade(empty_engine, "0002")
     assert _functions_and_columns(empty_engine) == (funcs2, cols2, "0.2.0")
+
+
+def test_downgrade_0003_restores_0002s_functions(empty_engine: Engine) -> None:
+    migrate.upgrade(empty_engine, "0002")
+    before = _functions_and_columns(empty_engine)
+    defs = "SELECT pg_get_functiondef('pgembed.search_binary'::regproc)"
+    with empty_engine.connect() as conn:
+        binary_def = conn.execute(sa.text(defs)).scalar_one()
+    migrate.upgrade(empty_engine)
+    funcs3, _, version3 = _functions_and_columns(empty_engine)
+    assert version3 == "0.3.0"
+    assert funcs3 - before[0] == {
+        "pgembed.search_binary(text,vector,integer,integer,integer,integer,text,integer)",
+        "pgembed.ivfflat_begin(integer,text,integer)",
+        "pgembed.ivfflat_end(text[])",
+    }
+    migrate.downgrade(empty_engine, "0002")
+    assert _functions_and_columns(empty_engine) == before
+    with empty_engine.connect() as conn:
+        assert conn.execute(sa.text(defs)).scalar_one() == binary_def
 
 
 # --- more than ef_search can give -------------------------------------------------------

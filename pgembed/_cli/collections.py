@@ -30,6 +30,11 @@ def register(sub: Any) -> None:
     ing.add_argument("--model", default="all-minilm-l6-v2", help="encoder for a new collection")
     ing.add_argument("--kinds", type=_kinds, default=("single",), help=f"subset of {_KINDS}")
     ing.add_argument("--bits", type=int, default=1, help="bits per dimension of binary codes")
+    ing.add_argument(
+        "--binary-index", choices=("hnsw", "ivfflat"), default="hnsw",
+        help="index of the binary codes (ivfflat: ~15x smaller, rebuilt after each ingest)",
+    )  # fmt: skip
+    ing.add_argument("--lists", type=int, default=100, help="IVFFlat lists (about rows/300)")
     ing.add_argument("--jsonl", action="store_true", help="input is JSON lines {id, text}")
     ing.add_argument("--batch-size", type=int, default=256)
     ing.add_argument("--no-progress", action="store_true")
@@ -55,7 +60,8 @@ def register(sub: Any) -> None:
     )
     sea.add_argument("--oversample", type=int)
     sea.add_argument("--candidates", type=int)
-    sea.add_argument("--ef-search", type=int)
+    sea.add_argument("--ef-search", type=int, help="HNSW search breadth")
+    sea.add_argument("--probes", type=int, help="IVFFlat lists to probe (binary strategy)")
     sea.add_argument("--json", action="store_true", help="print JSON lines")
     sea.set_defaults(func=_search)
 
@@ -86,6 +92,7 @@ def _read(path: str, jsonl: bool) -> Iterator[tuple[int, str]]:
 def _ingest(args: argparse.Namespace) -> int:
     from pgembed import Collection, Encoder, db
     from pgembed.errors import UnknownCollectionError
+    from pgembed.storage.schema import IndexParams
 
     pairs = list(_read(args.input, args.jsonl))
     engine = db.create_engine()
@@ -93,7 +100,10 @@ def _ingest(args: argparse.Namespace) -> int:
         coll = Collection.open(engine, args.collection)
     except UnknownCollectionError:
         enc = Encoder.load(args.model)
-        coll = Collection(engine, args.collection, enc, kinds=args.kinds, binary_bits=args.bits)
+        index = IndexParams(binary=args.binary_index, lists=args.lists)
+        coll = Collection(
+            engine, args.collection, enc, kinds=args.kinds, binary_bits=args.bits, index=index
+        )
         coll.create()
     n = coll.add(
         [t for _, t in pairs],
@@ -102,6 +112,9 @@ def _ingest(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"{n} rows written to {args.collection} ({len(pairs) - n} already up to date)")
+    if n:
+        for name in coll.reindex():  # IVFFlat lists follow the data
+            print(f"rebuilt index {name}")
     return 0
 
 
@@ -124,6 +137,7 @@ def _search(args: argparse.Namespace) -> int:
             ("oversample", args.oversample),
             ("candidates", args.candidates),
             ("ef_search", args.ef_search),
+            ("probes", args.probes),
         )
         if v is not None
     }

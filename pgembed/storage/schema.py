@@ -6,8 +6,9 @@ SQL functions read the same facts back from ``pgembed.collections.kinds``:
 - single: ``embedding halfvec(d)`` (or ``vector(d)``), HNSW cosine or inner product.
 - matryoshka: no column; an HNSW index on ``subvector(embedding,1,m)::halfvec(m)`` per
   prefix m.
-- binary: an HNSW hamming index on ``binary_quantize(embedding)::bit(d)``; with b > 1 bits
-  per dimension also ``embedding_bits bit(b*d)``, levels in order, for rescoring.
+- binary: a hamming index on ``binary_quantize(embedding)::bit(d)`` (HNSW, or IVFFlat for
+  an index about 15x smaller than a full-vector HNSW); with b > 1 bits per dimension also
+  ``embedding_bits bit(b*d)``, levels in order, for rescoring.
 - fde: ``fde halfvec(D)``; HNSW inner product when D <= 4000, else hamming on
   ``binary_quantize(fde)::bit(D)``.
 - multivector: ``tokens halfvec(t)[]``, no index: MaxSim reranks candidates.
@@ -29,8 +30,9 @@ from pgembed.errors import CollectionError, ConfigError, DimensionError
 KINDS = ("single", "matryoshka", "binary", "fde", "multivector")
 _IMPLIES = {"matryoshka": "single", "binary": "single", "fde": "multivector"}
 
-# pgvector's HNSW limits, checked here so the error is ours and names the fix.
+# pgvector's index limits, checked here so the error is ours and names the fix.
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
+IVFFLAT_MAX_LISTS = 32768
 _STORE_MAX_DIMS = {"vector": 16000, "halfvec": 16000}
 
 _NAME = re.compile(r"^[^\x00]{1,63}$")
@@ -41,12 +43,20 @@ Distance = Literal["cosine", "ip"]
 
 @dataclass(frozen=True)
 class IndexParams:
-    """HNSW build parameters (pgvector's defaults)."""
+    """Index build parameters (pgvector's defaults)."""
 
     m: int = 16
-    """Neighbours per node."""
+    """HNSW: neighbours per node."""
     ef_construction: int = 64
-    """Candidate list size while building."""
+    """HNSW: candidate list size while building."""
+    binary: Literal["hnsw", "ivfflat"] = "hnsw"
+    """Index of the binary code. HNSW takes inserts at any time. IVFFlat has no neighbour
+    lists, so its index is about 15x smaller than a full-vector HNSW (benchmarks/search.py),
+    but its lists are clustered when it is built: build it, or ``Collection.reindex()``,
+    once the table holds representative data."""
+    lists: int = 100
+    """IVFFlat lists (pgvector's default). Between rows/1000 and rows/300 suits binary
+    codes; searches probe ceil(sqrt(lists)) lists unless told ``probes``."""
 
     def __post_init__(self) -> None:
         if not 2 <= self.m <= 100:
@@ -55,6 +65,13 @@ class IndexParams:
             raise ConfigError(
                 f"index ef_construction={self.ef_construction} is out of range; pgvector "
                 f"accepts 4..1000 and at least 2*m={2 * self.m}"
+            )
+        if self.binary not in ("hnsw", "ivfflat"):
+            raise ConfigError(f"binary index {self.binary!r}: use 'hnsw' or 'ivfflat'")
+        if not isinstance(self.lists, int) or not 1 <= self.lists <= IVFFLAT_MAX_LISTS:
+            raise ConfigError(
+                f"index lists={self.lists!r} is out of range; pgvector accepts "
+                f"1..{IVFFLAT_MAX_LISTS}"
             )
 
     def with_(self) -> dict[str, int]:
@@ -99,7 +116,7 @@ class CollectionSpec:
     fde_dim: int | None = None
     """Output dimension D of the FDE config; required with the fde kind."""
     index: IndexParams = field(default_factory=IndexParams)
-    """HNSW build parameters for every index of the collection."""
+    """Build parameters of the collection's indexes."""
 
     def __post_init__(self) -> None:
         check_name(self.name, "collection name")
@@ -179,7 +196,10 @@ class CollectionSpec:
             out["binary"] = {
                 "bits": self.binary_bits,
                 "column": "embedding_bits" if self.binary_bits > 1 else None,
+                "index": self.index.binary,
             }
+            if self.index.binary == "ivfflat":
+                out["binary"]["lists"] = self.index.lists
         if self.has("fde"):
             out["fde"] = {"column": "fde", "dim": self.fde_dim, "index": self.fde_index}
         if self.has("multivector"):
@@ -202,6 +222,7 @@ class CollectionSpec:
         """Rebuild the spec from a pgembed.collections row (mapping)."""
         kinds = row["kinds"]
         single = kinds.get("single", {})
+        binary = kinds.get("binary", {})
         return cls(
             name=row["name"],
             dim=int(single.get("dim") or kinds["multivector"]["dim"]),
@@ -214,8 +235,9 @@ class CollectionSpec:
             precision=single.get("type", "halfvec"),
             distance=single.get("distance", "cosine"),
             matryoshka_dims=tuple(kinds.get("matryoshka", {}).get("dims", ())),
-            binary_bits=int(kinds.get("binary", {}).get("bits", 1)),
+            binary_bits=int(binary.get("bits", 1)),
             fde_dim=kinds.get("fde", {}).get("dim"),
+            index=IndexParams(binary=binary.get("index", "hnsw"), lists=binary.get("lists", 100)),
         )
 
 
@@ -269,12 +291,15 @@ def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
         )
     if spec.has("binary"):
         expr = sa.cast(sa.func.binary_quantize(t.c.embedding), BIT(spec.dim)).label("embedding_bq")
-        sa.Index(
-            f"{base}_embedding_bq_hnsw",
-            expr,
-            postgresql_ops={"embedding_bq": "bit_hamming_ops"},
-            **hnsw,
-        )
+        ops = {"embedding_bq": "bit_hamming_ops"}
+        if spec.index.binary == "ivfflat":
+            ivf: dict[str, Any] = {
+                "postgresql_using": "ivfflat",
+                "postgresql_with": {"lists": spec.index.lists},
+            }
+            sa.Index(f"{base}_embedding_bq_ivfflat", expr, postgresql_ops=ops, **ivf)
+        else:
+            sa.Index(f"{base}_embedding_bq_hnsw", expr, postgresql_ops=ops, **hnsw)
     if spec.has("fde"):
         if spec.fde_index == "halfvec":
             sa.Index(f"{base}_fde_hnsw", t.c.fde, postgresql_ops={"fde": "halfvec_ip_ops"}, **hnsw)

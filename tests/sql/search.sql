@@ -42,7 +42,7 @@ CREATE TABLE "psql docs" (
 );
 CREATE INDEX ON "psql docs" USING hnsw (embedding halfvec_cosine_ops);
 CREATE INDEX ON "psql docs" USING hnsw ((subvector(embedding, 1, 2)::halfvec(2)) halfvec_cosine_ops);
-CREATE INDEX ON "psql docs" USING hnsw ((binary_quantize(embedding)::bit(4)) bit_hamming_ops);
+CREATE INDEX "psql docs bq" ON "psql docs" USING hnsw ((binary_quantize(embedding)::bit(4)) bit_hamming_ops);
 CREATE INDEX ON "psql docs" USING hnsw (fde halfvec_ip_ops);
 
 -- fde: document FDEs (tokens AVERAGEd per block, an empty block filled with the first token)
@@ -78,6 +78,14 @@ SELECT 'search_binary', string_agg(id || ':' || round(score::numeric, 4), ' ' OR
 FROM pgembed.search_binary('psql docs', :q, 2, oversample => 2) WITH ORDINALITY AS s(id, score, n);
 SELECT 'search_multivector', string_agg(id || ':' || round(score::numeric, 4), ' ' ORDER BY n)
 FROM pgembed.search_multivector('psql docs', :qt, 2, candidates => 3) WITH ORDINALITY AS s(id, score, n);
+
+-- the same codes under an IVFFlat index (0.3.0): probing both lists is exact Hamming order
+DROP INDEX "psql docs bq";
+CREATE INDEX "psql docs bq" ON "psql docs" USING ivfflat ((binary_quantize(embedding)::bit(4)) bit_hamming_ops) WITH (lists = 2);
+UPDATE pgembed.collections SET kinds = jsonb_set(kinds, '{binary}',
+    kinds -> 'binary' || '{"index": "ivfflat", "lists": 2}') WHERE name = 'psql docs';
+SELECT 'search_binary ivfflat', string_agg(id || ':' || round(score::numeric, 4), ' ' ORDER BY n)
+FROM pgembed.search_binary('psql docs', :q, 2, oversample => 2, probes => 2) WITH ORDINALITY AS s(id, score, n);
 
 SELECT 'error unknown collection', pg_temp.try($$SELECT * FROM pgembed.search_knn('nope', '[1,0,0,0]')$$);
 SELECT 'error injection', pg_temp.try($$SELECT * FROM pgembed.search_knn('psql docs; DROP TABLE x', '[1,0,0,0]')$$);
