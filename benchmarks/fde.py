@@ -140,8 +140,9 @@ def implementations(cfg: FDEConfig) -> dict[str, tuple[Encode, Encode] | str]:
             )
     except ImportError:
         out["fastembed"] = (
-            "not installed: fastembed pulls the CPU onnxruntime (which clashes with "
-            "onnxruntime-gpu) and an older huggingface_hub, so it is left out of this env"
+            "not installed: its dependencies pull the CPU onnxruntime, which clashes with "
+            "onnxruntime-gpu; its Muvera needs only numpy, so install it with `pip install "
+            "--no-deps fastembed py_rust_stemmers loguru mmh3 requests` to compare"
         )
     return out
 
