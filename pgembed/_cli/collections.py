@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     ing.add_argument("--bits", type=int, default=1, help="bits per dimension of binary codes")
     ing.add_argument(
         "--binary-index", choices=("hnsw", "ivfflat"), default="hnsw",
-        help="index of the binary codes (ivfflat: ~15x smaller, rebuilt after each ingest)",
+        help="index of the binary codes (ivfflat: ~14x smaller, rebuilt after each ingest)",
     )  # fmt: skip
     ing.add_argument("--lists", type=int, default=100, help="IVFFlat lists (about rows/300)")
     ing.add_argument("--jsonl", action="store_true", help="input is JSON lines {id, text}")

@@ -7,7 +7,7 @@ SQL functions read the same facts back from ``pgembed.collections.kinds``:
 - matryoshka: no column; an HNSW index on ``subvector(embedding,1,m)::halfvec(m)`` per
   prefix m.
 - binary: a hamming index on ``binary_quantize(embedding)::bit(d)`` (HNSW, or IVFFlat for
-  an index about 15x smaller than a full-vector HNSW); with b > 1 bits per dimension also
+  an index about 14x smaller than a full-vector HNSW); with b > 1 bits per dimension also
   ``embedding_bits bit(b*d)``, levels in order, for rescoring.
 - fde: ``fde halfvec(D)``; HNSW inner product when D <= 4000, else hamming on
   ``binary_quantize(fde)::bit(D)``.
@@ -51,7 +51,7 @@ class IndexParams:
     """HNSW: candidate list size while building."""
     binary: Literal["hnsw", "ivfflat"] = "hnsw"
     """Index of the binary code. HNSW takes inserts at any time. IVFFlat has no neighbour
-    lists, so its index is about 15x smaller than a full-vector HNSW (benchmarks/search.py),
+    lists, so its index is about 14x smaller than a full-vector HNSW (benchmarks/search.py),
     but its lists are clustered when it is built: build it, or ``Collection.reindex()``,
     once the table holds representative data."""
     lists: int = 100
