@@ -805,10 +805,20 @@ def test_downgrade_0003_restores_0002s_functions(empty_engine: Engine) -> None:
         "pgembed.ivfflat_begin(integer,text,integer)",
         "pgembed.ivfflat_end(text[])",
     }
+    ivf = _make(empty_engine, "ivf", FDEConfig(D, 2, 2, "identity"), seed=8, bits=1,
+                index=IndexParams(binary="ivfflat", lists=4))  # fmt: skip
     migrate.downgrade(empty_engine, "0002")
     assert _functions_and_columns(empty_engine) == before
     with empty_engine.connect() as conn:
         assert conn.execute(sa.text(defs)).scalar_one() == binary_def
+    # 0.2.0's search_binary still serves the IVFFlat collection, at the session's probes
+    q = _queries(26, 1)[0]
+    call = "SELECT id FROM pgembed.search_binary(:c, CAST(:q AS vector), :k, :n)"
+    with empty_engine.connect() as conn:
+        conn.execute(sa.text("SET ivfflat.probes = 4"))
+        params = {"c": ivf.spec.name, "q": str(q.tolist()), "k": K, "n": N // K}
+        ids = conn.execute(sa.text(call), params).scalars().all()
+    assert ids == _topk(ivf.cos(q), ivf.ids, K)
 
 
 # --- more than ef_search can give -------------------------------------------------------
