@@ -794,12 +794,19 @@ def test_downgrade_0002_removes_exactly_what_it_added(empty_engine: Engine) -> N
 def test_downgrade_0003_restores_0002s_functions(empty_engine: Engine) -> None:
     migrate.upgrade(empty_engine, "0002")
     before = _functions_and_columns(empty_engine)
+    # a 0.2.0 catalog row: its binary entry names no index
+    old = _make(empty_engine, "old", FDEConfig(D, 2, 2, "identity"), seed=9, bits=1)
+    strip = "UPDATE pgembed.collections SET kinds = kinds #- '{binary,index}' RETURNING kinds"
+    with empty_engine.begin() as conn:
+        old_kinds = conn.execute(sa.text(strip)).scalar_one()
     defs = "SELECT pg_get_functiondef('pgembed.search_binary'::regproc)"
     with empty_engine.connect() as conn:
         binary_def = conn.execute(sa.text(defs)).scalar_one()
     migrate.upgrade(empty_engine)
     funcs3, _, version3 = _functions_and_columns(empty_engine)
     assert version3 == "0.3.0"
+    with empty_engine.begin() as conn:  # re-declaring it as it was is no conflict
+        catalog.register_collection(conn, old.spec, old.fde_id)
     assert funcs3 - before[0] == {
         "pgembed.search_binary(text,vector,integer,integer,integer,integer,text,integer)",
         "pgembed.ivfflat_begin(integer,text,integer)",
@@ -809,8 +816,10 @@ def test_downgrade_0003_restores_0002s_functions(empty_engine: Engine) -> None:
                 index=IndexParams(binary="ivfflat", lists=4))  # fmt: skip
     migrate.downgrade(empty_engine, "0002")
     assert _functions_and_columns(empty_engine) == before
+    kinds = "SELECT kinds FROM pgembed.collections WHERE name = 'old'"
     with empty_engine.connect() as conn:
         assert conn.execute(sa.text(defs)).scalar_one() == binary_def
+        assert conn.execute(sa.text(kinds)).scalar_one() == old_kinds
     # 0.2.0's search_binary still serves the IVFFlat collection, at the session's probes
     q = _queries(26, 1)[0]
     call = "SELECT id FROM pgembed.search_binary(:c, CAST(:q AS vector), :k, :n)"

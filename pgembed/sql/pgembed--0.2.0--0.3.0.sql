@@ -61,6 +61,12 @@ $fn$;
 COMMENT ON FUNCTION pgembed.ivfflat_end(text[]) IS
     'Restores the ivfflat.probes and ivfflat.iterative_scan values saved by pgembed.ivfflat_begin.';
 
+-- 0.2.0's catalog rows name no binary index: theirs is HNSW. Said explicitly, so that a
+-- collection re-declared with the same parameters matches its row.
+UPDATE pgembed.collections
+SET kinds = pg_catalog.jsonb_set(kinds, '{binary,index}', '"hnsw"')
+WHERE kinds ? 'binary' AND NOT (kinds -> 'binary') ? 'index';
+
 DROP FUNCTION pgembed.search_binary(text, vector, integer, integer, integer, integer, text);
 
 CREATE FUNCTION pgembed.search_binary(
@@ -102,7 +108,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     qh := q::halfvec;
-    -- Catalogs written before 0.3.0 have no "index": HNSW.
+    -- No "index" (a row written by hand): HNSW.
     ivf := coalesce(c.kinds -> 'binary' ->> 'index', 'hnsw') = 'ivfflat';
     IF ivf AND ef_search IS NOT NULL THEN
         RAISE EXCEPTION 'pgembed: ef_search applies to an HNSW index, but collection % has an IVFFlat binary index', pg_catalog.quote_literal(collection)

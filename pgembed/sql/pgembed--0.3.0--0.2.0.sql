@@ -12,6 +12,10 @@ CREATE OR REPLACE FUNCTION pgembed.version() RETURNS text
     SET search_path = pg_catalog
     RETURN '0.2.0';
 
+-- Back to 0.2.0's rows for HNSW codes; IVFFlat rows keep their keys (0.2.0 ignores them).
+UPDATE pgembed.collections SET kinds = kinds #- '{binary,index}'
+WHERE kinds -> 'binary' ->> 'index' = 'hnsw';
+
 DROP FUNCTION pgembed.search_binary(text, vector, integer, integer, integer, integer, text, integer);
 DROP FUNCTION pgembed.ivfflat_end(text[]);
 DROP FUNCTION pgembed.ivfflat_begin(integer, text, integer);
