@@ -109,6 +109,8 @@ class Collection:
             for ix in self.table().indexes
             if ix.dialect_options["postgresql"]["using"] == "ivfflat"
         ]
+        if not ivf:
+            return []
         with _connect(self.engine) as conn, conn.begin():
             for ix in ivf:
                 ix.drop(conn)

@@ -46,13 +46,23 @@ def coll(engine: Engine, tiny_encoder: Any, texts: list[str]) -> Iterator[Collec
 
 def _stored(coll: Collection) -> dict[str, Any]:
     t = coll.table()
+    cols = [t.c.id, t.c.embedding, *([t.c.tokens] if "tokens" in t.c else [])]
     with coll.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.id, t.c.embedding, t.c.tokens).order_by(t.c.id)).all()
+        rows = conn.execute(sa.select(*cols).order_by(t.c.id)).all()
     return {
         "ids": np.array([r[0] for r in rows]),
         "emb": np.array([r[1] for r in rows], dtype=np.float32),
-        "tokens": [r[2] for r in rows],
+        "tokens": [r[2] for r in rows] if len(cols) == 3 else None,
     }
+
+
+def _exact_top10(coll: Collection, data: dict[str, Any], q_text: str) -> tuple[list[int], Any]:
+    """Ids and cosine scores of the exact top 10 of the stored vectors for a query text."""
+    q = coll.encoder.encode([q_text], "query")[0]
+    emb = data["emb"].astype(np.float64)
+    cos = emb @ q / np.linalg.norm(emb, axis=1) / np.linalg.norm(q)
+    order = np.argsort(-cos, kind="stable")[:10]
+    return data["ids"][order].tolist(), cos[order]
 
 
 def test_add_stores_every_kind_and_is_resumable(coll: Collection, texts: list[str]) -> None:
@@ -75,11 +85,7 @@ def test_exact_matches_of_every_strategy(coll: Collection) -> None:
     """With candidates covering the table every strategy equals brute force."""
     data = _stored(coll)
     q_text = "economic growth and interest rates"
-    q = coll.encoder.encode([q_text], "query")[0]
-    emb = data["emb"].astype(np.float64)
-    cos = emb @ q / np.linalg.norm(emb, axis=1) / np.linalg.norm(q)
-    order = np.argsort(-cos, kind="stable")[:10]
-    exact, exact_scores = data["ids"][order].tolist(), cos[order]
+    exact, exact_scores = _exact_top10(coll, data, q_text)
     wide = {"ef_search": 400}
     for strategy, opts in [
         ("knn", {}),
@@ -106,23 +112,13 @@ def test_binary_codes_under_ivfflat(engine: Engine, tiny_encoder: Any, texts: li
         assert c.reindex() == ["pipeline ivf_embedding_bq_ivfflat"]
         opened = Collection.open(engine, "pipeline ivf", tiny_encoder)
         assert opened.spec.index == ivf
-        emb = _stored_embedding(c)
         q_text = "economic growth and interest rates"
-        q = c.encoder.encode([q_text], "query")[0]
-        cos = emb @ q / np.linalg.norm(emb, axis=1) / np.linalg.norm(q)
-        exact = np.argsort(-cos, kind="stable")[:10].tolist()
+        exact, _ = _exact_top10(c, _stored(c), q_text)
         every_row = {"oversample": len(texts) // 10, "probes": 8}
         assert [i for i, _ in opened.search(q_text, strategy="binary", **every_row)] == exact
         assert len(opened.search(q_text, strategy="binary")) == 10  # default probes
     finally:
         c.drop(force=True)
-
-
-def _stored_embedding(coll: Collection) -> np.ndarray:
-    t = coll.table()
-    with coll.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.embedding).order_by(t.c.id)).scalars().all()
-    return np.array(rows, dtype=np.float64)
 
 
 def test_search_errors(coll: Collection, engine: Engine, tiny_encoder: Any) -> None:

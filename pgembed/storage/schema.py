@@ -237,7 +237,10 @@ class CollectionSpec:
             matryoshka_dims=tuple(kinds.get("matryoshka", {}).get("dims", ())),
             binary_bits=int(binary.get("bits", 1)),
             fde_dim=kinds.get("fde", {}).get("dim"),
-            index=IndexParams(binary=binary.get("index", "hnsw"), lists=binary.get("lists", 100)),
+            index=IndexParams(
+                binary=binary.get("index", IndexParams.binary),
+                lists=binary.get("lists", IndexParams.lists),
+            ),
         )
 
 
