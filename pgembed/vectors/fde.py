@@ -39,8 +39,8 @@ seeded generator uses only PCG64's raw 64-bit stream (stable across NumPy versio
 Encoding is batched: all token sets are concatenated, one matmul computes every SimHash
 sketch and every AMS projection of every repetition, and ``np.bincount`` scatter-adds the
 projected tokens into their blocks. Empty-partition filling is a segment-min over
-(Hamming distance, token position) keys. An optional torch path (``device=...``) runs the
-same math on CPU or CUDA.
+(Hamming distance, token position) keys. The same math in torch, on CPU or CUDA, lives in the
+optional :mod:`pgembed.fde_torch`, so that this package never imports torch.
 
 Defaults: R = 41, k_sim = 3 (8 partitions), d_proj = 12 (ams_sketch), no final projection
 → D = 3936, under the 4000 dims pgvector indexes as ``halfvec`` with HNSW. Measured on
@@ -72,24 +72,23 @@ from __future__ import annotations
 import itertools
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from pgembed._types import Float32Array, Int64Array
 from pgembed.errors import (
-    DeviceUnavailableError,
     DimensionError,
     FDEConfigError,
     InputError,
 )
 from pgembed.vectors._checks import pack_token_sets
 
-if TYPE_CHECKING:
-    import torch
+# (flat tokens of whole sets, their offsets from 0, query?) -> float32 (n_sets, output_dim)
+ChunkEncoder = Callable[[Float32Array, Int64Array, bool], Float32Array]
 
 __all__ = [
     "MAX_SIMHASH_PROJECTIONS",
@@ -551,19 +550,17 @@ class FDEEncoder:
         sketch = np.einsum("nd,rdk->nrk", flat, self.simhash)
         return partition_index(sketch)
 
-    def encode_query(
-        self, token_sets: Sequence[npt.ArrayLike] | npt.NDArray[Any], *, device: str | None = None
-    ) -> Float32Array:
+    def encode_query(self, token_sets: Sequence[npt.ArrayLike] | npt.NDArray[Any]) -> Float32Array:
         """Query FDEs: tokens SUMmed per partition, never filled. float32 (n, output_dim).
 
         ``token_sets`` is a list of (n_i, d) arrays (or a 3-D array). An empty set raises
-        EmptyInputError (a zero query vector would silently match nothing). ``device``
-        ("cpu", "cuda", "cuda:1"...) runs the same math with torch instead of NumPy.
+        EmptyInputError (a zero query vector would silently match nothing). The same math
+        runs on CPU or CUDA with torch in :mod:`pgembed.fde_torch`.
         """
-        return self._encode(token_sets, query=True, device=device)
+        return self._encode(token_sets, query=True)
 
     def encode_document(
-        self, token_sets: Sequence[npt.ArrayLike] | npt.NDArray[Any], *, device: str | None = None
+        self, token_sets: Sequence[npt.ArrayLike] | npt.NDArray[Any]
     ) -> Float32Array:
         """Document FDEs: tokens AVERAGEd per partition, empty partitions filled (when
         configured) from the nearest token. float32 (n, output_dim).
@@ -571,15 +568,16 @@ class FDEEncoder:
         An empty document raises EmptyInputError: it has no FDE to fill from, and storing
         a zero vector would make it unreachable by inner product anyway.
         """
-        return self._encode(token_sets, query=False, device=device)
+        return self._encode(token_sets, query=False)
 
     def _encode(
         self,
         token_sets: Sequence[npt.ArrayLike] | npt.NDArray[Any],
         *,
         query: bool,
-        device: str | None,
+        chunk: ChunkEncoder | None = None,
     ) -> Float32Array:
+        """Encode in chunks of whole token sets with ``chunk`` (default: the NumPy one)."""
         kind = "query" if query else "document"
         flat, offsets = pack_token_sets(token_sets, dim=self.config.dimension, name=kind)
         n = len(offsets) - 1
@@ -590,19 +588,10 @@ class FDEEncoder:
         # ...and few enough sets that their float64 FDE blocks stay bounded too.
         per_chunk = max(1, _CHUNK_FDE_ELEMENTS // self.config.intermediate_dim)
         bounds = np.unique(np.concatenate([starts, np.arange(0, n, per_chunk), [n]]))
-        if device is None:
-            for a, b in itertools.pairwise(bounds):
-                lo, hi = offsets[a], offsets[b]
-                out[a:b] = self._encode_chunk(flat[lo:hi], offsets[a : b + 1] - lo, query)
-        else:
-            torch = _import_torch(device)
-            dev = torch.device(device)
-            mats = self._torch_mats(torch, dev)
-            for a, b in itertools.pairwise(bounds):
-                lo, hi = offsets[a], offsets[b]
-                out[a:b] = _encode_chunk_torch(
-                    torch, self.config, mats, flat[lo:hi], offsets[a : b + 1] - lo, query, dev
-                )
+        encode = chunk or self._encode_chunk
+        for a, b in itertools.pairwise(bounds):
+            lo, hi = offsets[a], offsets[b]
+            out[a:b] = encode(flat[lo:hi], offsets[a : b + 1] - lo, query)
         return out
 
     def _encode_chunk(self, x: Float32Array, offs: Int64Array, query: bool) -> Float32Array:
@@ -687,89 +676,3 @@ class FDEEncoder:
                 key = np.where(missing, np.iinfo(np.int64).max, dist * span + first_q)
                 flat_best[:, p0 : p0 + step] = key.min(axis=1) % span
         return np.asarray((offs[:-1, None, None] + best).ravel(), dtype=np.int64)
-
-    def _torch_mats(self, torch: Any, dev: Any) -> dict[str, Any]:
-        mats: dict[str, Any] = {"w": torch.from_numpy(self._weight_matrix()).to(dev)}
-        if self.final_index is not None and self.final_sign is not None:
-            mats["final_index"] = torch.from_numpy(self.final_index.astype(np.int64)).to(dev)
-            mats["final_sign"] = torch.from_numpy(np.array(self.final_sign)).to(dev)
-        return mats
-
-
-def _import_torch(device: str) -> Any:
-    try:
-        import torch
-    except ImportError as exc:  # torch is optional
-        raise DeviceUnavailableError(
-            f"device={device!r} needs torch, which is not installed; use device=None (NumPy)"
-        ) from exc
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceUnavailableError(f"device={device!r} requested but CUDA is not available")
-    return torch
-
-
-def _encode_chunk_torch(
-    torch: Any,
-    cfg: FDEConfig,
-    mats: dict[str, Any],
-    x_np: Float32Array,
-    offs_np: Int64Array,
-    query: bool,
-    dev: torch.device,
-) -> Float32Array:
-    """The NumPy chunk encoder's math in torch (index_add_ / scatter_reduce_)."""
-    r, k, dp, nb = (
-        cfg.num_repetitions,
-        cfg.num_simhash_projections,
-        cfg.block_dim,
-        cfg.num_partitions,
-    )
-    x = torch.from_numpy(x_np).to(dev)
-    offs = torch.from_numpy(offs_np).to(dev)
-    n_tok, m = x.shape[0], offs.shape[0] - 1
-    lengths = offs[1:] - offs[:-1]
-    doc = torch.repeat_interleave(torch.arange(m, device=dev), lengths)
-    y = mats["w"] @ x.T  # (k*R + d_proj*R, n_tok), rows as in FDEEncoder._weight_matrix
-    sketch = y[: k * r].reshape(k, r, n_tok)
-    code = torch.zeros((r, n_tok), dtype=torch.int64, device=dev)
-    for j in range(k):
-        code = (code << 1) | (sketch[j] > 0).to(torch.int64)
-    code = code.T.contiguous()  # (n_tok, R)
-    part = code.clone()
-    shift = 1
-    while shift < 32:
-        part ^= part >> shift
-        shift <<= 1
-    if cfg.projection == "identity":
-        proj = x[:, None, :].expand(n_tok, r, dp)
-    else:
-        proj = y[k * r :].reshape(dp, r, n_tok).permute(2, 1, 0)  # (n_tok, R, d_proj)
-    block = (doc[:, None] * r + torch.arange(r, device=dev)) * nb + part
-    fde = torch.zeros((m * r * nb, dp), dtype=torch.float64, device=dev)
-    fde.index_add_(0, block.reshape(-1), proj.reshape(-1, dp).to(torch.float64))
-    fde = fde.reshape(m, r, nb, dp)
-    if not query:
-        counts = torch.bincount(block.reshape(-1), minlength=m * r * nb).reshape(m, r, nb)
-        fde = fde / counts.clamp(min=1)[..., None]
-        if cfg.fill_empty_partitions and k > 0:
-            empty = counts == 0
-            if bool(empty.any()):
-                parts = torch.arange(nb, device=dev)
-                diff = code[:, :, None] ^ (parts ^ (parts >> 1))
-                dist = torch.zeros_like(diff)
-                for j in range(k):
-                    dist += (diff >> j) & 1
-                local = torch.arange(n_tok, device=dev) - offs[:-1][doc]
-                span = int(lengths.max())
-                key = dist * span + local[:, None, None]
-                best = torch.full((m, r, nb), torch.iinfo(torch.int64).max, device=dev)
-                best.scatter_reduce_(0, doc[:, None, None].expand(n_tok, r, nb), key, reduce="amin")
-                tok = offs[:-1][:, None, None] + best % span
-                de, re, pe = torch.nonzero(empty, as_tuple=True)
-                fde[de, re, pe, :] = proj[tok[de, re, pe], re, :].to(torch.float64)
-    flat = fde.reshape(m, -1)
-    if "final_index" in mats:
-        out = torch.zeros((m, cfg.output_dim), dtype=torch.float64, device=dev)
-        out.index_add_(1, mats["final_index"], flat * mats["final_sign"].to(torch.float64))
-        flat = out
-    return np.asarray(flat.to(torch.float32).cpu().numpy())

@@ -12,6 +12,7 @@ from _tolerance import assert_sums_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgembed import fde_torch
 from pgembed.errors import (
     DeviceUnavailableError,
     DimensionError,
@@ -428,6 +429,18 @@ def test_deterministic_across_processes() -> None:
 # --- torch path -----------------------------------------------------------------------------
 
 
+def test_vectors_never_import_torch() -> None:
+    code = (
+        "import sys, pkgutil, importlib, pgembed.vectors as v\n"
+        "for m in pkgutil.iter_modules(v.__path__):\n"
+        "    importlib.import_module(f'{v.__name__}.{m.name}')\n"
+        "heavy = ('torch', 'onnxruntime', 'sqlalchemy')\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_torch_cpu_matches_numpy() -> None:
     pytest.importorskip("torch")
     rng = np.random.default_rng(4)
@@ -442,7 +455,8 @@ def test_torch_cpu_matches_numpy() -> None:
         enc = FDEEncoder(cfg)
         for query in (True, False):
             fn = enc.encode_query if query else enc.encode_document
-            np.testing.assert_allclose(fn(sets, device="cpu"), fn(sets), atol=1e-4)
+            on_torch = fde_torch.encode_query if query else fde_torch.encode_document
+            np.testing.assert_allclose(on_torch(enc, sets, device="cpu"), fn(sets), atol=1e-4)
 
 
 def test_cuda_unavailable_is_a_clear_error() -> None:
@@ -450,7 +464,7 @@ def test_cuda_unavailable_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
-        FDEEncoder(SMALL).encode_query([SMALL_TOKENS], device="cuda")
+        fde_torch.encode_query(FDEEncoder(SMALL), [SMALL_TOKENS], device="cuda")
 
 
 # --- bad input --------------------------------------------------------------------------------
