@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,19 @@ MAX_BATCH = {"cpu": 256, "cuda": 2048}
 PROGRESS_MIN = 1000  # progress=None shows a bar from this many texts on
 
 _Chunk = tuple[Float32Array | None, list[Float32Array] | None]
+
+
+@dataclass(frozen=True)
+class _Want:
+    """What one pass over the graph returns, and how it batches."""
+
+    pooled: bool
+    tokens: bool
+    drop_special: bool = True
+    batch_size: int | None = None  # texts per graph run (default: per device)
+    token_budget: int | None = None  # padded tokens per graph run (default: per device)
+    progress: bool | None = None  # None: a bar from PROGRESS_MIN texts on
+    chunk_size: int = CHUNK  # texts tokenized ahead while the previous chunk runs
 
 
 class Encoder:
@@ -198,9 +212,8 @@ class Encoder:
         check_dims(dims, self.dim)
         parts: list[Float32Array] = []
         # A plain loop, not a comprehension: the truncation warning's stacklevel counts frames.
-        for p, _ in self._chunks(
-            texts, kind, True, False, True, batch_size, token_budget, progress
-        ):
+        want = _Want(True, False, True, batch_size, token_budget, progress)
+        for p, _ in self._chunks(texts, kind, want):
             if p is not None:
                 parts.append(p)
         if not parts:
@@ -222,9 +235,8 @@ class Encoder:
         ``drop_special`` removes [CLS]/[SEP] (ready for MaxSim).
         """
         out: list[Float32Array] = []
-        for _, t in self._chunks(
-            texts, kind, False, True, drop_special, batch_size, token_budget, progress
-        ):
+        want = _Want(False, True, drop_special, batch_size, token_budget, progress)
+        for _, t in self._chunks(texts, kind, want):
             out.extend(t or [])
         return out
 
@@ -243,9 +255,8 @@ class Encoder:
         check_dims(dims, self.dim)
         pooled: list[Float32Array] = []
         tokens: list[Float32Array] = []
-        for p, t in self._chunks(
-            texts, kind, True, True, drop_special, batch_size, token_budget, progress
-        ):
+        want = _Want(True, True, drop_special, batch_size, token_budget, progress)
+        for p, t in self._chunks(texts, kind, want):
             if p is not None:
                 pooled.append(p)
             tokens.extend(t or [])
@@ -270,9 +281,8 @@ class Encoder:
         """
         check_dims(dims, self.dim)
         self.prefix(kind)
-        chunks = self._chunks(
-            texts, kind, True, False, True, batch_size, token_budget, progress, chunk_size
-        )
+        want = _Want(True, False, True, batch_size, token_budget, progress, chunk_size)
+        chunks = self._chunks(texts, kind, want)
         return (matryoshka(p, dims) for p, _ in chunks if p is not None)
 
     def iter_encode_both(
@@ -290,32 +300,20 @@ class Encoder:
         """Stream ``(pooled, tokens)`` per chunk of ``chunk_size`` texts (see iter_encode)."""
         check_dims(dims, self.dim)
         self.prefix(kind)
-        chunks = self._chunks(
-            texts, kind, True, True, drop_special, batch_size, token_budget, progress, chunk_size
-        )
+        want = _Want(True, True, drop_special, batch_size, token_budget, progress, chunk_size)
+        chunks = self._chunks(texts, kind, want)
         return ((matryoshka(p, dims), t) for p, t in chunks if p is not None and t is not None)
 
     # --- internals -----------------------------------------------------------------------
 
-    def _chunks(
-        self,
-        texts: Iterable[str],
-        kind: str,
-        want_pooled: bool,
-        want_tokens: bool,
-        drop_special: bool,
-        batch_size: int | None,
-        token_budget: int | None,
-        progress: bool | None,
-        chunk_size: int = CHUNK,
-    ) -> Iterator[_Chunk]:
+    def _chunks(self, texts: Iterable[str], kind: str, want: _Want) -> Iterator[_Chunk]:
         prefix = self.prefix(kind)
         if isinstance(texts, str | bytes):
             check_texts(texts)  # raises: a bare string is a common mistake
         total = len(texts) if isinstance(texts, Sized) else None
-        show = progress if progress is not None else (total or 0) >= PROGRESS_MIN
-        budget = token_budget or TOKEN_BUDGET[self.device]
-        cap = batch_size or MAX_BATCH[self.device]
+        show = want.progress if want.progress is not None else (total or 0) >= PROGRESS_MIN
+        budget = want.token_budget or TOKEN_BUDGET[self.device]
+        cap = want.batch_size or MAX_BATCH[self.device]
         if budget < 1 or cap < 1:
             raise ConfigError("batch_size and token_budget must be positive")
 
@@ -331,38 +329,27 @@ class Encoder:
         # onnxruntime release the GIL, so a GPU does not wait for the CPU-bound tokenizer.
         with bar, ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future[Tokenized] | None = None
-            for chunk in _batched(texts, chunk_size):
+            for chunk in _batched(texts, want.chunk_size):
                 ahead = pool.submit(prepare, chunk, seen)
                 seen += len(chunk)
                 if pending is not None:
                     tok = pending.result()
                     truncated += tok.truncated
-                    yield self._run_chunk(
-                        tok, want_pooled, want_tokens, drop_special, budget, cap, bar
-                    )
+                    yield self._run_chunk(tok, want, budget, cap, bar)
                 pending = ahead
             if pending is not None:
                 tok = pending.result()
                 truncated += tok.truncated
-                yield self._run_chunk(tok, want_pooled, want_tokens, drop_special, budget, cap, bar)
+                yield self._run_chunk(tok, want, budget, cap, bar)
         warn_truncated(truncated, seen, self.max_length, stacklevel=4)
 
-    def _run_chunk(
-        self,
-        tok: Tokenized,
-        want_pooled: bool,
-        want_tokens: bool,
-        drop_special: bool,
-        budget: int,
-        cap: int,
-        bar: Any,
-    ) -> _Chunk:
+    def _run_chunk(self, tok: Tokenized, want: _Want, budget: int, cap: int, bar: Any) -> _Chunk:
         n = len(tok.ids)
-        outputs = ([mf.POOLED_OUTPUT] if want_pooled else []) + (
-            [mf.TOKENS_OUTPUT] if want_tokens else []
+        outputs = ([mf.POOLED_OUTPUT] if want.pooled else []) + (
+            [mf.TOKENS_OUTPUT] if want.tokens else []
         )
-        pooled = np.empty((n, self.dim), dtype=np.float32) if want_pooled else None
-        tokens: list[Float32Array | None] = [None] * n if want_tokens else []
+        pooled = np.empty((n, self.dim), dtype=np.float32) if want.pooled else None
+        tokens: list[Float32Array | None] = [None] * n if want.tokens else []
         for rows in plan_batches(tok.lengths, budget, cap):
             ids, mask = pad_batch(tok.ids, rows, self._tokenizer.pad_id)
             feeds = {"input_ids": ids, "attention_mask": mask}
@@ -373,16 +360,16 @@ class Encoder:
             if pooled is not None:
                 pooled[rows] = result[k]
                 k += 1
-            if want_tokens:
+            if want.tokens:
                 lengths = [len(tok.ids[r]) for r in rows]
-                special = [tok.special[r] for r in rows] if drop_special else None
+                special = [tok.special[r] for r in rows] if want.drop_special else None
                 hidden = np.asarray(result[k], dtype=np.float32)
                 for r, vecs in zip(rows, split_tokens(hidden, lengths, special), strict=True):
                     tokens[r] = vecs
             bar.update(len(rows))
         # The graph normalizes already; renormalizing in fp32 makes fp16/int8 exact too.
         out_pooled = l2_normalize(pooled) if pooled is not None else None
-        out_tokens = [t for t in tokens if t is not None] if want_tokens else None
+        out_tokens = [t for t in tokens if t is not None] if want.tokens else None
         return out_pooled, out_tokens
 
 
