@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy.engine import Engine
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "stress.py"
@@ -19,6 +20,7 @@ def _stress() -> Any:
     return module
 
 
+@pytest.mark.stress
 def test_short_stress_run(engine: Engine, tiny_model_dir: Path, capsys: Any) -> None:
     url = engine.url.render_as_string(hide_password=False)
     result = _stress().main(
