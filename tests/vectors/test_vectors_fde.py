@@ -298,7 +298,7 @@ def test_chunking_over_many_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
 def _muvera_pair(
     reps: int, k: int, dp: int, final: int | None, seed: int, fill: bool
 ) -> tuple[FDEEncoder, object]:
-    muvera = pytest.importorskip("muvera")
+    import muvera  # a dev dependency: never skipped
     from muvera.helper import ams_projection_matrix_from_seed, simhash_matrix_from_seed
 
     d = 32
@@ -442,7 +442,6 @@ def test_vectors_never_import_torch() -> None:
 
 
 def test_torch_cpu_matches_numpy() -> None:
-    pytest.importorskip("torch")
     rng = np.random.default_rng(4)
     sets = [rng.standard_normal((int(n), 24)).astype(np.float32) for n in rng.integers(1, 40, 25)]
     for cfg in (
@@ -459,12 +458,16 @@ def test_torch_cpu_matches_numpy() -> None:
             np.testing.assert_allclose(on_torch(enc, sets, device="cpu"), fn(sets), atol=1e-4)
 
 
-def test_cuda_unavailable_is_a_clear_error() -> None:
-    torch = pytest.importorskip("torch")
+def test_cuda_matches_numpy_or_is_a_clear_error() -> None:
+    import torch
+
+    enc = FDEEncoder(SMALL)
     if torch.cuda.is_available():
-        pytest.skip("CUDA is available here")
+        got = fde_torch.encode_query(enc, [SMALL_TOKENS], device="cuda")
+        np.testing.assert_allclose(got, enc.encode_query([SMALL_TOKENS]), atol=1e-4)
+        return
     with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
-        fde_torch.encode_query(FDEEncoder(SMALL), [SMALL_TOKENS], device="cuda")
+        fde_torch.encode_query(enc, [SMALL_TOKENS], device="cuda")
 
 
 # --- bad input --------------------------------------------------------------------------------
