@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,7 @@ from pgembed.errors import (
     UnknownKindError,
     UnknownModelError,
 )
-from pgembed.storage import catalog, ingest
+from pgembed.storage import catalog, ingest, ownership
 from pgembed.storage import schema as sch
 
 if TYPE_CHECKING:
@@ -43,6 +45,13 @@ class Collection:
     >>> coll = Collection(engine, "docs", encoder=enc, kinds=("single", "matryoshka"))
     >>> coll.create(); coll.add(texts, ids=range(len(texts)))
     >>> coll.search("a query", k=10, strategy="funnel")
+
+    The catalog is the truth: ``create()`` records the declaration and the table it
+    creates (it never takes over an existing table), and ``add()``/``sync()`` write only
+    when this object's declaration (kinds, table, schema, columns, options, FDE config) is
+    the recorded one, into the table the collection created; otherwise they raise
+    CollectionError, before writing anything. To write into a recorded collection without
+    repeating its declaration, use ``Collection.open(engine, name)``.
     """
 
     def __init__(
@@ -93,7 +102,13 @@ class Collection:
         return self
 
     def create(self) -> Collection:
-        """Create the table and its indexes and record the collection (idempotent)."""
+        """Create the table and its indexes and record the collection (idempotent).
+
+        Refuses (CollectionError) a table that exists without being the one this
+        collection created, pgembed's own and the system's schemas, and a schema that does
+        not exist. Concurrent calls for one collection wait for each other: one table, one
+        catalog row.
+        """
         with _connect(self.engine) as conn, conn.begin():
             self._fde_config_id = _declare(conn, self.spec, encoder_record(self.encoder), self._fde)
         return self
@@ -104,23 +119,25 @@ class Collection:
         IVFFlat clusters its lists from the rows present when it is built, so build it
         again after a bulk load (HNSW indexes need no rebuild; they are left alone).
         """
-        ivf = [
-            ix
-            for ix in self.table().indexes
-            if ix.dialect_options["postgresql"]["using"] == "ivfflat"
-        ]
-        if not ivf:
+        if self.spec.index.binary != "ivfflat" or not self.spec.has("binary"):
             return []
         with _connect(self.engine) as conn, conn.begin():
-            for ix in ivf:
-                ix.drop(conn)
-                ix.create(conn)
-        return [str(ix.name) for ix in ivf]
+            names = ownership.ivfflat_indexes(conn, self.spec)
+            quote = conn.dialect.identifier_preparer.quote
+            for name in names:
+                # REINDEX builds the index anew: IVFFlat clusters its lists from the rows.
+                conn.execute(sa.text(f"REINDEX INDEX {quote(self.spec.schema)}.{quote(name)}"))
+        return names
 
-    def drop(self, *, force: bool = False) -> None:
-        """Drop the table and the catalog entry; refuses a populated table unless forced."""
+    def drop(self, *, force: bool = False) -> bool:
+        """Drop the table and the catalog entry; refuses a populated table unless forced.
+
+        Drops only the table this collection created. Any other table of that name is
+        left alone: only the catalog entry goes, with a warning. Returns whether the
+        table was dropped.
+        """
         with _connect(self.engine) as conn, conn.begin():
-            undeclare(conn, self.spec.name, force=force)
+            return undeclare(conn, self.spec.name, force=force)
 
     # --- properties ---------------------------------------------------------------------
 
@@ -161,10 +178,14 @@ class Collection:
 
         spec = self.spec
         need_tokens = spec.has("multivector")
-        if need_tokens:
+        pooled: Any = None
+        tokens: Any = None
+        if need_tokens and spec.has("single"):
             pooled, tokens = self.encoder.encode_both(texts, "document", progress=False)
+        elif need_tokens:
+            tokens = self.encoder.encode_tokens(texts, "document", progress=False)
         else:
-            pooled, tokens = self.encoder.encode(texts, "document", progress=False), None
+            pooled = self.encoder.encode(texts, "document", progress=False)
         rows = ingest.Rows(ids=ids, texts=texts, embedding=pooled, tokens=tokens)
         if spec.has("binary") and spec.binary_bits > 1:
             rows.embedding_bits = binary.pack_residual(pooled, spec.binary_bits)
@@ -202,7 +223,7 @@ class Collection:
         id_arr = ingest.check_ids(list(ids) if ids is not None else range(len(text_list)))
         if len(id_arr) != len(text_list):
             raise InputError(f"{len(id_arr)} ids for {len(text_list)} texts")
-        self._guard_write()
+        batch_size = _check_batch_size(batch_size)
         written = 0
         bar = tqdm(total=len(text_list), desc=f"ingest {self.spec.name}", unit="text",
                    disable=_no_bar(progress, len(text_list)))  # fmt: skip
@@ -216,36 +237,89 @@ class Collection:
 
     def _write_batch(self, ids: np.ndarray[Any, Any], texts: list[str]) -> int:
         with _write_errors(self.spec), _connect(self.engine) as conn, conn.begin():
+            self._check_recorded(conn)
             done = ingest.already_embedded(conn, self.spec, ids, texts)
             if done.all():
                 return 0
             keep = np.flatnonzero(~done)
-            rows = self.rows([texts[i] for i in keep], ids[keep])
+            rows = self._rows_by_id([texts[i] for i in keep], ids[keep])
             return ingest.write(conn, self.spec, rows)
 
     def sync(self, *, batch_size: int = DEFAULT_BATCH, progress: bool | None = None) -> int:
-        """Embed rows whose text is new or changed; safe to run in several workers at once."""
+        """Embed rows whose text is new or changed; safe to run in several workers at once.
+
+        Rows whose text was set to NULL lose their vectors (they are no longer found).
+        Rows whose text is empty or only whitespace get no vectors, are not claimed again
+        until their text changes, and are named in a warning. Returns the rows embedded.
+        """
         from tqdm.auto import tqdm
 
         if self.spec.text_column is None:
             raise CollectionError(f"collection {self.spec.name!r} has no text column to sync")
-        self._guard_write()
-        total = 0
+        batch_size = _check_batch_size(batch_size)
+        total, blank, first = 0, [], True
         with tqdm(desc=f"sync {self.spec.name}", unit="row", disable=progress is False) as bar:
             while True:
                 with _write_errors(self.spec), _connect(self.engine) as conn, conn.begin():
+                    self._check_recorded(conn)
+                    if first:
+                        ingest.clear_vectors(conn, self.spec)  # texts set to NULL
+                        first = False
                     claimed = ingest.claim_stale(conn, self.spec, batch_size)
                     if not claimed:
-                        return total
-                    ids = np.array([c[0] for c in claimed], dtype=np.int64)
-                    rows = self.rows([c[1] for c in claimed], ids)
-                    total += ingest.write(conn, self.spec, rows)
+                        break
+                    empty = [i for i, text in claimed if not text.strip()]
+                    blank += ingest.clear_vectors(conn, self.spec, empty)
+                    todo = [(i, text) for i, text in claimed if text.strip()]
+                    if todo:
+                        ids = np.array([c[0] for c in todo], dtype=np.int64)
+                        rows = self._rows_by_id([c[1] for c in todo], ids)
+                        total += ingest.write(conn, self.spec, rows)
                 bar.update(len(claimed))
+        if blank:
+            warnings.warn(
+                f"sync left {len(blank)} row(s) of {self.spec.name!r} without vectors: their "
+                f"text is empty or only whitespace (ids {blank[:10]}"
+                f"{'...' if len(blank) > 10 else ''}); set a text to embed them",
+                BlankTextWarning,
+                stacklevel=2,
+            )
+        return total
 
-    def _guard_write(self) -> None:
-        with _connect(self.engine) as conn:
-            rec = catalog.get_collection(conn, self.spec.name)
+    def _rows_by_id(self, texts: list[str], ids: np.ndarray[Any, Any]) -> ingest.Rows:
+        """:meth:`rows`, but a text the encoder refuses is named by its row id."""
+        try:
+            return self.rows(texts, ids)
+        except InputError:
+            if len(texts) == 1:
+                raise
+            for text, i in zip(texts, ids, strict=True):
+                try:
+                    self.rows([text], ids[ids == i])
+                except InputError as exc:
+                    msg = re.sub(r"text at index \d+", f"the text of row id {int(i)}", str(exc))
+                    raise type(exc)(f"collection {self.spec.name!r}: {msg}") from None
+            raise
+
+    def _check_recorded(self, conn: Connection) -> None:
+        """Writes follow the catalog: refuse a declaration other than the recorded one.
+
+        Checked in each write transaction, so a collection dropped or re-declared between
+        batches is noticed before its rows are written.
+        """
+        rec = catalog.get_collection(conn, self.spec.name)
         self._check_encoder(rec.fingerprint)
+        _check_same_declaration(rec.spec, self.spec)
+        if rec.fde_config is not None and rec.fde_config != self._fde_config_id:
+            stored = catalog.load_fde_config(conn, rec.fde_config)
+            if self._fde is None or stored.config != self._fde.config:
+                raise CollectionError(
+                    f"collection {self.spec.name!r} is recorded with another FDE config "
+                    f"({stored.config}) than this Collection's; open it as recorded with "
+                    f"Collection.open(engine, {self.spec.name!r})"
+                )
+            self._fde, self._fde_config_id = stored, rec.fde_config  # the catalog's matrices
+        ownership.check_writable(conn, rec)
 
     # --- searching ----------------------------------------------------------------------
 
@@ -285,16 +359,43 @@ class Collection:
             return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
 
 
+class BlankTextWarning(UserWarning):
+    """sync() found rows whose text is empty or only whitespace, and left them unembedded."""
+
+
+def _check_batch_size(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(
+            f"batch_size must be a positive integer, got {value!r}; use e.g. {DEFAULT_BATCH}"
+        )
+    return value
+
+
+def _check_same_declaration(recorded: sch.CollectionSpec, declared: sch.CollectionSpec) -> None:
+    rec, dec = recorded.to_catalog(), declared.to_catalog()
+    differ = [f"{k}: recorded {rec[k]!r}, declared {dec[k]!r}" for k in rec if rec[k] != dec[k]]
+    if differ:
+        raise CollectionError(
+            f"collection {declared.name!r} is recorded with another declaration than this "
+            f"Collection's ({'; '.join(differ)}), so writing would leave rows partial or "
+            f"land in another table. Write through Collection.open(engine, "
+            f"{declared.name!r}), which uses the recorded declaration, or drop the "
+            "collection and create() it anew"
+        )
+
+
 def _declare(
     conn: Connection,
     spec: sch.CollectionSpec,
     enc: catalog.EncoderRecord,
     fde: FDEEncoder | None,
 ) -> int | None:
+    ownership.check_schema(spec.schema)
+    ownership.lock(conn, spec)  # concurrent declarations of this name or table wait here
     catalog.register_encoder(conn, enc)
     fde_id = catalog.save_fde_config(conn, fde) if fde is not None else None
-    catalog.register_collection(conn, spec, fde_id)
-    sch.table(spec, sa.MetaData()).create(conn, checkfirst=True)
+    _, recorded = catalog.register_collection(conn, spec, fde_id)
+    ownership.create_table(conn, spec, recorded)
     return fde_id
 
 
@@ -311,7 +412,8 @@ def declare(
     """Create and record a collection inside an open transaction, without loading a model.
 
     The encoder's identity comes from the catalog, else from its exported manifest. Used by
-    ``op.create_collection`` in users' migrations.
+    ``op.create_collection`` in users' migrations. The rules of :meth:`Collection.create`
+    hold: no table is taken over, concurrent declarations wait for each other.
     """
     from pgembed import config
     from pgembed.encoders.manifest import Manifest
@@ -367,19 +469,26 @@ def _spec(
     return spec, fde_enc
 
 
-def undeclare(conn: Connection, name: str, *, force: bool = False) -> None:
-    """Drop a collection's table and catalog row; refuses a populated one unless forced."""
-    spec = catalog.get_collection(conn, name).spec
-    t = sch.table(spec, sa.MetaData())
-    if sa.inspect(conn).has_table(t.name, schema=t.schema):
-        n = conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-        if n and not force:
-            raise CollectionError(
-                f"collection {name!r} holds {n} rows; drop it with force=True "
-                "(op.drop_collection(name, force=True)) if you mean to lose them"
-            )
-        t.drop(conn)
+def undeclare(conn: Connection, name: str, *, force: bool = False) -> bool:
+    """Drop a collection's table and catalog row; refuses a populated one unless forced.
+
+    Drops only the table the collection created (by its recorded oid). Another table of
+    that name, or one in a reserved schema, is left alone: the catalog row goes, and a
+    warning says so. Returns whether a table was dropped.
+    """
+    ownership.lock_name(conn, name)
+    rec = catalog.get_collection(conn, name)
+    ownership.lock(conn, rec.spec)
+    left_alone = ownership.drop_table(conn, rec, force=force)
     catalog.unregister_collection(conn, name)
+    if left_alone:
+        warnings.warn(left_alone, TableLeftAloneWarning, stacklevel=3)
+        return False
+    return True
+
+
+class TableLeftAloneWarning(UserWarning):
+    """drop() removed a catalog entry but not the table, which the collection did not create."""
 
 
 def manifest_record(m: Any) -> catalog.EncoderRecord:

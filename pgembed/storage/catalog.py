@@ -76,6 +76,8 @@ collections = sa.Table(
     sa.Column("encoder", sa.Text, nullable=False),
     sa.Column("fde_config", sa.Integer),
     sa.Column("kinds", pg.JSONB, nullable=False),
+    # added by migration 0005: the oid of the table the collection created (owns)
+    sa.Column("table_oid", pg.OID),
 )
 
 
@@ -95,9 +97,21 @@ class EncoderRecord:
 
 
 def _require_schema(conn: Connection) -> None:
-    if conn.execute(sa.text("SELECT to_regclass('pgembed.collections')")).scalar() is None:
+    installed, current = conn.execute(
+        sa.text(
+            "SELECT to_regclass('pgembed.collections') IS NOT NULL, EXISTS (SELECT FROM "
+            "pg_catalog.pg_attribute WHERE attrelid = to_regclass('pgembed.collections') "
+            "AND attname = 'table_oid' AND NOT attisdropped)"
+        )
+    ).one()
+    if not installed:
         raise MigrationError(
             "pgembed's schema is not installed in this database; run `pgembed db upgrade`"
+        )
+    if not current:
+        raise MigrationError(
+            "pgembed's schema in this database is older than this pgembed (no "
+            "pgembed.collections.table_oid); run `pgembed db upgrade`"
         )
 
 
@@ -203,9 +217,17 @@ class CollectionRecord:
     spec: CollectionSpec
     fde_config: int | None
     fingerprint: str
+    table_oid: int | None = None
+    """The table the collection created; None when it owns none (see storage/ownership)."""
 
 
-def register_collection(conn: Connection, spec: CollectionSpec, fde_config: int | None) -> None:
+def register_collection(
+    conn: Connection, spec: CollectionSpec, fde_config: int | None
+) -> tuple[bool, int | None]:
+    """Record the collection unless recorded alike; (whether it is new, its table oid).
+
+    Refuses a name already recorded with another declaration.
+    """
     _require_schema(conn)
     if spec.has("fde") and fde_config is None:
         raise CollectionError(f"collection {spec.name!r} stores fde but names no FDE config")
@@ -216,14 +238,30 @@ def register_collection(conn: Connection, spec: CollectionSpec, fde_config: int 
     )
     values = {**spec.to_catalog(), "fde_config": fde_config}
     if existing is not None:
-        same = all(existing[k] == v for k, v in values.items())
-        if not same:
+        differ = [k for k, v in values.items() if existing[k] != v]
+        if differ:
             raise CollectionError(
-                f"collection {spec.name!r} already exists with another declaration; "
-                "drop it first or choose another name"
+                f"collection {spec.name!r} already exists with another declaration "
+                f"({', '.join(differ)} differ); open it as recorded with "
+                f"Collection.open(engine, {spec.name!r}), or drop it first, or choose "
+                "another name"
             )
-        return
+        oid = existing["table_oid"]
+        return False, None if oid is None else int(oid)
     conn.execute(collections.insert().values(**values))
+    return True, None
+
+
+def set_table_oid(conn: Connection, name: str, oid: int) -> None:
+    conn.execute(collections.update().where(collections.c.name == name).values(table_oid=oid))
+
+
+def owner_of(conn: Connection, oid: int) -> str | None:
+    """The collection that created the table ``oid``, if any."""
+    found = conn.execute(
+        sa.select(collections.c.name).where(collections.c.table_oid == oid).order_by("name")
+    ).scalar()
+    return None if found is None else str(found)
 
 
 def get_collection(conn: Connection, name: str) -> CollectionRecord:
@@ -242,7 +280,13 @@ def get_collection(conn: Connection, name: str) -> CollectionRecord:
         raise UnknownCollectionError(
             f"no collection named {name!r}; known collections: {known or 'none'}"
         )
-    return CollectionRecord(CollectionSpec.from_catalog(row), row["fde_config"], row["fingerprint"])
+    oid = row["table_oid"]
+    return CollectionRecord(
+        CollectionSpec.from_catalog(row),
+        row["fde_config"],
+        row["fingerprint"],
+        None if oid is None else int(oid),
+    )
 
 
 def unregister_collection(conn: Connection, name: str) -> None:

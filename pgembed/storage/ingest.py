@@ -70,27 +70,22 @@ def validate(spec: CollectionSpec, rows: Rows) -> None:
     n = len(rows.ids)
     if spec.text_column is not None and rows.texts is not None and len(rows.texts) != n:
         raise InputError(f"{len(rows.texts)} texts for {n} ids")
-    needs = {
-        "embedding": spec.has("single"),
-        "embedding_bits": spec.has("binary") and spec.binary_bits > 1,
-        "fde": spec.has("fde"),
-        "tokens": spec.has("multivector"),
-    }
-    for name, needed in needs.items():
-        if needed and getattr(rows, name) is None:
+    columns = spec.vector_columns()
+    for name in columns:
+        if getattr(rows, name) is None:
             raise InputError(f"collection {spec.name!r} stores {name}, but the batch lacks it")
-    if rows.embedding is not None:
+    if rows.embedding is not None and "embedding" in columns:
         _check_matrix("embedding", rows.embedding, n, spec.dim)
-    if rows.fde is not None:
+    if rows.fde is not None and "fde" in columns:
         assert spec.fde_dim is not None
         _check_matrix("fde", rows.fde, n, spec.fde_dim)
-    if rows.embedding_bits is not None:
+    if rows.embedding_bits is not None and "embedding_bits" in columns:
         width = (spec.binary_bits * spec.dim + 7) // 8
         if rows.embedding_bits.shape != (n, width):
             raise DimensionError(
                 f"embedding_bits has shape {rows.embedding_bits.shape}; expected ({n}, {width})"
             )
-    if rows.tokens is not None:
+    if rows.tokens is not None and "tokens" in columns:
         if len(rows.tokens) != n:
             raise InputError(f"{len(rows.tokens)} token sets for {n} ids")
         for i, t in enumerate(rows.tokens):
@@ -115,7 +110,11 @@ def _elem_oid(raw: PgConnection[Any]) -> int:
 
 
 def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
-    """Upsert the rows (binary COPY + INSERT ... ON CONFLICT); returns the row count."""
+    """Upsert the rows (binary COPY + INSERT ... ON CONFLICT); returns the row count.
+
+    Writes exactly the vector columns of ``spec``'s kinds; arrays of other kinds in
+    ``rows`` are ignored (the table has no column for them).
+    """
     from psycopg import sql
 
     validate(spec, rows)
@@ -132,16 +131,21 @@ def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
         cols.append(spec.text_column)
         fields.append(_pgcopy.text_fields(rows.texts))
     half = spec.precision == "halfvec"
-    if rows.embedding is not None:
+    columns = spec.vector_columns()
+    if "embedding" in columns:
+        assert rows.embedding is not None
         cols.append("embedding")
         fields.append(_pgcopy.vector_fields(rows.embedding, half=half))
-    if rows.embedding_bits is not None:
+    if "embedding_bits" in columns:
+        assert rows.embedding_bits is not None
         cols.append("embedding_bits")
         fields.append(_pgcopy.bit_fields(rows.embedding_bits, spec.binary_bits * spec.dim))
-    if rows.fde is not None:
+    if "fde" in columns:
+        assert rows.fde is not None
         cols.append("fde")
         fields.append(_pgcopy.vector_fields(rows.fde, half=True))
-    if rows.tokens is not None:
+    if "tokens" in columns:
+        assert rows.tokens is not None
         cols.append("tokens")
         fields.append(_pgcopy.vector_array_fields(rows.tokens, _elem_oid(raw), half=True))
 
@@ -225,3 +229,35 @@ def claim_stale(conn: Connection, spec: CollectionSpec, limit: int) -> list[tupl
         .with_for_update(skip_locked=True)
     )
     return [(int(i), str(text)) for i, text in conn.execute(stmt).all()]
+
+
+def clear_vectors(
+    conn: Connection, spec: CollectionSpec, ids: Sequence[int] | None = None
+) -> list[int]:
+    """Remove the vectors of rows that have nothing to embed; returns their ids.
+
+    With ``ids``: those rows (locked by :func:`claim_stale`; their text is blank), marked
+    as embedded from that text so sync does not claim them again. Without: every row whose
+    text was set to NULL since it was embedded, so its old vectors stop being found.
+    """
+    import sqlalchemy as sa
+
+    from pgembed.storage.schema import table
+
+    if spec.text_column is None:
+        return []
+    t = table(spec)
+    id_col, text_col = t.c[spec.id_column], t.c[spec.text_column]
+    cleared: dict[str, Any] = {c: None for c in spec.vector_columns()}
+    if ids is None:
+        # SKIP LOCKED: a row another worker holds is cleared by that worker's next sync.
+        stale = sa.select(id_col).where(text_col.is_(None), t.c.embedded_hash.is_not(None))
+        where = [id_col.in_(stale.with_for_update(skip_locked=True))]
+        cleared["embedded_hash"] = None
+    else:
+        if not len(ids):
+            return []
+        where = [id_col.in_([int(i) for i in ids])]
+        cleared["embedded_hash"] = sa.func.md5(text_col)
+    stmt = t.update().where(*where).values(**cleared).returning(id_col)
+    return sorted(int(i) for i in conn.execute(stmt).scalars())

@@ -21,7 +21,8 @@ Ids are ``bigint``. With a text column, ``embedded_hash`` holds md5(text) as emb
 
 from __future__ import annotations
 
-import re
+import hashlib
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +36,13 @@ HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
 IVFFLAT_MAX_LISTS = 32768
 _STORE_MAX_DIMS = {"vector": 16000, "halfvec": 16000}
 
-_NAME = re.compile(r"^[^\x00]{1,63}$")
+# PostgreSQL cuts identifiers at 63 bytes (NAMEDATALEN - 1), not characters.
+MAX_IDENTIFIER_BYTES = 63
+# Columns pgembed adds to every collection table: the id and text columns must differ.
+RESERVED_COLUMNS = ("embedded_hash", "embedding", "embedding_bits", "fde", "tokens")
+# Index names are <base><suffix>; the longest suffix ("_embedding_bq_ivfflat",
+# "_embedding_15999_hnsw") is 21 bytes, so a base of 40 bytes always fits.
+_INDEX_BASE_BYTES = 40
 
 Precision = Literal["halfvec", "vector"]
 Distance = Literal["cosine", "ip"]
@@ -79,10 +86,45 @@ class IndexParams:
 
 
 def check_name(value: str, what: str) -> str:
-    """Names are passed as identifiers (quoted), never as SQL; only reject the unusable."""
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise CollectionError(f"invalid {what} {value!r}: use 1 to 63 characters without NUL bytes")
+    """Names are passed as identifiers (quoted), never as SQL; only reject the unusable.
+
+    The limit is PostgreSQL's, in UTF-8 bytes: a longer name would be cut silently.
+    """
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise CollectionError(
+            f"invalid {what} {value!r}: use 1 to {MAX_IDENTIFIER_BYTES} bytes without NUL bytes"
+        )
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise CollectionError(
+            f"invalid {what} {value!r}: it is not valid Unicode (a lone surrogate); "
+            "use a name of ordinary characters"
+        ) from None
+    if size > MAX_IDENTIFIER_BYTES:
+        raise CollectionError(
+            f"invalid {what} {value!r}: it is {size} bytes in UTF-8, and PostgreSQL "
+            f"identifiers hold at most {MAX_IDENTIFIER_BYTES} bytes; use a shorter name"
+        )
     return value
+
+
+def _integer(value: Any) -> int:
+    """An int from an int-like value (numpy integers too); TypeError for bools and others."""
+    if isinstance(value, bool):
+        raise TypeError("bool")
+    return operator.index(value)
+
+
+def index_base(table_name: str) -> str:
+    """Prefix of a collection's index names: the table name, or when that is too long for
+    the index names to fit in 63 bytes, its first bytes plus a hash of the whole name, so
+    that two tables sharing a long prefix still get distinct index names."""
+    raw = table_name.encode("utf-8")
+    if len(raw) <= _INDEX_BASE_BYTES:
+        return table_name
+    head = raw[: _INDEX_BASE_BYTES - 9].decode("utf-8", errors="ignore")
+    return f"{head}_{hashlib.sha256(raw).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -126,8 +168,19 @@ class CollectionSpec:
             ("id column", self.id_column),
         ):
             check_name(value, what)
+        if self.id_column in RESERVED_COLUMNS:
+            raise CollectionError(
+                f"id column {self.id_column!r} is a column pgembed adds itself "
+                f"({', '.join(RESERVED_COLUMNS)}); choose another id_column"
+            )
         if self.text_column is not None:
             check_name(self.text_column, "text column")
+            if self.text_column in (self.id_column, *RESERVED_COLUMNS):
+                raise CollectionError(
+                    f"text column {self.text_column!r} collides with the id column or a "
+                    f"column pgembed adds ({self.id_column}, {', '.join(RESERVED_COLUMNS)}); "
+                    "choose another text_column (or None to store vectors only)"
+                )
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown:
             raise CollectionError(f"unknown kind(s) {unknown}; choose from {list(KINDS)}")
@@ -146,13 +199,13 @@ class CollectionSpec:
                 f"'halfvec' (limit 4000) or a smaller model"
             )
         if self.has("matryoshka"):
-            dims = self.matryoshka_dims
-            if not dims or any(not 1 <= m < self.dim for m in dims):
-                raise DimensionError(
-                    f"matryoshka_dims {list(dims)} must be non-empty, each in 1..{self.dim - 1}"
-                )
-        if self.has("binary") and not 1 <= self.binary_bits <= 8:
-            raise ConfigError(f"binary_bits={self.binary_bits} must be in 1..8")
+            self._check_matryoshka()
+        if self.has("binary") and (
+            not isinstance(self.binary_bits, int)
+            or isinstance(self.binary_bits, bool)
+            or not 1 <= self.binary_bits <= 8
+        ):
+            raise ConfigError(f"binary_bits={self.binary_bits!r} must be an integer in 1..8")
         if self.has("fde"):
             if self.fde_dim is None or self.fde_dim < 1:
                 raise ConfigError("the fde kind needs fde_dim, the FDE config's output dimension")
@@ -161,6 +214,25 @@ class CollectionSpec:
                     f"fde_dim {self.fde_dim} exceeds halfvec's 16000; "
                     "set final_projection_dimension in the FDE config"
                 )
+
+    def _check_matryoshka(self) -> None:
+        try:
+            dims = tuple(_integer(m) for m in self.matryoshka_dims)
+        except TypeError:
+            raise ConfigError(
+                f"matryoshka_dims {list(self.matryoshka_dims)!r} must be integers, e.g. (64, 128)"
+            ) from None
+        if not dims or any(not 1 <= m < self.dim for m in dims):
+            raise DimensionError(
+                f"matryoshka_dims {list(dims)} must be non-empty, each in 1..{self.dim - 1}"
+            )
+        if len(set(dims)) != len(dims):
+            raise ConfigError(
+                f"matryoshka_dims {list(dims)} repeats a prefix; give each prefix once, "
+                f"e.g. {sorted(set(dims))}"
+            )
+        # One order everywhere (the catalog stores them sorted): compare equal when re-read.
+        object.__setattr__(self, "matryoshka_dims", tuple(sorted(dims)))
 
     @property
     def table_name(self) -> str:
@@ -179,6 +251,16 @@ class CollectionSpec:
     def fde_index(self) -> Literal["halfvec", "bit"]:
         assert self.fde_dim is not None
         return "halfvec" if self.fde_dim <= HNSW_MAX_DIMS["halfvec"] else "bit"
+
+    def vector_columns(self) -> tuple[str, ...]:
+        """The columns holding this collection's vectors, in table order."""
+        wanted = {
+            "embedding": self.has("single"),
+            "embedding_bits": self.has("binary") and self.binary_bits > 1,
+            "fde": self.has("fde"),
+            "tokens": self.has("multivector"),
+        }
+        return tuple(c for c, on in wanted.items() if on)
 
     def kinds_json(self) -> dict[str, Any]:
         """The description stored in pgembed.collections.kinds, read by the SQL functions."""
@@ -274,7 +356,7 @@ def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
         cols.append(sa.Column("tokens", MultiVector(spec.dim)))
     t = sa.Table(spec.table_name, md, *cols, schema=spec.schema)
 
-    base = spec.table_name[:40]
+    base = index_base(spec.table_name)
     hnsw: dict[str, Any] = {"postgresql_using": "hnsw", "postgresql_with": spec.index.with_()}
     if spec.has("single"):
         sa.Index(

@@ -3,10 +3,18 @@
 Revision ID: 0005
 Revises: 0004
 
-(Stub: filled in by the following commits.)
+Adds ``pgembed.collections.table_oid``, the oid of the table a collection created.
+pgembed creates, writes and drops only that table (see ``pgembed/storage/ownership.py``).
+
+Existing rows are backfilled with the oid of the table they name, when it exists, is a
+table, lies outside pgembed's and the system's schemas, and no other collection names it.
+Otherwise the row owns no table: its writes are refused and dropping it leaves the table
+alone. The downgrade removes the column.
 """
 
 from __future__ import annotations
+
+from alembic import op
 
 revision = "0005"
 down_revision = "0004"
@@ -15,8 +23,26 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.execute("ALTER TABLE pgembed.collections ADD COLUMN table_oid oid")
+    op.execute(
+        """
+        UPDATE pgembed.collections AS c SET table_oid = r.oid
+          FROM pg_catalog.pg_class AS r
+          JOIN pg_catalog.pg_namespace AS n ON n.oid = r.relnamespace
+         WHERE n.nspname = c.table_schema AND r.relname = c.table_name
+           AND r.relkind = 'r'
+           AND c.table_schema NOT IN ('pgembed', 'information_schema')
+           AND pg_catalog.left(c.table_schema, 3) <> 'pg_'
+           AND NOT EXISTS (SELECT FROM pgembed.collections AS o
+                            WHERE o.name <> c.name AND o.table_schema = c.table_schema
+                              AND o.table_name = c.table_name)
+        """
+    )
+    op.execute(
+        "COMMENT ON COLUMN pgembed.collections.table_oid IS 'oid of the table the collection "
+        "created; pgembed writes into and drops only that table (NULL: it owns none)'"
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.execute("ALTER TABLE pgembed.collections DROP COLUMN table_oid")
