@@ -1,11 +1,11 @@
-"""Dense (pooled) vectors: normalization and Matryoshka prefixes (numpy only)."""
+"""Dense (pooled) vectors: normalization, and Matryoshka prefixes (owned by pgembed.vectors)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pgembed._types import Float32Array
-from pgembed.errors import DimensionError
+from pgembed.vectors.matryoshka import truncate
 
 
 def l2_normalize(x: Float32Array, axis: int = -1) -> Float32Array:
@@ -14,17 +14,8 @@ def l2_normalize(x: Float32Array, axis: int = -1) -> Float32Array:
     return out
 
 
-def check_dims(dims: int | None, dim: int) -> None:
-    if dims is None:
-        return
-    if isinstance(dims, bool) or not isinstance(dims, int | np.integer):
-        raise DimensionError(f"dims must be an int, got {type(dims).__name__}: {dims!r}")
-    if not 1 <= dims <= dim:
-        raise DimensionError(f"dims={dims} is outside 1..{dim}, the model's dimension")
-
-
 def matryoshka(x: Float32Array, dims: int | None) -> Float32Array:
-    """The first ``dims`` coordinates of each row, renormalized to unit length."""
+    """The first ``dims`` coordinates of each row, renormalized (:func:`vectors.truncate`)."""
     if dims is None or dims == x.shape[-1]:
         return x
-    return l2_normalize(np.ascontiguousarray(x[..., :dims]))
+    return truncate(x, dims)

@@ -19,7 +19,7 @@ from pgembed import config
 from pgembed._types import Float32Array, Int64Array
 from pgembed.encoders import manifest as mf
 from pgembed.encoders import runtime
-from pgembed.encoders.dense import check_dims, l2_normalize, matryoshka
+from pgembed.encoders.dense import l2_normalize, matryoshka
 from pgembed.encoders.registry import DEFAULT_MODEL, REGISTRY, available_models
 from pgembed.encoders.tokenize import (
     TextTokenizer,
@@ -31,6 +31,7 @@ from pgembed.encoders.tokenize import (
 )
 from pgembed.encoders.tokens import split_tokens
 from pgembed.errors import ConfigError, ModelError, UnknownModelError
+from pgembed.vectors.matryoshka import check_prefix
 
 KINDS = ("document", "query")
 PRECISIONS = ("auto", *mf.PRECISIONS)
@@ -209,7 +210,7 @@ class Encoder:
         ``dims`` keeps the first ``dims`` coordinates (a Matryoshka prefix), renormalized.
         ``batch_size`` caps texts per batch and ``token_budget`` padded tokens per batch.
         """
-        check_dims(dims, self.dim)
+        self._check_dims(dims)
         parts: list[Float32Array] = []
         # A plain loop, not a comprehension: the truncation warning's stacklevel counts frames.
         want = _Want(True, False, True, batch_size, token_budget, progress)
@@ -252,7 +253,7 @@ class Encoder:
         progress: bool | None = None,
     ) -> tuple[Float32Array, list[Float32Array]]:
         """``(encode(...), encode_tokens(...))`` from a single pass over the graph."""
-        check_dims(dims, self.dim)
+        self._check_dims(dims)
         pooled: list[Float32Array] = []
         tokens: list[Float32Array] = []
         want = _Want(True, True, drop_special, batch_size, token_budget, progress)
@@ -279,7 +280,7 @@ class Encoder:
 
         Arguments are checked now; texts are read, checked and encoded as you iterate.
         """
-        check_dims(dims, self.dim)
+        self._check_dims(dims)
         self.prefix(kind)
         want = _Want(True, False, True, batch_size, token_budget, progress, chunk_size)
         chunks = self._chunks(texts, kind, want)
@@ -298,13 +299,17 @@ class Encoder:
         progress: bool | None = None,
     ) -> Iterator[tuple[Float32Array, list[Float32Array]]]:
         """Stream ``(pooled, tokens)`` per chunk of ``chunk_size`` texts (see iter_encode)."""
-        check_dims(dims, self.dim)
+        self._check_dims(dims)
         self.prefix(kind)
         want = _Want(True, True, drop_special, batch_size, token_budget, progress, chunk_size)
         chunks = self._chunks(texts, kind, want)
         return ((matryoshka(p, dims), t) for p, t in chunks if p is not None and t is not None)
 
     # --- internals -----------------------------------------------------------------------
+
+    def _check_dims(self, dims: int | None) -> None:
+        if dims is not None:
+            check_prefix(dims, self.dim)
 
     def _chunks(self, texts: Iterable[str], kind: str, want: _Want) -> Iterator[_Chunk]:
         prefix = self.prefix(kind)

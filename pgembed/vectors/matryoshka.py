@@ -15,7 +15,18 @@ from pgembed._types import Float32Array
 from pgembed.errors import DimensionError, InputError
 from pgembed.vectors._checks import as_vectors
 
-__all__ = ["truncate"]
+__all__ = ["check_prefix", "truncate"]
+
+
+def check_prefix(dims: object, d: int) -> None:
+    """Raise DimensionError unless ``dims`` is an integer prefix length in [1, d]."""
+    if isinstance(dims, bool) or not isinstance(dims, int | np.integer):
+        raise DimensionError(f"dims must be an integer in 1..{d}, got {dims!r}")
+    if not 1 <= dims <= d:
+        raise DimensionError(
+            f"dims={dims} is outside 1..{d}, the dimension of the vectors; pass a prefix "
+            "length in that range"
+        )
 
 
 def truncate(x: npt.ArrayLike, dims: int, *, normalize: bool = True) -> Float32Array:
@@ -27,11 +38,7 @@ def truncate(x: npt.ArrayLike, dims: int, *, normalize: bool = True) -> Float32A
     ``normalize=False`` to get the raw prefix).
     """
     arr, single = as_vectors(x, name="matryoshka input")
-    d = arr.shape[1]
-    if isinstance(dims, bool) or not isinstance(dims, int | np.integer):
-        raise DimensionError(f"dims must be an integer in [1, {d}], got {dims!r}")
-    if not 1 <= dims <= d:
-        raise DimensionError(f"dims must be in [1, {d}] for {d}-dim vectors, got {dims}")
+    check_prefix(dims, arr.shape[1])
     prefix = np.array(arr[:, :dims], dtype=np.float32)
     if normalize:
         # float64 norms: float32 squares of large coordinates could overflow to inf.
