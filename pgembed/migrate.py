@@ -127,9 +127,45 @@ def check_pgvector_version(installed: str, available: str | None = None) -> None
     raise ExtensionError(f"pgvector {installed} is too old; pgembed needs >= {want}: {fix}")
 
 
+VECTOR_SCHEMA = "@extschema:vector@"
+"""Placeholder in pgembed's SQL files for the vector extension's schema (PostgreSQL's own
+spelling): install_sql replaces it with the schema's name, quoted by the server."""
+
+
+def vector_schema_identifier(conn: Connection) -> str:
+    """The vector extension's schema as a quoted SQL identifier (``quote_ident``)."""
+    import sqlalchemy as sa
+
+    ident = conn.execute(
+        sa.text(
+            "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+        )
+    ).scalar()
+    if ident is None:
+        raise ExtensionError(
+            "the vector extension is not installed in this database; run "
+            "`pgembed db upgrade` from the start (revision 0001 creates it), or CREATE "
+            "EXTENSION vector as a superuser"
+        )
+    if "$" in ident or VECTOR_SCHEMA in ident:
+        # The name goes inside $fn$-quoted function bodies.
+        raise ExtensionError(
+            f"the vector extension's schema {ident} has a '$' in its name, which pgembed's "
+            "functions cannot embed; move it (ALTER EXTENSION vector SET SCHEMA another_name)"
+        )
+    return str(ident)
+
+
 def install_sql(conn: Connection, filename: str) -> None:
-    """Run one of pgembed's SQL files (several statements, no parameters)."""
+    """Run one of pgembed's SQL files (several statements, no parameters).
+
+    ``@extschema:vector@`` in the file becomes the vector extension's schema, as quoted by
+    the server: the only text substituted into pgembed's SQL.
+    """
     sql = resources.files("pgembed").joinpath("sql", filename).read_text(encoding="utf-8")
+    if VECTOR_SCHEMA in sql:
+        sql = sql.replace(VECTOR_SCHEMA, vector_schema_identifier(conn))
     # The driver connection runs a parameterless multi-statement script as is, so the
     # '%' of format('%I') needs no escaping.
     conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]

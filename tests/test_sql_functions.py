@@ -455,7 +455,7 @@ def _error(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> st
     [
         (
             "SELECT * FROM pgembed.search_knn('nope', :q)",
-            r"no collection named 'nope'; known collections: .*'sqlf_bits'",
+            r"no collection named 'nope'; known collections: .*'sqlf docs; DROP TABLE x'",
         ),
         (
             "SELECT * FROM pgembed.search_knn('docs; DROP TABLE x', :q)",
@@ -573,9 +573,7 @@ def test_functions_are_security_invoker_pinned_and_commented(engine: Engine) -> 
     for sig, secdef, config, comment in rows:
         assert secdef is False, sig
         assert comment, f"{sig} has no COMMENT"
-        paths = [c for c in config or [] if c.startswith("search_path=")]
-        assert paths and paths[0].startswith("search_path=pg_catalog"), (sig, config)
-        assert "pg_temp" in paths[0] or paths[0] == "search_path=pg_catalog", (sig, config)
+        assert config == ["search_path=pg_catalog, pg_temp"], (sig, config)
 
 
 def test_volatility_markings(engine: Engine) -> None:
@@ -712,7 +710,7 @@ def test_psql_expected_values_match_numpy() -> None:
         fde = "[" + ",".join(f"{x:g}" for x in f) + "]"
         assert f"({i + 1}, '[" in script and f"B'{b}', '{fde}'" in script, (b, fde)
 
-    assert exp["version"] == "0.3.0"
+    assert exp["version"] == "0.4.0"
     assert float(exp["maxsim vector[]"]) == pytest.approx(np_maxsim(qt, [tokens[4]])[0])
     assert float(exp["maxsim halfvec[]"]) == pytest.approx(np_maxsim(qt, [tokens[3]])[0])
     assert exp["maxsim empty doc"] == "NULL"
@@ -792,31 +790,33 @@ def test_downgrade_0002_removes_exactly_what_it_added(empty_engine: Engine) -> N
 
 
 def test_downgrade_0003_restores_0002s_functions(empty_engine: Engine) -> None:
-    migrate.upgrade(empty_engine, "0002")
-    before = _functions_and_columns(empty_engine)
-    # a 0.2.0 catalog row: its binary entry names no index
+    # Collections are written by today's catalog code, at head; 0003's downgrade then turns
+    # "old" into a 0.2.0 catalog row (its binary entry names no index).
+    migrate.upgrade(empty_engine)
     old = _make(empty_engine, "old", FDEConfig(D, 2, 2, "identity"), seed=9, bits=1)
-    strip = "UPDATE pgembed.collections SET kinds = kinds #- '{binary,index}' RETURNING kinds"
-    with empty_engine.begin() as conn:
-        old_kinds = conn.execute(sa.text(strip)).scalar_one()
+    ivf = _make(empty_engine, "ivf", FDEConfig(D, 2, 2, "identity"), seed=8, bits=1,
+                index=IndexParams(binary="ivfflat", lists=4))  # fmt: skip
+    migrate.downgrade(empty_engine, "0002")
+    before = _functions_and_columns(empty_engine)
+    assert before[2] == "0.2.0"
+    kinds = "SELECT kinds FROM pgembed.collections WHERE name = 'old'"
     defs = "SELECT pg_get_functiondef('pgembed.search_binary'::regproc)"
     with empty_engine.connect() as conn:
+        old_kinds = conn.execute(sa.text(kinds)).scalar_one()
         binary_def = conn.execute(sa.text(defs)).scalar_one()
-    migrate.upgrade(empty_engine)
+    assert "index" not in old_kinds["binary"]
+    migrate.upgrade(empty_engine, "0003")
     funcs3, _, version3 = _functions_and_columns(empty_engine)
     assert version3 == "0.3.0"
-    with empty_engine.begin() as conn:  # re-declaring it as it was is no conflict
-        catalog.register_collection(conn, old.spec, old.fde_id)
     assert funcs3 - before[0] == {
         "pgembed.search_binary(text,vector,integer,integer,integer,integer,text,integer)",
         "pgembed.ivfflat_begin(integer,text,integer)",
         "pgembed.ivfflat_end(text[])",
     }
-    ivf = _make(empty_engine, "ivf", FDEConfig(D, 2, 2, "identity"), seed=8, bits=1,
-                index=IndexParams(binary="ivfflat", lists=4))  # fmt: skip
+    with empty_engine.connect() as conn:  # 0003 says what 0.2.0 meant: an HNSW index
+        assert conn.execute(sa.text(kinds)).scalar_one()["binary"]["index"] == "hnsw"
     migrate.downgrade(empty_engine, "0002")
     assert _functions_and_columns(empty_engine) == before
-    kinds = "SELECT kinds FROM pgembed.collections WHERE name = 'old'"
     with empty_engine.connect() as conn:
         assert conn.execute(sa.text(defs)).scalar_one() == binary_def
         assert conn.execute(sa.text(kinds)).scalar_one() == old_kinds
@@ -828,6 +828,39 @@ def test_downgrade_0003_restores_0002s_functions(empty_engine: Engine) -> None:
         params = {"c": ivf.spec.name, "q": str(q.tolist()), "k": K, "n": N // K}
         ids = conn.execute(sa.text(call), params).scalars().all()
     assert ids == _topk(ivf.cos(q), ivf.ids, K)
+    # back at head, re-declaring "old" as it was is no conflict
+    migrate.upgrade(empty_engine)
+    with empty_engine.begin() as conn:
+        catalog.register_collection(conn, old.spec, old.fde_id)
+
+
+def test_downgrade_0004_restores_0003s_functions(empty_engine: Engine) -> None:
+    """Every function's definition at 0003 comes back, byte for byte, after 0004 round trips."""
+    migrate.upgrade(empty_engine, "0003")
+    every = (
+        "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proconfig, "
+        "obj_description(p.oid, 'pg_proc') FROM pg_proc p "
+        "WHERE p.pronamespace = 'pgembed'::regnamespace ORDER BY 1"
+    )
+    with empty_engine.connect() as conn:
+        at3 = conn.execute(sa.text(every)).all()
+    migrate.upgrade(empty_engine, "0004")
+    with empty_engine.connect() as conn:
+        at4 = conn.execute(sa.text(every)).all()
+        assert conn.execute(sa.text("SELECT pgembed.version()")).scalar_one() == "0.4.0"
+    assert {r[0] for r in at4} - {r[0] for r in at3} == {
+        "pgembed.vector_schema()",
+        "pgembed.to_halfvec(vector,text)",
+        "pgembed.check_cosine_query(vector,halfvec)",
+    }
+    assert all(r[2] == ["search_path=pg_catalog, pg_temp"] for r in at4), at4
+    for _ in range(2):
+        migrate.downgrade(empty_engine, "0003")
+        with empty_engine.connect() as conn:
+            assert conn.execute(sa.text(every)).all() == at3
+        migrate.upgrade(empty_engine, "0004")
+        with empty_engine.connect() as conn:
+            assert conn.execute(sa.text(every)).all() == at4
 
 
 # --- more than ef_search can give -------------------------------------------------------

@@ -1,0 +1,903 @@
+-- pgembed 0.4.0: every function of schema pgembed, in full. Installed by migration 0004
+-- (and by any later revision that reinstalls 0.4.0). CREATE OR REPLACE throughout, with
+-- 0.3.0's signatures, so objects that depend on them (the generated column
+-- pgembed.fde_configs.ams_vectors) stay.
+--
+-- Name resolution (DESIGN.md, "SQL security"). Every function runs with
+-- `search_path = pg_catalog, pg_temp`: unqualified functions and operators resolve only in
+-- pg_catalog (PostgreSQL never looks for functions or operators in pg_temp), where nobody
+-- but a superuser can create anything. pgvector's types, functions and operators are
+-- qualified with the vector extension's schema: pgembed.migrate.install_sql replaces
+-- @extschema:vector@ below with that schema's name, quoted by the server. The searches'
+-- dynamic SQL gets the same name from pgembed.vector_schema(), through format('%I'), and
+-- names operators as OPERATOR(schema.<=>). Every call matches an existing signature
+-- exactly (explicit casts such as 0::double precision), so an overload planted next to
+-- pgvector's, in the vector schema, is never a better match. This script itself runs with
+-- the same search_path, so the SQL-standard bodies (RETURN ...) bind only to those objects.
+-- If the vector extension is moved later (ALTER EXTENSION vector SET SCHEMA), reinstall:
+-- `pgembed db downgrade 0003 && pgembed db upgrade`.
+--
+-- Dynamic SQL: identifiers only through format('%I'); the integers of type modifiers
+-- (`::halfvec(64)`, `::bit(384)`) through format('%s') of integer variables; values always
+-- as EXECUTE ... USING parameters.
+
+SELECT pg_catalog.set_config('pgembed.saved_search_path',
+                             pg_catalog.current_setting('search_path'), true);
+SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+
+CREATE OR REPLACE FUNCTION pgembed.version() RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    RETURN '0.4.0';
+
+COMMENT ON FUNCTION pgembed.version() IS
+    'Version of the pgembed SQL functions installed in this database.';
+
+-- --- helpers -----------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION pgembed.vector_schema() RETURNS name
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    -- Bound to the vector type itself (by oid, when this function was created).
+    RETURN (SELECT n.nspname FROM pg_catalog.pg_type AS t
+            JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace
+            WHERE t.oid OPERATOR(pg_catalog.=) pg_catalog.pg_typeof(NULL::@extschema:vector@.vector)::pg_catalog.oid);
+
+COMMENT ON FUNCTION pgembed.vector_schema() IS
+    'The schema of the vector extension the pgembed functions were installed against (for their dynamic SQL).';
+
+CREATE OR REPLACE FUNCTION pgembed.fail(sqlstate text, message text, hint text DEFAULT NULL)
+    RETURNS double precision
+    LANGUAGE plpgsql VOLATILE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    -- VOLATILE on purpose: an IMMUTABLE raiser with constant arguments would be folded,
+    -- and raise, at plan time even in a CASE branch that is never taken.
+    RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message,
+                          HINT = coalesce(hint, ''::text);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.fail(text, text, text) IS
+    'Raises an error with the given SQLSTATE, message and hint (for pgembed''s SQL-language functions, which cannot RAISE).';
+
+CREATE OR REPLACE FUNCTION pgembed.check_range(name text, value integer, low integer, high integer)
+    RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF value IS NULL OR value < low OR value > high THEN
+        RAISE EXCEPTION 'pgembed: % must be an integer in %..%, got %',
+            name, low, high, coalesce(value::text, 'NULL'::text)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = pg_catalog.format('pass %s between %s and %s', name, low, high);
+    END IF;
+    RETURN value;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.check_range(text, integer, integer, integer) IS
+    'Returns value when low <= value <= high, else raises invalid_parameter_value naming the parameter.';
+
+CREATE OR REPLACE FUNCTION pgembed.check_vector(
+    q @extschema:vector@.vector, dim integer, what text DEFAULT 'query vector')
+    RETURNS @extschema:vector@.vector
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF q IS NULL THEN
+        RAISE EXCEPTION 'pgembed: the % is NULL', what USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF @extschema:vector@.vector_dims(q) <> dim THEN
+        RAISE EXCEPTION 'pgembed: the % has % dimensions; the collection stores %',
+            what, @extschema:vector@.vector_dims(q), dim
+            USING ERRCODE = 'data_exception',
+                  HINT = 'encode the query with the collection''s encoder';
+    END IF;
+    RETURN q;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.check_vector(@extschema:vector@.vector, integer, text) IS
+    'Returns q when it is non-NULL and has dim dimensions, else raises a pgembed error.';
+
+CREATE OR REPLACE FUNCTION pgembed.to_halfvec(
+    q @extschema:vector@.vector, what text DEFAULT 'query vector')
+    RETURNS @extschema:vector@.halfvec
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    big real;
+BEGIN
+    -- halfvec's largest value is 65504; from 65520 on a value rounds to infinity, which
+    -- pgvector refuses with its own raw error.
+    SELECT pg_catalog.max(pg_catalog.abs(x)) INTO big FROM pg_catalog.unnest(q::real[]) AS x;
+    IF big >= 65520::real THEN
+        RAISE EXCEPTION 'pgembed: the % holds a value of magnitude %, out of range for halfvec (|x| <= 65504)',
+            what, big
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  HINT = 'scale the vector down (cosine similarity ignores scale), or store the collection at vector precision';
+    END IF;
+    RETURN q::@extschema:vector@.halfvec;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.to_halfvec(@extschema:vector@.vector, text) IS
+    'q as halfvec; raises a pgembed error naming halfvec''s range when a value does not fit.';
+
+-- Not STRICT: qh is NULL for a collection stored at vector precision.
+CREATE OR REPLACE FUNCTION pgembed.check_cosine_query(
+    q @extschema:vector@.vector, qh @extschema:vector@.halfvec)
+    RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF @extschema:vector@.vector_norm(q) = 0::double precision THEN
+        RAISE EXCEPTION 'pgembed: the query vector is all zeros; its cosine similarity is undefined'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF qh IS NOT NULL AND @extschema:vector@.l2_norm(qh) = 0::double precision THEN
+        RAISE EXCEPTION 'pgembed: the query vector is all zeros as halfvec (its values are below halfvec''s smallest, about 6e-8); its cosine similarity is undefined'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'scale the query vector up (cosine similarity ignores scale), or store the collection at vector precision';
+    END IF;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.check_cosine_query(@extschema:vector@.vector, @extschema:vector@.halfvec) IS
+    'Raises a pgembed error when a cosine query q is all zeros, or becomes all zeros as halfvec qh (NULL: not stored as halfvec).';
+
+CREATE OR REPLACE FUNCTION pgembed.check_tokens(
+    q @extschema:vector@.vector[], dim integer, what text DEFAULT 'query')
+    RETURNS @extschema:vector@.vector[]
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    bad integer;
+BEGIN
+    IF q IS NULL OR pg_catalog.cardinality(q) = 0 THEN
+        RAISE EXCEPTION 'pgembed: the % has no token vectors', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a multi-vector query needs at least one token vector';
+    END IF;
+    SELECT @extschema:vector@.vector_dims(t) INTO bad FROM pg_catalog.unnest(q) AS t
+    WHERE t IS NULL OR @extschema:vector@.vector_dims(t) <> dim LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'pgembed: the % holds a token vector of % dimensions; expected %',
+            what, coalesce(bad::text, 'NULL'::text), dim
+            USING ERRCODE = 'data_exception',
+                  HINT = 'encode the query with the collection''s encoder';
+    END IF;
+    RETURN q;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.check_tokens(@extschema:vector@.vector[], integer, text) IS
+    'Returns q when it holds at least one token vector, all non-NULL with dim dimensions, else raises a pgembed error.';
+
+CREATE OR REPLACE FUNCTION pgembed.collection_info(
+    collection text, kind text,
+    OUT table_schema text, OUT table_name text, OUT id_column text, OUT kinds jsonb,
+    OUT fde_config integer)
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF collection IS NULL THEN
+        RAISE EXCEPTION 'pgembed: the collection name is NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT c.table_schema, c.table_name, c.id_column, c.kinds, c.fde_config
+      INTO table_schema, table_name, id_column, kinds, fde_config
+      FROM pgembed.collections AS c WHERE c.name = collection;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgembed: no collection named %; known collections: %',
+            pg_catalog.quote_literal(collection),
+            coalesce(
+                (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(c.name), ', '::text ORDER BY c.name)
+                 FROM pgembed.collections AS c), 'none'::text)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'collections are listed in pgembed.collections';
+    END IF;
+    IF kind IS NOT NULL AND NOT kinds ? kind THEN
+        RAISE EXCEPTION 'pgembed: collection % does not store the % kind; it stores: %',
+            pg_catalog.quote_literal(collection), pg_catalog.quote_literal(kind),
+            (SELECT pg_catalog.string_agg(k, ', '::text ORDER BY k)
+             FROM pg_catalog.jsonb_object_keys(kinds) AS k)
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'declare the collection with that kind, or use another search';
+    END IF;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.collection_info(text, text) IS
+    'Catalog row of a collection (table, id column, kinds, FDE config); raises when the collection is unknown (listing the known ones) or lacks the kind (NULL: any).';
+
+CREATE OR REPLACE FUNCTION pgembed.hnsw_begin(ef_search integer, iterative_scan text, n_rows integer)
+    RETURNS text[]
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    saved text[] := ARRAY[pg_catalog.current_setting('hnsw.ef_search', true),
+                          pg_catalog.current_setting('hnsw.iterative_scan', true)];
+    current_ef integer := coalesce(nullif(saved[1], ''::text)::integer, 40);
+BEGIN
+    IF ef_search IS NOT NULL THEN
+        PERFORM pgembed.check_range('ef_search'::text, ef_search, 1, 1000);
+    END IF;
+    IF iterative_scan IS NOT NULL
+       AND iterative_scan <> ALL (ARRAY['off', 'relaxed_order', 'strict_order']::text[]) THEN
+        RAISE EXCEPTION 'pgembed: iterative_scan must be off, relaxed_order or strict_order, got %',
+            pg_catalog.quote_literal(iterative_scan)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- HNSW returns at most ef_search rows (without iterative scans): ask for enough.
+    PERFORM pg_catalog.set_config('hnsw.ef_search'::text,
+        coalesce(ef_search, least(1000, greatest(current_ef, n_rows)))::text,
+        true);
+    IF iterative_scan IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('hnsw.iterative_scan'::text, iterative_scan, true);
+    ELSIF n_rows > 1000 THEN
+        -- More rows than ef_search can give: keep scanning.
+        PERFORM pg_catalog.set_config('hnsw.iterative_scan'::text, 'relaxed_order'::text, true);
+    END IF;
+    RETURN saved;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.hnsw_begin(integer, text, integer) IS
+    'Validates and sets hnsw.ef_search (default: max(current setting, n_rows), at most 1000) and hnsw.iterative_scan (default: unchanged, relaxed_order above 1000 rows) for the transaction; returns the previous values for pgembed.hnsw_end.';
+
+CREATE OR REPLACE FUNCTION pgembed.hnsw_end(saved text[]) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    -- set_config(name, NULL, true) resets to the default when there was no value.
+    PERFORM pg_catalog.set_config('hnsw.ef_search'::text, saved[1], true);
+    PERFORM pg_catalog.set_config('hnsw.iterative_scan'::text, saved[2], true);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.hnsw_end(text[]) IS
+    'Restores the hnsw.ef_search and hnsw.iterative_scan values saved by pgembed.hnsw_begin.';
+
+CREATE OR REPLACE FUNCTION pgembed.ivfflat_begin(probes integer, iterative_scan text, lists integer)
+    RETURNS text[]
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    saved text[] := ARRAY[pg_catalog.current_setting('ivfflat.probes', true),
+                          pg_catalog.current_setting('ivfflat.iterative_scan', true)];
+BEGIN
+    IF probes IS NOT NULL THEN
+        PERFORM pgembed.check_range('probes'::text, probes, 1, lists);
+    END IF;
+    IF iterative_scan IS NOT NULL
+       AND iterative_scan <> ALL (ARRAY['off', 'relaxed_order', 'strict_order']::text[]) THEN
+        RAISE EXCEPTION 'pgembed: iterative_scan must be off, relaxed_order or strict_order, got %',
+            pg_catalog.quote_literal(iterative_scan)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- pgvector's advice: start at sqrt(lists).
+    PERFORM pg_catalog.set_config('ivfflat.probes'::text,
+        coalesce(probes, pg_catalog.ceil(pg_catalog.sqrt(lists::double precision))::integer)::text,
+        true);
+    -- IVFFlat has no strict order, and candidates are reranked anyway. Unless told off,
+    -- keep probing until the candidate count is reached.
+    PERFORM pg_catalog.set_config('ivfflat.iterative_scan'::text,
+        CASE WHEN iterative_scan = 'off'::text THEN 'off'::text ELSE 'relaxed_order'::text END, true);
+    RETURN saved;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.ivfflat_begin(integer, text, integer) IS
+    'Validates and sets ivfflat.probes (default: ceil(sqrt(lists))) and ivfflat.iterative_scan (relaxed_order unless iterative_scan is off) for the transaction; returns the previous values for pgembed.ivfflat_end.';
+
+CREATE OR REPLACE FUNCTION pgembed.ivfflat_end(saved text[]) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM pg_catalog.set_config('ivfflat.probes'::text, saved[1], true);
+    PERFORM pg_catalog.set_config('ivfflat.iterative_scan'::text, saved[2], true);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.ivfflat_end(text[]) IS
+    'Restores the ivfflat.probes and ivfflat.iterative_scan values saved by pgembed.ivfflat_begin.';
+
+-- --- MaxSim ------------------------------------------------------------------------------
+
+-- One correlated scalar subquery per query token over unnest(d): no GROUP BY, no sort,
+-- and min(<#>) avoids a negation per pair (benchmarks/maxsim.py). The `bad` subquery finds
+-- the first NULL token, or the first token whose dimension differs from the query's first
+-- token, so that MaxSim never skips a token silently nor fails with pgvector's raw error.
+-- COST 1000: it is expensive, so the planner may run a big scan that calls it in parallel.
+CREATE OR REPLACE FUNCTION pgembed.maxsim(
+    q @extschema:vector@.halfvec[], d @extschema:vector@.halfvec[]) RETURNS double precision
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER COST 1000
+    SET search_path = pg_catalog, pg_temp
+    RETURN (
+        SELECT CASE
+            WHEN pg_catalog.cardinality(q) OPERATOR(pg_catalog.=) 0 THEN pgembed.fail('22023'::text,
+                'pgembed.maxsim: the query has no token vectors'::text,
+                'MaxSim needs at least one query token vector'::text)
+            WHEN bad.side IS NOT NULL AND bad.t IS NULL THEN pgembed.fail('22004'::text,
+                pg_catalog.format('pgembed.maxsim: %s token vector %s is NULL'::text, bad.side, bad.o),
+                'remove the NULL elements from the token arrays'::text)
+            WHEN bad.side IS NOT NULL THEN pgembed.fail('22000'::text,
+                pg_catalog.format('pgembed.maxsim: %s token vector %s has %s dimensions; query token vector 1 has %s'::text,
+                                  bad.side, bad.o, @extschema:vector@.vector_dims(bad.t),
+                                  @extschema:vector@.vector_dims(q[1])),
+                'encode the query and the documents with the same encoder'::text)
+            ELSE (SELECT OPERATOR(pg_catalog.-) pg_catalog.sum(
+                        (SELECT pg_catalog.min(qt OPERATOR(@extschema:vector@.<#>) dt)
+                         FROM pg_catalog.unnest(d) AS dt))
+                  FROM pg_catalog.unnest(q) AS qt)
+        END
+        FROM (SELECT 1) AS one
+        LEFT JOIN (
+            SELECT u.side, u.o, u.t
+            FROM (SELECT 1 AS s, 'query'::text AS side, x.o, x.t
+                  FROM pg_catalog.unnest(q) WITH ORDINALITY AS x(t, o)
+                  UNION ALL
+                  SELECT 2, 'document'::text, y.o, y.t
+                  FROM pg_catalog.unnest(d) WITH ORDINALITY AS y(t, o)) AS u
+            WHERE u.t IS NULL
+               OR @extschema:vector@.vector_dims(u.t) OPERATOR(pg_catalog.<>)
+                  @extschema:vector@.vector_dims(q[1])
+            ORDER BY u.s, u.o LIMIT 1
+        ) AS bad ON true
+    );
+
+COMMENT ON FUNCTION pgembed.maxsim(@extschema:vector@.halfvec[], @extschema:vector@.halfvec[]) IS
+    'MaxSim (Chamfer similarity): sum over query tokens of the max inner product with any document token. Empty query, a NULL token or tokens of different dimensions: error; empty document: NULL; NULL in: NULL out.';
+
+CREATE OR REPLACE FUNCTION pgembed.maxsim(
+    q @extschema:vector@.vector[], d @extschema:vector@.vector[]) RETURNS double precision
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER COST 1000
+    SET search_path = pg_catalog, pg_temp
+    RETURN (
+        SELECT CASE
+            WHEN pg_catalog.cardinality(q) OPERATOR(pg_catalog.=) 0 THEN pgembed.fail('22023'::text,
+                'pgembed.maxsim: the query has no token vectors'::text,
+                'MaxSim needs at least one query token vector'::text)
+            WHEN bad.side IS NOT NULL AND bad.t IS NULL THEN pgembed.fail('22004'::text,
+                pg_catalog.format('pgembed.maxsim: %s token vector %s is NULL'::text, bad.side, bad.o),
+                'remove the NULL elements from the token arrays'::text)
+            WHEN bad.side IS NOT NULL THEN pgembed.fail('22000'::text,
+                pg_catalog.format('pgembed.maxsim: %s token vector %s has %s dimensions; query token vector 1 has %s'::text,
+                                  bad.side, bad.o, @extschema:vector@.vector_dims(bad.t),
+                                  @extschema:vector@.vector_dims(q[1])),
+                'encode the query and the documents with the same encoder'::text)
+            ELSE (SELECT OPERATOR(pg_catalog.-) pg_catalog.sum(
+                        (SELECT pg_catalog.min(qt OPERATOR(@extschema:vector@.<#>) dt)
+                         FROM pg_catalog.unnest(d) AS dt))
+                  FROM pg_catalog.unnest(q) AS qt)
+        END
+        FROM (SELECT 1) AS one
+        LEFT JOIN (
+            SELECT u.side, u.o, u.t
+            FROM (SELECT 1 AS s, 'query'::text AS side, x.o, x.t
+                  FROM pg_catalog.unnest(q) WITH ORDINALITY AS x(t, o)
+                  UNION ALL
+                  SELECT 2, 'document'::text, y.o, y.t
+                  FROM pg_catalog.unnest(d) WITH ORDINALITY AS y(t, o)) AS u
+            WHERE u.t IS NULL
+               OR @extschema:vector@.vector_dims(u.t) OPERATOR(pg_catalog.<>)
+                  @extschema:vector@.vector_dims(q[1])
+            ORDER BY u.s, u.o LIMIT 1
+        ) AS bad ON true
+    );
+
+COMMENT ON FUNCTION pgembed.maxsim(@extschema:vector@.vector[], @extschema:vector@.vector[]) IS
+    'MaxSim (Chamfer similarity) of vector[] token sets: sum over query tokens of the max inner product with any document token. Empty query, a NULL token or tokens of different dimensions: error; empty document: NULL; NULL in: NULL out.';
+
+-- --- FDE ---------------------------------------------------------------------------------
+
+-- AMS sketch as R*d_proj dense vectors: vector r*d_proj + t holds ams_sign[r, j] where
+-- ams_index[r, j] = t, else 0, so projecting a block is d_proj inner products.
+CREATE OR REPLACE FUNCTION pgembed.ams_vectors(
+    ams_index integer[], ams_sign real[], num_repetitions integer, projection_dimension integer)
+    RETURNS @extschema:vector@.vector[]
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    RETURN (
+        SELECT pg_catalog.array_agg(s.v ORDER BY s.rt)
+        FROM (
+            SELECT r.r * projection_dimension + t.t AS rt,
+                   pg_catalog.array_agg(CASE WHEN ams_index[r.r * dd.d + j.j + 1] = t.t
+                                             THEN ams_sign[r.r * dd.d + j.j + 1] ELSE 0::real END
+                                        ORDER BY j.j)::@extschema:vector@.vector AS v
+            FROM (SELECT pg_catalog.cardinality(ams_index) / num_repetitions AS d) AS dd,
+                 pg_catalog.generate_series(0, num_repetitions - 1) AS r(r),
+                 pg_catalog.generate_series(0, projection_dimension - 1) AS t(t),
+                 pg_catalog.generate_series(0, dd.d - 1) AS j(j)
+            GROUP BY r.r, t.t
+        ) AS s
+    );
+
+COMMENT ON FUNCTION pgembed.ams_vectors(integer[], real[], integer, integer) IS
+    'The AMS sketch of an FDE config as dense vectors (index r*d_proj + t, 0-based): the generated column pgembed.fde_configs.ams_vectors.';
+
+CREATE OR REPLACE FUNCTION pgembed.fde_query(config integer, q @extschema:vector@.vector[])
+    RETURNS @extschema:vector@.vector
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    cfg record;
+    nb integer;
+    result @extschema:vector@.vector;
+BEGIN
+    SELECT f.dimension AS d, f.num_repetitions AS r, f.num_simhash_projections AS k,
+           f.projection_dimension AS dp, f.output_dimension AS dout,
+           f.simhash_vectors AS sv, f.ams_vectors AS ams,
+           f.final_index AS fi, f.final_sign AS fs, f.projection
+      INTO cfg
+      FROM pgembed.fde_configs AS f WHERE f.id = config;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgembed: no FDE config % in pgembed.fde_configs', config
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF cfg.k > 0 AND cfg.sv IS NULL THEN
+        RAISE EXCEPTION 'pgembed: FDE config % has no simhash_vectors', config
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'fill simhash_vectors: simhash[r, :, b] as vector(d) at 0-based index r*k + b';
+    END IF;
+    IF cfg.projection <> 'identity'::text AND cfg.ams IS NULL THEN
+        RAISE EXCEPTION 'pgembed: FDE config % has no AMS sketch', config
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM pgembed.check_tokens(q, cfg.d, 'query'::text);
+    nb := 1 << cfg.k;
+
+    -- Ordinals (bigint) are turned into integers once, so all arithmetic below is
+    -- integer op integer.
+    WITH tok AS (
+        SELECT u.t, u.i FROM pg_catalog.unnest(q) WITH ORDINALITY AS u(t, i)
+    ), sv AS (
+        SELECT s.v, (s.n - 1::bigint)::integer AS n
+        FROM pg_catalog.unnest(cfg.sv) WITH ORDINALITY AS s(v, n)
+    ), bits AS (
+        -- sign bit b_j of <token, simhash[r, :, j]>; <#> is the negated inner product
+        SELECT tok.i, sv.n / cfg.k AS r, sv.n % cfg.k AS j,
+               ((tok.t OPERATOR(@extschema:vector@.<#>) sv.v) < 0::double precision)::integer AS b
+        FROM tok CROSS JOIN sv
+    ), part AS (
+        -- Gray-code decoding: c_j = b_0 xor ... xor b_j, partition = sum c_j 2^(k-1-j)
+        SELECT x.i, x.r, pg_catalog.bit_or((x.c % 2::bigint)::integer << (cfg.k - 1 - x.j)) AS p
+        FROM (SELECT bits.i, bits.r, bits.j,
+                     pg_catalog.sum(bits.b) OVER (PARTITION BY bits.i, bits.r ORDER BY bits.j) AS c
+              FROM bits) AS x
+        GROUP BY x.i, x.r
+    ), blk AS (
+        -- queries SUM their tokens per (repetition, partition); k = 0: all in partition 0
+        SELECT rr.r, coalesce(part.p, 0) AS p, @extschema:vector@.sum(tok.t) AS v
+        FROM tok CROSS JOIN pg_catalog.generate_series(0, cfg.r - 1) AS rr(r)
+        LEFT JOIN part ON part.i = tok.i AND part.r = rr.r
+        GROUP BY rr.r, coalesce(part.p, 0)
+    ), ams AS (
+        SELECT a.v, (a.n - 1::bigint)::integer AS n
+        FROM pg_catalog.unnest(cfg.ams) WITH ORDINALITY AS a(v, n)
+    ), val AS (
+        SELECT (blk.r * nb + blk.p) * cfg.dp + ams.n % cfg.dp AS pos,
+               OPERATOR(pg_catalog.-) (blk.v OPERATOR(@extschema:vector@.<#>) ams.v) AS x
+        FROM blk JOIN ams ON ams.n / cfg.dp = blk.r
+        UNION ALL
+        SELECT (blk.r * nb + blk.p) * cfg.dp + (e.o - 1::bigint)::integer AS pos,
+               e.x::double precision
+        FROM blk CROSS JOIN pg_catalog.unnest(blk.v::real[]) WITH ORDINALITY AS e(x, o)
+        WHERE cfg.ams IS NULL
+    ), fin AS (
+        -- optional final count sketch: out[final_index[i]] += final_sign[i] * fde[i]
+        SELECT CASE WHEN cfg.fi IS NULL THEN val.pos ELSE cfg.fi[val.pos + 1] END AS pos,
+               pg_catalog.sum(CASE WHEN cfg.fi IS NULL THEN val.x
+                                   ELSE cfg.fs[val.pos + 1]::double precision * val.x END) AS x
+        FROM val GROUP BY 1
+    )
+    SELECT pg_catalog.array_agg(coalesce(fin.x, 0::double precision) ORDER BY g.g)::real[]::@extschema:vector@.vector
+      INTO result
+      FROM pg_catalog.generate_series(0, cfg.dout - 1) AS g(g) LEFT JOIN fin ON fin.pos = g.g;
+    RETURN result;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.fde_query(integer, @extschema:vector@.vector[]) IS
+    'Query FDE (MUVERA) of token vectors q under FDE config `config`, from the stored matrices: SimHash Gray-code partitions, tokens SUMmed per block (never filled), AMS projection, optional final count sketch. Equals Python''s FDEEncoder.encode_query up to float rounding.';
+
+CREATE OR REPLACE FUNCTION pgembed.fde_query(collection text, q @extschema:vector@.vector[])
+    RETURNS @extschema:vector@.vector
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    c record;
+BEGIN
+    SELECT * INTO c FROM pgembed.collection_info(collection, 'fde'::text);
+    IF c.fde_config IS NULL THEN
+        RAISE EXCEPTION 'pgembed: collection % names no FDE config', pg_catalog.quote_literal(collection)
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN pgembed.fde_query(c.fde_config, q);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.fde_query(text, @extschema:vector@.vector[]) IS
+    'Query FDE of token vectors q under the FDE config of collection `collection` (see fde_query(integer, vector[])).';
+
+-- --- residual binary codes ---------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION pgembed.residual_levels(q @extschema:vector@.vector, bits integer,
+                                                   OUT codes bit varying[], OUT scales double precision[])
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    x double precision[] := q::real[]::double precision[];
+    s double precision;
+    code bit varying;
+BEGIN
+    PERFORM pgembed.check_range('bits'::text, bits, 1, 16);
+    codes := '{}';
+    scales := '{}';
+    FOR lvl IN 1..bits LOOP
+        -- like pgembed.vectors.binary.residual_encode: scale = mean |residual| rounded to
+        -- float32, bit = residual > 0, residual -= scale * sign
+        SELECT pg_catalog.avg(pg_catalog.abs(u.v))::real::double precision,
+               pg_catalog.string_agg(CASE WHEN u.v > 0::double precision THEN '1'::text ELSE '0'::text END,
+                                     ''::text ORDER BY u.o)::bit varying
+          INTO s, code
+          FROM pg_catalog.unnest(x) WITH ORDINALITY AS u(v, o);
+        codes := pg_catalog.array_append(codes, code);
+        scales := pg_catalog.array_append(scales, s);
+        x := ARRAY(SELECT u.v - CASE WHEN u.v > 0::double precision THEN s ELSE OPERATOR(pg_catalog.-) s END
+                   FROM pg_catalog.unnest(x) WITH ORDINALITY AS u(v, o) ORDER BY u.o);
+    END LOOP;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.residual_levels(@extschema:vector@.vector, integer) IS
+    'The b-level residual sign code of q (levels in order, as pgembed.vectors.binary.residual_encode) and the scale of each level.';
+
+-- <~> is pgvector's Hamming distance on (bit, bit): both sides are cast to bit (no type
+-- modifier, so no length change) to match it exactly.
+CREATE OR REPLACE FUNCTION pgembed.residual_similarity(
+    codes bit varying[], scales double precision[], doc bit varying)
+    RETURNS double precision
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    RETURN (
+        SELECT pg_catalog.sum(scales[i] * scales[j]
+                   * (pg_catalog.length(codes[i])::double precision
+                      - 2::double precision * (codes[i]::pg_catalog."bit" OPERATOR(@extschema:vector@.<~>)
+                          pg_catalog.substring(doc, (j - 1) * pg_catalog.length(codes[i]) + 1,
+                                               pg_catalog.length(codes[i]))::pg_catalog."bit")))
+        FROM pg_catalog.generate_subscripts(codes, 1) AS i,
+             pg_catalog.generate_subscripts(codes, 1) AS j
+    );
+
+COMMENT ON FUNCTION pgembed.residual_similarity(bit varying[], double precision[], bit varying) IS
+    'Level-weighted symmetric Hamming score of a stored b-level code `doc` (levels concatenated) against query levels: sum over i, j of s_i s_j (d - 2 hamming(q_i, doc_j)), the inner product of the reconstructions with the query''s scales standing in for the unstored document scales. Higher is closer.';
+
+-- --- searches ----------------------------------------------------------------------------
+
+-- A cosine query must not be all zeros, nor become all zeros as halfvec (values below
+-- halfvec's smallest, about 6e-8): either would give NaN scores.
+CREATE OR REPLACE FUNCTION pgembed.search_knn(
+    collection text, q @extschema:vector@.vector, k integer DEFAULT 10,
+    ef_search integer DEFAULT NULL, iterative_scan text DEFAULT NULL)
+    RETURNS TABLE (id bigint, score double precision)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 10
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    c record;
+    s jsonb;
+    qh @extschema:vector@.halfvec;
+    vs name := pgembed.vector_schema();
+    saved text[];
+    stmt text;
+BEGIN
+    SELECT * INTO c FROM pgembed.collection_info(collection, 'single'::text);
+    s := c.kinds -> 'single'::text;
+    PERFORM pgembed.check_vector(q, (s ->> 'dim'::text)::integer, 'query vector'::text);
+    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    IF s ->> 'type'::text = 'halfvec'::text THEN
+        qh := pgembed.to_halfvec(q, 'query vector'::text);
+    END IF;
+    IF s ->> 'distance'::text = 'cosine'::text THEN
+        PERFORM pgembed.check_cosine_query(q, qh);
+    END IF;
+    saved := pgembed.hnsw_begin(ef_search, iterative_scan, k);
+    IF s ->> 'distance'::text = 'ip'::text THEN
+        stmt := pg_catalog.format('SELECT c.id, OPERATOR(pg_catalog.-) c.d FROM ('
+                       'SELECT %1$I::bigint AS id, %2$I OPERATOR(%5$I.<#>) $1 AS d '
+                       'FROM %3$I.%4$I ORDER BY d LIMIT $2) AS c ORDER BY c.d, c.id',
+                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, vs);
+    ELSE
+        stmt := pg_catalog.format('SELECT c.id, 1::double precision OPERATOR(pg_catalog.-) c.d FROM ('
+                       'SELECT %1$I::bigint AS id, %2$I OPERATOR(%5$I.<=>) $1 AS d '
+                       'FROM %3$I.%4$I ORDER BY d LIMIT $2) AS c ORDER BY c.d, c.id',
+                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, vs);
+    END IF;
+    IF qh IS NOT NULL THEN
+        RETURN QUERY EXECUTE stmt USING qh, k;
+    ELSE
+        RETURN QUERY EXECUTE stmt USING q, k;
+    END IF;
+    PERFORM pgembed.hnsw_end(saved);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.search_knn(text, @extschema:vector@.vector, integer, integer, text) IS
+    'Top-k (id, score) of a collection''s single vectors by HNSW, best first. score: cosine similarity (1 - cosine distance) or inner product, per the collection''s distance. ef_search (default: max(session value, k), at most 1000) and iterative_scan apply to this call only.';
+
+CREATE OR REPLACE FUNCTION pgembed.search_funnel(
+    collection text, q @extschema:vector@.vector, k integer DEFAULT 10, prefix integer DEFAULT NULL,
+    oversample integer DEFAULT 8, ef_search integer DEFAULT NULL,
+    iterative_scan text DEFAULT NULL)
+    RETURNS TABLE (id bigint, score double precision)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 10
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    c record;
+    s jsonb;
+    dims integer[];
+    m integer;
+    n integer;
+    qh @extschema:vector@.halfvec;
+    vs name := pgembed.vector_schema();
+    saved text[];
+    stmt text;
+BEGIN
+    SELECT * INTO c FROM pgembed.collection_info(collection, 'matryoshka'::text);
+    s := c.kinds -> 'single'::text;
+    PERFORM pgembed.check_vector(q, (s ->> 'dim'::text)::integer, 'query vector'::text);
+    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 8), 1, 1000);
+    dims := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(c.kinds -> 'matryoshka'::text -> 'dims'::text)::integer
+                  ORDER BY 1);
+    m := coalesce(prefix, dims[1]);
+    IF NOT m = ANY (dims) THEN
+        RAISE EXCEPTION 'pgembed: collection % has no index on prefix %; its prefixes are %',
+            pg_catalog.quote_literal(collection), m, pg_catalog.array_to_string(dims, ', '::text)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass one of the configured prefixes, or NULL for the smallest';
+    END IF;
+    IF s ->> 'type'::text = 'halfvec'::text THEN
+        qh := pgembed.to_halfvec(q, 'query vector'::text);
+    END IF;
+    IF s ->> 'distance'::text = 'cosine'::text THEN
+        PERFORM pgembed.check_cosine_query(q, qh);
+    END IF;
+    -- Stage 1 is cosine on the prefix whatever the collection's distance.
+    IF (qh IS NULL AND @extschema:vector@.vector_norm(@extschema:vector@.subvector(q, 1, m)) = 0::double precision)
+       OR (qh IS NOT NULL AND @extschema:vector@.l2_norm(@extschema:vector@.subvector(qh, 1, m)) = 0::double precision) THEN
+        RAISE EXCEPTION 'pgembed: the first % dimensions of the query vector are all zeros (as %); the prefix index''s cosine similarity is undefined',
+            m, s ->> 'type'::text
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'use search_knn for this query, or a larger prefix';
+    END IF;
+    n := k * coalesce(oversample, 8);
+    saved := pgembed.hnsw_begin(ef_search, iterative_scan, n);
+    -- Stage 1 uses the prefix index expression verbatim (cosine, like the index);
+    -- stage 2 reranks the candidates on the full vector with the collection's distance.
+    IF s ->> 'distance'::text = 'ip'::text THEN
+        stmt := pg_catalog.format('SELECT c.id, OPERATOR(pg_catalog.-) (c.e OPERATOR(%7$I.<#>) $1) AS score FROM ('
+                       'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
+                       'ORDER BY %7$I.subvector(%2$I, 1, %5$s)::%7$I.%6$I(%5$s) OPERATOR(%7$I.<=>) $3 LIMIT $4) AS c '
+                       'ORDER BY score DESC, c.id LIMIT $2',
+                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, m,
+                       s ->> 'type'::text, vs);
+    ELSE
+        stmt := pg_catalog.format('SELECT c.id, 1::double precision OPERATOR(pg_catalog.-) (c.e OPERATOR(%7$I.<=>) $1) AS score FROM ('
+                       'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
+                       'ORDER BY %7$I.subvector(%2$I, 1, %5$s)::%7$I.%6$I(%5$s) OPERATOR(%7$I.<=>) $3 LIMIT $4) AS c '
+                       'ORDER BY score DESC, c.id LIMIT $2',
+                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, m,
+                       s ->> 'type'::text, vs);
+    END IF;
+    IF qh IS NOT NULL THEN
+        RETURN QUERY EXECUTE stmt USING qh, k, @extschema:vector@.subvector(qh, 1, m), n;
+    ELSE
+        RETURN QUERY EXECUTE stmt USING q, k, @extschema:vector@.subvector(q, 1, m), n;
+    END IF;
+    PERFORM pgembed.hnsw_end(saved);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.search_funnel(text, @extschema:vector@.vector, integer, integer, integer, integer, text) IS
+    'Matryoshka funnel: HNSW on the prefix index subvector(embedding, 1, prefix) (cosine, k*oversample candidates; prefix defaults to the smallest configured), then exact full-dimension rerank; top-k (id, score) best first, score as in search_knn.';
+
+CREATE OR REPLACE FUNCTION pgembed.search_binary(
+    collection text, q @extschema:vector@.vector, k integer DEFAULT 10, oversample integer DEFAULT 10,
+    rescore integer DEFAULT NULL, ef_search integer DEFAULT NULL,
+    iterative_scan text DEFAULT NULL, probes integer DEFAULT NULL)
+    RETURNS TABLE (id bigint, score double precision)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 10
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    c record;
+    s jsonb;
+    bits integer;
+    d integer;
+    n integer;
+    keep integer;
+    codes bit varying[];  -- the query's residual levels, b > 1 only (else NULL)
+    scales double precision[];
+    qh @extschema:vector@.halfvec;
+    vs name := pgembed.vector_schema();
+    saved text[];
+    stmt text;
+    ivf boolean;
+BEGIN
+    SELECT * INTO c FROM pgembed.collection_info(collection, 'binary'::text);
+    s := c.kinds -> 'single'::text;
+    d := (s ->> 'dim'::text)::integer;
+    PERFORM pgembed.check_vector(q, d, 'query vector'::text);
+    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 10), 1, 1000);
+    n := k * coalesce(oversample, 10);
+    bits := coalesce((c.kinds -> 'binary'::text ->> 'bits'::text)::integer, 1);
+    keep := coalesce(rescore, greatest(k, n / 2));
+    IF bits > 1 THEN
+        PERFORM pgembed.check_range('rescore'::text, keep, k, n);
+    END IF;
+    IF s ->> 'type'::text = 'halfvec'::text THEN
+        qh := pgembed.to_halfvec(q, 'query vector'::text);
+    END IF;
+    IF s ->> 'distance'::text = 'cosine'::text THEN
+        PERFORM pgembed.check_cosine_query(q, qh);
+    END IF;
+    -- No "index" (a row written by hand): HNSW.
+    ivf := coalesce(c.kinds -> 'binary'::text ->> 'index'::text, 'hnsw'::text) = 'ivfflat'::text;
+    IF ivf AND ef_search IS NOT NULL THEN
+        RAISE EXCEPTION 'pgembed: ef_search applies to an HNSW index, but collection % has an IVFFlat binary index', pg_catalog.quote_literal(collection)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass probes instead';
+    ELSIF NOT ivf AND probes IS NOT NULL THEN
+        RAISE EXCEPTION 'pgembed: probes applies to an IVFFlat index, but collection % has an HNSW binary index', pg_catalog.quote_literal(collection)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass ef_search instead';
+    END IF;
+    IF ivf THEN
+        saved := pgembed.ivfflat_begin(probes, iterative_scan,
+                                       (c.kinds -> 'binary'::text ->> 'lists'::text)::integer);
+    ELSE
+        saved := pgembed.hnsw_begin(ef_search, iterative_scan, n);
+    END IF;
+    -- Stage 1: Hamming ANN (HNSW or IVFFlat) on binary_quantize(embedding)::bit(d), the
+    -- index expression.
+    -- Stage 2 (b > 1 bits): keep the `rescore` best by residual_similarity.
+    -- Stage 3: exact rerank on the full vector, top k.
+    IF bits > 1 THEN
+        SELECT l.codes, l.scales INTO codes, scales FROM pgembed.residual_levels(q, bits) AS l;
+        stmt := pg_catalog.format('WITH cand AS MATERIALIZED ('
+                       'SELECT %1$I::bigint AS id, %2$I AS e, %5$I AS b FROM %3$I.%4$I '
+                       'ORDER BY %7$I.binary_quantize(%2$I)::bit(%6$s) OPERATOR(%7$I.<~>) $3 LIMIT $4), '
+                       'resc AS (SELECT cand.id, cand.e FROM cand ORDER BY '
+                       'pgembed.residual_similarity($5, $6, cand.b::bit varying) DESC, cand.id LIMIT $7) ',
+                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name,
+                       c.kinds -> 'binary'::text ->> 'column'::text, d, vs);
+    ELSE
+        stmt := pg_catalog.format('WITH resc AS MATERIALIZED ('
+                       'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
+                       'ORDER BY %6$I.binary_quantize(%2$I)::bit(%5$s) OPERATOR(%6$I.<~>) $3 LIMIT $4) ',
+                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, d, vs);
+    END IF;
+    IF s ->> 'distance'::text = 'ip'::text THEN
+        stmt := stmt || pg_catalog.format(
+            'SELECT resc.id, OPERATOR(pg_catalog.-) (resc.e OPERATOR(%1$I.<#>) $1) AS score FROM resc '
+            'ORDER BY score DESC, resc.id LIMIT $2', vs);
+    ELSE
+        stmt := stmt || pg_catalog.format(
+            'SELECT resc.id, 1::double precision OPERATOR(pg_catalog.-) (resc.e OPERATOR(%1$I.<=>) $1) AS score FROM resc '
+            'ORDER BY score DESC, resc.id LIMIT $2', vs);
+    END IF;
+    IF qh IS NOT NULL THEN
+        RETURN QUERY EXECUTE stmt
+            USING qh, k, @extschema:vector@.binary_quantize(qh), n, codes, scales, keep;
+    ELSE
+        RETURN QUERY EXECUTE stmt
+            USING q, k, @extschema:vector@.binary_quantize(q), n, codes, scales, keep;
+    END IF;
+    IF ivf THEN
+        PERFORM pgembed.ivfflat_end(saved);
+    ELSE
+        PERFORM pgembed.hnsw_end(saved);
+    END IF;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.search_binary(text, @extschema:vector@.vector, integer, integer, integer, integer, text, integer) IS
+    'Binary search: Hamming ANN on binary_quantize(embedding) (k*oversample candidates) through the collection''s HNSW index (ef_search) or IVFFlat index (probes, default ceil(sqrt(lists))); with b > 1 stored bits, keep `rescore` (default max(k, k*oversample/2)) by pgembed.residual_similarity of the query''s own residual levels; then exact full-dimension rerank. Top-k (id, score) best first, score as in search_knn.';
+
+CREATE OR REPLACE FUNCTION pgembed.search_multivector(
+    collection text, q @extschema:vector@.vector[], k integer DEFAULT 10, candidates integer DEFAULT 100,
+    oversample integer DEFAULT 10, ef_search integer DEFAULT NULL,
+    iterative_scan text DEFAULT NULL)
+    RETURNS TABLE (id bigint, score double precision)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 10
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    c record;
+    f jsonb;
+    fq @extschema:vector@.vector;
+    fqh @extschema:vector@.halfvec;
+    qt @extschema:vector@.halfvec[];
+    n integer;
+    vs name := pgembed.vector_schema();
+    saved text[];
+    stmt text;
+BEGIN
+    SELECT * INTO c FROM pgembed.collection_info(collection, 'fde'::text);
+    f := c.kinds -> 'fde'::text;
+    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    PERFORM pgembed.check_range('candidates'::text, coalesce(candidates, 100), k, 100000);
+    PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 10), 1, 1000);
+    PERFORM pgembed.check_tokens(q, (c.kinds -> 'multivector'::text ->> 'dim'::text)::integer, 'query'::text);
+    IF c.fde_config IS NULL THEN
+        RAISE EXCEPTION 'pgembed: collection % names no FDE config', pg_catalog.quote_literal(collection)
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- The token vectors are stored, and compared, as halfvec.
+    qt := ARRAY(SELECT pgembed.to_halfvec(u.t, 'query token vector'::text)
+                FROM pg_catalog.unnest(q) WITH ORDINALITY AS u(t, o) ORDER BY u.o);
+    IF NOT EXISTS (SELECT FROM pg_catalog.unnest(qt) AS t
+                   WHERE @extschema:vector@.l2_norm(t) > 0::double precision) THEN
+        RAISE EXCEPTION 'pgembed: every token vector of the query is zero (as halfvec); MaxSim would score every row 0'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'encode the query with the collection''s encoder';
+    END IF;
+    fq := pgembed.fde_query(c.fde_config, q);
+    fqh := pgembed.to_halfvec(fq, 'query FDE'::text);
+    IF f ->> 'index'::text = 'bit'::text THEN
+        -- Hamming on the bit index, then a float-FDE rescore to `candidates`: going from bit
+        -- candidates straight to MaxSim costs recall (DESIGN.md, MUVERA FDE).
+        n := coalesce(candidates, 100) * coalesce(oversample, 10);
+        stmt := pg_catalog.format('WITH cand AS MATERIALIZED ('
+                       'SELECT %1$I::bigint AS id, %2$I AS f, %5$I AS t FROM %3$I.%4$I '
+                       'ORDER BY %7$I.binary_quantize(%2$I)::bit(%6$s) OPERATOR(%7$I.<~>) $5 LIMIT $6), '
+                       'resc AS (SELECT cand.id, cand.t FROM cand '
+                       'ORDER BY cand.f OPERATOR(%7$I.<#>) $3, cand.id LIMIT $4) '
+                       'SELECT resc.id, pgembed.maxsim($1, resc.t) AS score FROM resc '
+                       'ORDER BY score DESC NULLS LAST, resc.id LIMIT $2',
+                       c.id_column, f ->> 'column'::text, c.table_schema, c.table_name,
+                       c.kinds -> 'multivector'::text ->> 'column'::text,
+                       (f ->> 'dim'::text)::integer, vs);
+    ELSE
+        n := coalesce(candidates, 100);
+        stmt := pg_catalog.format('WITH cand AS MATERIALIZED ('
+                       'SELECT %1$I::bigint AS id, %5$I AS t FROM %3$I.%4$I '
+                       'ORDER BY %2$I OPERATOR(%6$I.<#>) $3 LIMIT $4) '
+                       'SELECT cand.id, pgembed.maxsim($1, cand.t) AS score FROM cand '
+                       'ORDER BY score DESC NULLS LAST, cand.id LIMIT $2',
+                       c.id_column, f ->> 'column'::text, c.table_schema, c.table_name,
+                       c.kinds -> 'multivector'::text ->> 'column'::text, vs);
+    END IF;
+    saved := pgembed.hnsw_begin(ef_search, iterative_scan, n);
+    RETURN QUERY EXECUTE stmt
+        USING qt, k, fqh, coalesce(candidates, 100),
+              @extschema:vector@.binary_quantize(fqh), n;
+    PERFORM pgembed.hnsw_end(saved);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.search_multivector(text, @extschema:vector@.vector[], integer, integer, integer, integer, text) IS
+    'Multi-vector search: query FDE (pgembed.fde_query), inner-product HNSW on the fde column (`candidates` rows; with a bit index: Hamming on binary_quantize(fde) for candidates*oversample rows, then a float-FDE rescore to `candidates`), then exact MaxSim on the token vectors. Top-k (id, score) best first, score = MaxSim.';
+
+-- --- restore the installing session's search_path ------------------------------------
+
+SELECT pg_catalog.set_config('search_path',
+                             pg_catalog.current_setting('pgembed.saved_search_path'), true);
