@@ -246,7 +246,8 @@ def _validate(
             warnings.warn(
                 f"{path.name}: fp16 graph cannot run on CPU here ({exc}); not validated",
                 RuntimeWarning,
-                stacklevel=3,
+                # the caller of export_model: _validate < _graph_info < check < _export_depth
+                stacklevel=6,
             )
             return None, None
         raise ExportError(f"{path.name} does not load in onnxruntime: {exc}") from exc
@@ -266,30 +267,339 @@ def _validate(
     return cos_pooled, cos_tokens
 
 
-def _quantize_int8(src: Path, dst: Path) -> None:
+def _graph_info(
+    path: Path,
+    feeds: dict[str, Any],
+    ref: tuple[Float32Array, Float32Array],
+    precision: str,
+    depth: int,
+    *,
+    optimized: bool,
+) -> mf.GraphInfo:
+    """Validate ``path`` against torch, then describe it for the manifest."""
+    cos_pooled, cos_tokens = _validate(path, feeds, ref, precision)
+    return mf.GraphInfo(
+        file=path.name,
+        sha256=mf.sha256_file(path),
+        precision=precision,
+        layers=depth,
+        optimized=optimized,
+        min_cosine_pooled=cos_pooled,
+        min_cosine_tokens=cos_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """The fp32 model, its tokenizer and the facts every export step derives from them."""
+
+    model: Any
+    tokenizer: Any  # tokenizers.Tokenizer: no padding, truncating at max_len
+    architecture: str
+    num_layers: int
+    num_heads: int
+    dim: int
+    depths: list[int]  # ascending; the last is the full model
+    max_len: int
+    pad_id: int
+    with_types: bool
+    inputs: list[str]
+    matryoshka_dims: list[int]
+    feeds: dict[str, Any]  # SAMPLE_TEXTS as a padded batch, for validation and tracing
+
+
+def _require_export_extra() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        from onnxruntime.transformers import optimizer  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(
+            f"exporting needs torch, transformers and onnx ({exc.name} is missing): "
+            "pip install 'pgembed[export]'"
+        ) from exc
+
+
+def _target(name: str, model_dir: str | Path | None, overwrite: bool) -> Path:
+    """``<model_dir>/<name>``; ExportError for a bad name or an export overwrite forbids."""
+    if not name or "/" in name or name.startswith("."):
+        raise ExportError(f"invalid model name {name!r}: use a plain directory name")
+    root = Path(model_dir) if model_dir is not None else config.model_dir()
+    target = root / name
+    if target.exists() and not overwrite:
+        raise ExportError(f"{target} exists; pass overwrite=True (CLI: --force) to replace it")
+    return target
+
+
+def _load_model(src: _Source) -> Any:
+    import transformers
+
+    with _quiet():
+        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        try:
+            # .float(): exports are fp32 whatever the checkpoint's dtype (fp16 comes later).
+            return (
+                transformers.AutoModel.from_pretrained(
+                    str(src.model_dir), attn_implementation="eager"
+                )
+                .float()
+                .eval()
+            )
+        except Exception as exc:  # transformers raises many types for unusable dirs
+            raise ExportError(f"cannot load a transformers model from {src.label}: {exc}") from exc
+        finally:
+            transformers.utils.logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _load_tokenizer(src: _Source, max_len: int) -> Any:
+    import transformers
+    from tokenizers import Tokenizer
+
+    if src.tokenizer_json is not None:
+        tokenizer = Tokenizer.from_file(str(src.tokenizer_json))
+    else:  # only a slow tokenizer ships: let transformers build the fast one once
+        try:
+            fast = transformers.AutoTokenizer.from_pretrained(str(src.model_dir))
+            tokenizer = fast.backend_tokenizer
+        except Exception as exc:
+            raise ExportError(f"{src.label} has no usable tokenizer: {exc}") from exc
+    tokenizer.no_padding()  # the runtime pads per batch, to the batch's longest text
+    tokenizer.enable_truncation(max_len)
+    return tokenizer
+
+
+def _load(
+    src: _Source,
+    layers: Sequence[int],
+    matryoshka_dims: Sequence[int] | None,
+    max_length: int | None,
+) -> _Loaded:
+    """Load model and tokenizer; ExportError for depths or prefixes the model cannot have."""
+    model = _load_model(src)
+    cfg = model.config
+    num_layers = int(cfg.num_hidden_layers)
+    dim = int(cfg.hidden_size)
+    depths = sorted({int(n) for n in layers} | {num_layers})
+    if depths[0] < 1 or depths[-1] > num_layers:
+        raise ExportError(f"layers must be in 1..{num_layers}, got {list(layers)}")
+
+    positions = int(getattr(cfg, "max_position_embeddings", 512))
+    max_len = min(int(max_length or src.max_length or positions), positions)
+    tokenizer = _load_tokenizer(src, max_len)
+    pad_id = int(getattr(cfg, "pad_token_id", None) or 0)
+
+    mdims = tuple(matryoshka_dims) if matryoshka_dims is not None else src.matryoshka_dims
+    if mdims is None:
+        mdims = default_matryoshka_dims(dim)
+    if any(m < 1 or m > dim for m in mdims):
+        raise ExportError(f"Matryoshka prefixes must be in 1..{dim}, got {list(mdims)}")
+    # Models without segment embeddings (RoBERTa-likes) get no token_type_ids input.
+    with_types = "token_type_ids" in inspect.signature(model.forward).parameters and bool(
+        getattr(cfg, "type_vocab_size", 0)
+    )
+    return _Loaded(
+        model=model,
+        tokenizer=tokenizer,
+        architecture=str(cfg.model_type),
+        num_layers=num_layers,
+        num_heads=int(cfg.num_attention_heads),
+        dim=dim,
+        depths=depths,
+        max_len=max_len,
+        pad_id=pad_id,
+        with_types=with_types,
+        inputs=["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else []),
+        matryoshka_dims=sorted(set(mdims)),
+        feeds=_sample_batch(tokenizer, pad_id),
+    )
+
+
+@contextlib.contextmanager
+def _step(bar: tqdm[Any], label: str) -> Iterator[None]:
+    """Show ``label`` on the bar while the step runs; count it once it succeeded."""
+    bar.set_postfix_str(label)
+    yield
+    bar.update()
+
+
+def _export_fp32(wrapper: Any, ld: _Loaded, path: Path, opset: int, label: str) -> None:
+    import torch
+
+    # A small slice is enough to trace; batch and sequence stay dynamic through the axes.
+    example = tuple(torch.from_numpy(ld.feeds[k][:2, :8]) for k in ld.inputs)
+    axes = {k: {0: "batch", 1: "sequence"} for k in ld.inputs}
+    axes[mf.TOKENS_OUTPUT] = {0: "batch", 1: "sequence"}
+    axes[mf.POOLED_OUTPUT] = {0: "batch"}
+    try:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(
+                wrapper,
+                example,
+                str(path),
+                dynamo=False,  # the legacy tracer: fast, and exact for BERT-likes
+                opset_version=opset,
+                input_names=ld.inputs,
+                output_names=[mf.TOKENS_OUTPUT, mf.POOLED_OUTPUT],
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed for {label}: {exc}") from exc
+
+
+def _fuse(plain: Path, fused: Path, ld: _Loaded) -> Any:
+    """Write the fused graph of ``plain``; returns the optimizer's model for ``_to_fp16``."""
+    from onnxruntime.transformers import optimizer
+
+    try:
+        with _quiet():
+            opt_model = optimizer.optimize_model(
+                str(plain),
+                model_type="bert",
+                num_heads=ld.num_heads,
+                hidden_size=ld.dim,
+                opt_level=0,  # portable: onnxruntime adds its own at session load
+                use_gpu=True,  # the fused graphs are the CUDA ones (fp16, fp32)
+            )
+            opt_model.save_model_to_file(str(fused))
+    except Exception as exc:
+        raise ExportError(f"onnxruntime optimizer failed on {plain.name}: {exc}") from exc
+    return opt_model
+
+
+def _to_fp16(opt_model: Any, path: Path) -> None:
+    with _quiet():
+        opt_model.convert_float_to_float16(keep_io_types=True)  # converts in place
+        opt_model.save_model_to_file(str(path))
+
+
+def _to_int8(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Quantize only the square (d x d) weight MatMuls: the attention projections. The FFN
     # MatMuls see outlier activations in MiniLM and per-tensor dynamic int8 on them drops
     # the pooled cosine to about 0.97; keeping them fp32 gives about 0.996.
-    graph = onnx.load(str(src), load_external_data=False)
-    shapes = {t.name: tuple(t.dims) for t in graph.graph.initializer}
-    exclude = [
-        n.name
-        for n in graph.graph.node
-        if n.op_type == "MatMul"
-        and not (len(s := shapes.get(n.input[1], ())) == 2 and s[0] == s[1])
-    ]
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_exclude=exclude,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    try:
+        with _quiet():
+            graph = onnx.load(str(src), load_external_data=False)
+            shapes = {t.name: tuple(t.dims) for t in graph.graph.initializer}
+            exclude = [
+                n.name
+                for n in graph.graph.node
+                if n.op_type == "MatMul"
+                and not (len(s := shapes.get(n.input[1], ())) == 2 and s[0] == s[1])
+            ]
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=exclude,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    except Exception as exc:
+        raise ExportError(f"int8 quantization of {src.name} failed: {exc}") from exc
+
+
+def _export_depth(
+    ld: _Loaded,
+    src: _Source,
+    depth: int,
+    tmp: Path,
+    bar: tqdm[Any],
+    *,
+    opset: int,
+    fp16: bool,
+    int8: bool,
+) -> dict[str, mf.GraphInfo]:
+    """Write the graphs of one depth into ``tmp``, each validated against torch."""
+    import torch
+
+    tag = None if depth == ld.num_layers else depth  # the full depth's files have no L{n}
+    net = ld.model if tag is None else _truncated(ld.model, depth)
+    wrapper = _wrapper(net, src.pooling, ld.with_types)
+    with torch.no_grad():
+        tokens, pooled = wrapper(*(torch.from_numpy(ld.feeds[k]) for k in ld.inputs))
+    ref = (tokens.numpy(), pooled.numpy())
+    infos: list[mf.GraphInfo] = []
+
+    def check(path: Path, precision: str, *, optimized: bool) -> None:
+        infos.append(_graph_info(path, ld.feeds, ref, precision, depth, optimized=optimized))
+
+    plain = tmp / mf.graph_filename("fp32", tag)
+    with _step(bar, f"L{depth} fp32 export"):
+        _export_fp32(wrapper, ld, plain, opset, src.label)
+        check(plain, "fp32", optimized=False)
+    fused = tmp / mf.graph_filename("fp32", tag, optimized=True)
+    with _step(bar, f"L{depth} fuse"):
+        opt_model = _fuse(plain, fused, ld)
+        check(fused, "fp32", optimized=True)
+    if fp16:
+        half = tmp / mf.graph_filename("fp16", tag)
+        with _step(bar, f"L{depth} fp16"):
+            _to_fp16(opt_model, half)
+            check(half, "fp16", optimized=True)
+    if int8:
+        q8 = tmp / mf.graph_filename("int8", tag)
+        with _step(bar, f"L{depth} int8"):
+            _to_int8(plain, q8)  # from the plain graph: the quantizer wants unfused MatMuls
+            check(q8, "int8", optimized=False)
+    return {info.file: info for info in infos}
+
+
+def _manifest(
+    src: _Source,
+    ld: _Loaded,
+    graphs: dict[str, mf.GraphInfo],
+    tokenizer_sha256: str,
+    *,
+    opset: int,
+    query_prefix: str | None,
+    document_prefix: str | None,
+) -> mf.Manifest:
+    import onnxruntime
+    import torch
+    import transformers
+
+    return mf.Manifest(
+        name=src.name,
+        source=src.label,
+        architecture=ld.architecture,
+        num_layers=ld.num_layers,
+        dim=ld.dim,
+        pooling=src.pooling,
+        normalization="l2",
+        max_length=ld.max_len,
+        query_prefix=query_prefix if query_prefix is not None else src.query_prefix,
+        document_prefix=document_prefix if document_prefix is not None else src.document_prefix,
+        matryoshka_dims=ld.matryoshka_dims,
+        depths=ld.depths,
+        opset=opset,
+        inputs=ld.inputs,
+        pad_token_id=ld.pad_id,
+        tokenizer_sha256=tokenizer_sha256,
+        graphs=graphs,
+        versions={
+            "torch": str(torch.__version__),
+            "transformers": str(transformers.__version__),
+            "onnxruntime": str(onnxruntime.__version__),
+            "source_normalized": str(src.normalize).lower(),
+        },
     )
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Rename the finished ``tmp`` to ``target``, replacing an earlier export."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    # Move the old export aside first so the swap is two renames, not a slow delete.
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.replace(target, old / "x")
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_model(
@@ -315,208 +625,36 @@ def export_model(
     directory. ``layers`` adds elastic-depth graphs that stop after that many layers.
     Raises ExportError when a graph disagrees with torch (see ``THRESHOLDS``).
     """
-    try:
-        import torch
-        import transformers
-        from onnxruntime.transformers import optimizer
-    except ImportError as exc:
-        raise ExportError(
-            f"exporting needs torch, transformers and onnx ({exc.name} is missing): "
-            "pip install 'pgembed[export]'"
-        ) from exc
-    import onnxruntime
-    from tokenizers import Tokenizer
-
+    _require_export_extra()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach a hub
     src = _resolve_source(source, name)
-    if not src.name or "/" in src.name or src.name.startswith("."):
-        raise ExportError(f"invalid model name {src.name!r}: use a plain directory name")
-    root = Path(model_dir) if model_dir is not None else config.model_dir()
-    target = root / src.name
-    if target.exists() and not overwrite:
-        raise ExportError(f"{target} exists; pass overwrite=True (CLI: --force) to replace it")
+    target = _target(src.name, model_dir, overwrite)
+    ld = _load(src, layers, matryoshka_dims, max_length)
 
-    with _quiet():
-        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        try:
-            # .float(): exports are fp32 whatever the checkpoint's dtype (fp16 comes later).
-            model = (
-                transformers.AutoModel.from_pretrained(
-                    str(src.model_dir), attn_implementation="eager"
-                )
-                .float()
-                .eval()
-            )
-        except Exception as exc:  # transformers raises many types for unusable dirs
-            raise ExportError(f"cannot load a transformers model from {src.label}: {exc}") from exc
-        finally:
-            transformers.utils.logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-    cfg = model.config
-    num_layers = int(cfg.num_hidden_layers)
-    dim = int(cfg.hidden_size)
-    depths = sorted({int(n) for n in layers} | {num_layers})
-    if depths[0] < 1 or depths[-1] > num_layers:
-        raise ExportError(f"layers must be in 1..{num_layers}, got {list(layers)}")
-
-    if src.tokenizer_json is not None:
-        tokenizer = Tokenizer.from_file(str(src.tokenizer_json))
-    else:  # only a slow tokenizer ships: let transformers build the fast one once
-        try:
-            fast = transformers.AutoTokenizer.from_pretrained(str(src.model_dir))
-            tokenizer = fast.backend_tokenizer
-        except Exception as exc:
-            raise ExportError(f"{src.label} has no usable tokenizer: {exc}") from exc
-    positions = int(getattr(cfg, "max_position_embeddings", 512))
-    max_len = int(max_length or src.max_length or positions)
-    max_len = min(max_len, positions)
-    tokenizer.no_padding()  # the runtime pads per batch, to the batch's longest text
-    tokenizer.enable_truncation(max_len)
-    pad_id = int(getattr(cfg, "pad_token_id", None) or 0)
-
-    mdims = tuple(matryoshka_dims) if matryoshka_dims is not None else src.matryoshka_dims
-    if mdims is None:
-        mdims = default_matryoshka_dims(dim)
-    if any(m < 1 or m > dim for m in mdims):
-        raise ExportError(f"Matryoshka prefixes must be in 1..{dim}, got {list(mdims)}")
-    with_types = "token_type_ids" in inspect.signature(model.forward).parameters and bool(
-        getattr(cfg, "type_vocab_size", 0)
-    )
-    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
-
-    variants = ["fp32", "opt"] + (["fp16"] if fp16 else []) + (["int8"] if int8 else [])
-    bar = tqdm(
-        total=len(depths) * len(variants) + 1, desc=f"export {src.name}", disable=not progress
-    )
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{src.name}.", dir=root))
+    per_depth = 2 + int(fp16) + int(int8)  # fp32, fused, then the optional precisions
+    total = len(ld.depths) * per_depth + 1  # and the manifest
+    bar = tqdm(total=total, desc=f"export {src.name}", disable=not progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{src.name}.", dir=target.parent))
     try:
-        tok_path = tmp / mf.TOKENIZER
-        tokenizer.save(str(tok_path))
-        feeds = _sample_batch(tokenizer, pad_id)
-        example = tuple(torch.from_numpy(feeds[k][:2, :8]) for k in inputs)
+        ld.tokenizer.save(str(tmp / mf.TOKENIZER))
         graphs: dict[str, mf.GraphInfo] = {}
-
-        def record(
-            file: str, precision: str, depth: int, opt: bool, cos: tuple[float | None, ...]
-        ) -> None:
-            graphs[file] = mf.GraphInfo(
-                file=file,
-                sha256=mf.sha256_file(tmp / file),
-                precision=precision,
-                layers=depth,
-                optimized=opt,
-                min_cosine_pooled=cos[0],
-                min_cosine_tokens=cos[1],
+        for depth in ld.depths:
+            graphs |= _export_depth(ld, src, depth, tmp, bar, opset=opset, fp16=fp16, int8=int8)
+        with _step(bar, "manifest"):
+            tok_sha = mf.sha256_file(tmp / mf.TOKENIZER)
+            manifest = _manifest(
+                src,
+                ld,
+                graphs,
+                tok_sha,
+                opset=opset,
+                query_prefix=query_prefix,
+                document_prefix=document_prefix,
             )
-
-        for depth in depths:
-            tag = None if depth == num_layers else depth
-            net = model if tag is None else _truncated(model, depth)
-            wrapper = _wrapper(net, src.pooling, with_types)
-            with torch.no_grad():
-                tref, pref = wrapper(*(torch.from_numpy(feeds[k]) for k in inputs))
-            ref = (tref.numpy(), pref.numpy())
-
-            bar.set_postfix_str(f"L{depth} fp32 export")
-            plain = tmp / mf.graph_filename("fp32", tag)
-            axes = {k: {0: "batch", 1: "sequence"} for k in inputs}
-            axes[mf.TOKENS_OUTPUT] = {0: "batch", 1: "sequence"}
-            axes[mf.POOLED_OUTPUT] = {0: "batch"}
-            try:
-                with _quiet(), torch.no_grad():
-                    torch.onnx.export(
-                        wrapper,
-                        example,
-                        str(plain),
-                        dynamo=False,  # the legacy tracer: fast, and exact for BERT-likes
-                        opset_version=opset,
-                        input_names=inputs,
-                        output_names=[mf.TOKENS_OUTPUT, mf.POOLED_OUTPUT],
-                        dynamic_axes=axes,
-                        do_constant_folding=True,
-                    )
-            except Exception as exc:
-                raise ExportError(f"torch.onnx.export failed for {src.label}: {exc}") from exc
-            record(plain.name, "fp32", depth, False, _validate(plain, feeds, ref, "fp32"))
-            bar.update()
-
-            bar.set_postfix_str(f"L{depth} fuse")
-            try:
-                with _quiet():
-                    opt_model = optimizer.optimize_model(
-                        str(plain),
-                        model_type="bert",
-                        num_heads=int(cfg.num_attention_heads),
-                        hidden_size=dim,
-                        opt_level=0,  # portable: onnxruntime adds its own at session load
-                        use_gpu=True,  # the fused graphs are the CUDA ones (fp16, fp32)
-                    )
-                    fused = tmp / mf.graph_filename("fp32", tag, optimized=True)
-                    opt_model.save_model_to_file(str(fused))
-            except Exception as exc:
-                raise ExportError(f"onnxruntime optimizer failed on {plain.name}: {exc}") from exc
-            record(fused.name, "fp32", depth, True, _validate(fused, feeds, ref, "fp32"))
-            bar.update()
-
-            if fp16:
-                bar.set_postfix_str(f"L{depth} fp16")
-                half = tmp / mf.graph_filename("fp16", tag)
-                with _quiet():
-                    opt_model.convert_float_to_float16(keep_io_types=True)
-                    opt_model.save_model_to_file(str(half))
-                record(half.name, "fp16", depth, True, _validate(half, feeds, ref, "fp16"))
-                bar.update()
-            if int8:
-                bar.set_postfix_str(f"L{depth} int8")
-                q8 = tmp / mf.graph_filename("int8", tag)
-                try:
-                    with _quiet():
-                        _quantize_int8(plain, q8)
-                except Exception as exc:
-                    raise ExportError(f"int8 quantization of {plain.name} failed: {exc}") from exc
-                record(q8.name, "int8", depth, False, _validate(q8, feeds, ref, "int8"))
-                bar.update()
-
-        bar.set_postfix_str("manifest")
-        manifest = mf.Manifest(
-            name=src.name,
-            source=src.label,
-            architecture=str(cfg.model_type),
-            num_layers=num_layers,
-            dim=dim,
-            pooling=src.pooling,
-            normalization="l2",
-            max_length=max_len,
-            query_prefix=query_prefix if query_prefix is not None else src.query_prefix,
-            document_prefix=(
-                document_prefix if document_prefix is not None else src.document_prefix
-            ),
-            matryoshka_dims=sorted(set(mdims)),
-            depths=depths,
-            opset=opset,
-            inputs=inputs,
-            pad_token_id=pad_id,
-            tokenizer_sha256=mf.sha256_file(tok_path),
-            graphs=graphs,
-            versions={
-                "torch": str(torch.__version__),
-                "transformers": str(transformers.__version__),
-                "onnxruntime": str(onnxruntime.__version__),
-                "source_normalized": str(src.normalize).lower(),
-            },
-        )
-        manifest.save(tmp)
-        bar.update()
-        if target.exists():
-            # Move the old export aside first so the swap is two renames, not a slow delete.
-            old = Path(tempfile.mkdtemp(prefix=f".{src.name}.old.", dir=root))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+            manifest.save(tmp)
+        _install(tmp, target)
     finally:
         bar.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # left only when a step failed
     return target

@@ -1,4 +1,4 @@
-"""Exporting a local sentence-transformers directory: its pooling, prompts and length."""
+"""Exporting: a sentence-transformers directory (pooling, prompts, length), re-exports."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pgembed.encoders import export
 from pgembed.encoders.encoder import Encoder
 from pgembed.encoders.export import export_model
 from pgembed.encoders.testing import SAMPLE_TEXTS
 from pgembed.encoders.tokenize import TruncationWarning
+from pgembed.errors import ExportError
 
 
 def test_sentence_transformers_dir_with_cls_pooling(
@@ -73,3 +75,37 @@ def test_truncation_warning_points_at_the_caller(tiny: Encoder) -> None:
     with pytest.warns(TruncationWarning) as record:
         list(tiny.iter_encode(["word " * 100]))
     assert record[0].filename == __file__
+
+
+def test_reexport_swaps_in_place_and_a_failed_one_leaves_no_trace(
+    tiny_source: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = tmp_path / "models"
+
+    def run(name: str, prefix: str, progress: bool = False) -> Path:
+        return export_model(
+            tiny_source, name, model_dir=root, query_prefix=prefix,
+            fp16=False, int8=False, progress=progress,
+        )  # fmt: skip
+
+    def prefix(name: str) -> str:
+        return str(json.loads((root / name / "manifest.json").read_text())["query_prefix"])
+
+    run("t", "a: ")
+    capsys.readouterr()
+    assert run("t", "b: ", progress=True) == root / "t"  # replaces the first export
+    assert prefix("t") == "b: "
+    err = capsys.readouterr().err
+    assert "export t" in err and "3/3" in err and "manifest" in err  # one bar, one per step
+    assert [p.name for p in root.iterdir()] == ["t"]  # neither temp nor old dir is left
+
+    # Fail validation after the first graph is written: nothing changes on disk.
+    monkeypatch.setitem(export.THRESHOLDS, "fp32", 1.5)
+    for name in ("t", "u"):
+        with pytest.raises(ExportError, match=r"model\.onnx disagrees with torch"):
+            run(name, "c: ")
+    assert prefix("t") == "b: "
+    assert [p.name for p in root.iterdir()] == ["t"]
