@@ -248,6 +248,18 @@ def register_collection(
             )
         oid = existing["table_oid"]
         return False, None if oid is None else int(oid)
+    holder = conn.execute(
+        sa.select(collections.c.name).where(
+            collections.c.table_schema == spec.schema,
+            collections.c.table_name == spec.table_name,
+        )
+    ).scalar()
+    if holder is not None:
+        raise CollectionError(
+            f"table {spec.schema}.{spec.table_name} already belongs to collection "
+            f"{holder!r}; pgembed does not take over tables. Pass table='...' (or "
+            "schema='...') to create the collection's own table"
+        )
     conn.execute(collections.insert().values(**values))
     return True, None
 

@@ -7,9 +7,9 @@ Adds ``pgembed.collections.table_oid``, the oid of the table a collection create
 pgembed creates, writes and drops only that table (see ``pgembed/storage/ownership.py``).
 
 Existing rows are backfilled with the oid of the table they name, when it exists, is a
-table, lies outside pgembed's and the system's schemas, and no other collection names it.
-Otherwise the row owns no table: its writes are refused and dropping it leaves the table
-alone. The downgrade removes the column.
+table, and lies outside pgembed's and the system's schemas. Otherwise the row owns no
+table: its writes are refused and dropping it leaves the table alone. The downgrade
+removes the column.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ def upgrade() -> None:
            AND r.relkind = 'r'
            AND c.table_schema NOT IN ('pgembed', 'information_schema')
            AND pg_catalog.left(c.table_schema, 3) <> 'pg_'
-           AND NOT EXISTS (SELECT FROM pgembed.collections AS o
-                            WHERE o.name <> c.name AND o.table_schema = c.table_schema
-                              AND o.table_name = c.table_name)
         """
     )
     op.execute(
