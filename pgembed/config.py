@@ -7,12 +7,26 @@
   because the unprivileged server user cannot traverse root's home.
 - ``PGEMBED_MODEL_DIR``: where exported ONNX models live. Default: ``onnx_models/`` of a
   source checkout, else ``PGEMBED_HOME/onnx_models``.
+- ``PGEMBED_PG_SETTINGS``: PostgreSQL settings for the embedded server that win over the
+  ones pgembed sizes to the machine (see :func:`pgembed.server.sized_settings`), as
+  comma-separated ``name=value`` pairs, for example
+  ``PGEMBED_PG_SETTINGS="shared_buffers=2GB,work_mem=64MB"``. Quote a value that holds a
+  comma in single quotes (``search_path='a, b'``; ``''`` is a literal quote). The server
+  checks every name and value before it uses them; a bad entry is a :class:`ConfigError`
+  that names it. The connection settings pgembed manages (``listen_addresses``, ``port``,
+  ``unix_socket_*``, ``hba_file``, ``ident_file``, ``data_directory``, ``config_file``...)
+  cannot be overridden. Applied at the embedded server's next start; settings PostgreSQL
+  can reload (``work_mem``, ``maintenance_work_mem``, ...) also reach a running server the
+  next time pgembed starts up against it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from pgembed.errors import ConfigError
 
 
 def database_url() -> str | None:
@@ -47,3 +61,75 @@ def model_dir() -> Path:
     if root is not None:
         return root / "onnx_models"
     return home() / "onnx_models"
+
+
+# Settings that decide who can reach the embedded server and where its files are: pgembed's.
+MANAGED_PG_SETTINGS = frozenset(
+    {
+        "listen_addresses", "port", "unix_socket_directories", "unix_socket_group",
+        "unix_socket_permissions", "hba_file", "ident_file", "data_directory",
+        "config_file", "external_pid_file", "ssl", "bonjour", "bonjour_name",
+    }
+)  # fmt: skip
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+_SETTINGS_EXAMPLE = 'PGEMBED_PG_SETTINGS="shared_buffers=2GB,work_mem=64MB"'
+
+
+def _split_entries(text: str) -> list[str]:
+    """Split at commas outside single quotes."""
+    entries: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch == "'":
+            quoted = not quoted  # '' inside a quoted value toggles twice: still quoted
+        if ch == "," and not quoted:
+            entries.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if quoted:
+        raise ConfigError(
+            f"PGEMBED_PG_SETTINGS has an unclosed single quote in {text!r}; "
+            f"close it, as in {_SETTINGS_EXAMPLE}"
+        )
+    entries.append("".join(current))
+    return entries
+
+
+def pg_settings() -> dict[str, str]:
+    """PGEMBED_PG_SETTINGS as {name: value} (names lower-cased, quotes removed).
+
+    Only the form is checked here; the embedded server checks names and values against
+    PostgreSQL itself. Raises ConfigError for a malformed entry or a managed setting.
+    """
+    text = os.environ.get("PGEMBED_PG_SETTINGS", "")
+    settings: dict[str, str] = {}
+    if not text.strip():
+        return settings
+    for entry in _split_entries(text):
+        if not entry.strip():
+            continue  # a trailing comma
+        name, eq, value = entry.partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq or not _SETTING_NAME.fullmatch(name) or not value:
+            raise ConfigError(
+                f"PGEMBED_PG_SETTINGS entry {entry.strip()!r} is not name=value; write "
+                f"comma-separated PostgreSQL settings, as in {_SETTINGS_EXAMPLE}"
+            )
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1].replace("''", "'")
+        elif "'" in value:
+            raise ConfigError(
+                f"PGEMBED_PG_SETTINGS entry {entry.strip()!r}: quote the whole value in "
+                "single quotes (a quote inside it is written '')"
+            )
+        name = name.lower()
+        if name in MANAGED_PG_SETTINGS:
+            raise ConfigError(
+                f"PGEMBED_PG_SETTINGS sets {name}, which pgembed manages (the embedded server "
+                "listens on its private socket only and admits only its owner); remove it, or "
+                "point PGEMBED_DATABASE_URL at a server you configure yourself"
+            )
+        settings[name] = value
+    return settings

@@ -28,6 +28,16 @@ files: on every start it rewrites them if they differ (a data directory from an 
 pgembed used ``trust``), and restarts a running server so that no connection admitted
 under the old rules survives. Another OS user who points
 PGEMBED_HOME at this directory gets a :class:`ServerError` naming the owner.
+
+Settings sized to the machine: on every start pgembed writes ``data/pgembed.conf`` from
+:func:`sized_settings` (the machine's memory and cores, cgroup limits included) with
+``PGEMBED_PG_SETTINGS`` on top, and ``postgresql.conf`` includes it last, so
+``ALTER SYSTEM`` (``postgresql.auto.conf``) still wins over both. A server that is already
+running is never restarted for them: when the file changed, pgembed asks it to reload, which
+applies at once the settings PostgreSQL can change live (``work_mem``,
+``maintenance_work_mem``, ``effective_cache_size``, ``max_wal_size``, the parallel worker
+counts); ``shared_buffers``, ``max_worker_processes`` and ``dynamic_shared_memory_type``
+take effect at the server's next start (``pgembed db stop``; the next use starts it again).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import math
 import os
 import pwd
 import re
@@ -47,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgembed import config
-from pgembed.errors import ServerError
+from pgembed.errors import ConfigError, ServerError
 
 PORT = 5432  # names the socket file only; there is no TCP listener
 DATABASE = "postgres"
@@ -57,6 +68,175 @@ _START_TIMEOUT_S = 60
 _IDENT_MAP = "pgembed"
 # Names pg_ident.conf takes literally: no quotes, spaces, or a leading "/" (a regex there).
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@$-]*")
+_SETTINGS_FILE = "pgembed.conf"
+_INCLUDE_LINE = f"include_if_exists = '{_SETTINGS_FILE}'  # pgembed's settings; keep last\n"
+
+_MB = 1 << 20
+_GB = 1 << 30
+
+
+def _size(nbytes: int) -> str:
+    """Whole megabytes, written as PostgreSQL's SHOW writes them (GB when exact)."""
+    mb = nbytes // _MB
+    return f"{mb // 1024}GB" if mb % 1024 == 0 else f"{mb}MB"
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(value, high))
+
+
+def sized_settings(memory_bytes: int, cores: int, shm_bytes: int | None = None) -> dict[str, str]:
+    """PostgreSQL settings for a machine with this much memory and these many cores.
+
+    The rule (sizes rounded down to whole MB):
+
+    - ``shared_buffers``: 25% of memory, between 32 MB and 8 GB.
+    - ``effective_cache_size``: 50% of memory, at least 64 MB (pgembed's own process, the
+      encoder, shares the machine with the server).
+    - ``maintenance_work_mem``: 12.5% of memory, between 64 MB and 4 GB. pgvector builds an
+      HNSW graph in it and slows down sharply once the graph no longer fits.
+    - ``work_mem``: memory / 256, between 4 MB and 64 MB (one sort or hash per query node).
+    - ``max_wal_size``: 4 GB from 8 GB of memory, else 2 GB, so bulk loads checkpoint less.
+    - ``max_worker_processes``: cores + 4, at least 8; ``max_parallel_workers``: cores;
+      ``max_parallel_maintenance_workers``: cores - 1, at most 16 (the leader builds too);
+      ``max_parallel_workers_per_gather``: cores / 2, at most 4.
+    - ``dynamic_shared_memory_type``: ``sysv`` when ``shm_bytes`` (the free space of
+      ``/dev/shm``, 64 MB in a default Docker container) is under twice
+      ``maintenance_work_mem``: a parallel HNSW build puts its whole graph in dynamic
+      shared memory, which with PostgreSQL's default ``posix`` lives in ``/dev/shm``.
+
+    ``memory_bytes`` and ``cores`` are what pgembed may use: the cgroup limits where there
+    are any (:func:`machine_memory`, :func:`machine_cores`); under 256 MB counts as 256 MB
+    and under one core as one. PGEMBED_PG_SETTINGS wins over every value here.
+    """
+    memory = max(memory_bytes, 256 * _MB)
+    cores = max(cores, 1)
+    maintenance = _clamp(memory // 8, 64 * _MB, 4 * _GB)
+    worker_processes = max(8, cores + 4)
+    settings = {
+        "shared_buffers": _size(_clamp(memory // 4, 32 * _MB, 8 * _GB)),
+        "effective_cache_size": _size(max(memory // 2, 64 * _MB)),
+        "maintenance_work_mem": _size(maintenance),
+        "work_mem": _size(_clamp(memory // 256, 4 * _MB, 64 * _MB)),
+        "max_wal_size": _size(4 * _GB if memory >= 8 * _GB else 2 * _GB),
+        "max_worker_processes": str(worker_processes),
+        "max_parallel_workers": str(min(cores, worker_processes)),
+        "max_parallel_maintenance_workers": str(min(cores - 1, 16)),
+        "max_parallel_workers_per_gather": str(min(cores // 2, 4)),
+    }
+    if shm_bytes is not None and shm_bytes < 2 * (maintenance // _MB * _MB):
+        settings["dynamic_shared_memory_type"] = "sysv"
+    return settings
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().split()
+    except OSError:
+        return None
+    if not text or not text[0].lstrip("-").isdigit():
+        return None  # "max": no limit
+    return int(text[0])
+
+
+def _cgroup_dirs(controller: str, root: Path, proc_cgroup: str) -> list[Path]:
+    """Directories of this process's cgroup and its parents, for v2 and a v1 controller."""
+    dirs: list[Path] = []
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            base = root  # cgroup v2, unified
+        elif controller in controllers.split(","):
+            base = root / controllers
+        else:
+            continue
+        rel = Path(path.lstrip("/"))
+        # In a container the cgroup is often mounted at its own root: try both.
+        for d in (base / rel, *(base / p for p in rel.parents)):
+            if d.is_dir() and d not in dirs:
+                dirs.append(d)
+    return dirs
+
+
+def cgroup_memory_limit(
+    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None
+) -> int | None:
+    """The smallest memory limit of this process's cgroups, None when there is none."""
+    if proc_cgroup is None:
+        try:
+            proc_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    limits = []
+    for d in _cgroup_dirs("memory", root, proc_cgroup):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            value = _read_int(d / name)
+            if value is not None and 0 < value < 1 << 60:  # v1 writes "no limit" as ~2**63
+                limits.append(value)
+    return min(limits) if limits else None
+
+
+def cgroup_cpu_limit(
+    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None
+) -> int | None:
+    """Cores this process's cgroup quota allows (rounded up), None when there is none."""
+    if proc_cgroup is None:
+        try:
+            proc_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    limits = []
+    for d in _cgroup_dirs("cpu", root, proc_cgroup):
+        try:
+            quota, period = (d / "cpu.max").read_text().split()[:2]  # v2: "max 100000"
+        except (OSError, ValueError):
+            quota = str(_read_int(d / "cpu.cfs_quota_us"))  # v1: -1 is no quota
+            period = str(_read_int(d / "cpu.cfs_period_us"))
+        if quota.isdigit() and period.isdigit() and int(quota) > 0 and int(period) > 0:
+            limits.append(math.ceil(int(quota) / int(period)))
+    return min(limits) if limits else None
+
+
+def machine_memory() -> int:
+    """Bytes of memory pgembed may use: physical memory, or the cgroup limit if smaller."""
+    total = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not total:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = cgroup_memory_limit()
+    return min(total, limit) if limit else total
+
+
+def machine_cores() -> int:
+    """Cores pgembed may use: the CPU affinity mask, or the cgroup CPU quota if smaller."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, limit) if limit else cores)
+
+
+def _shm_free() -> int | None:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def machine_settings() -> dict[str, str]:
+    """:func:`sized_settings` for this machine (without PGEMBED_PG_SETTINGS)."""
+    return sized_settings(machine_memory(), machine_cores(), _shm_free())
 
 
 def _wheel_root() -> Path:
@@ -116,6 +296,7 @@ class EmbeddedServer:
             self._install_binaries()
             self._init_data()
             auth_changed = self._write_auth()
+            settings_changed = self._write_settings()
             self._make_private_dirs()
             running = self._is_running()
             if running and auth_changed:
@@ -125,7 +306,20 @@ class EmbeddedServer:
                 running = False
             if not running:
                 self._start()
+            elif settings_changed:
+                # Never a restart for settings: other processes may be connected. Reloadable
+                # settings apply now; shared_buffers and the like at the next start.
+                self._pg("pg_ctl", "reload", "-D", str(self.data))
         return self.url
+
+    def settings(self) -> dict[str, str]:
+        """The settings pgembed gives this server: :func:`machine_settings` with
+        PGEMBED_PG_SETTINGS on top, each override checked by PostgreSQL itself.
+        """
+        overrides = config.pg_settings()
+        if overrides and (self.data / "PG_VERSION").is_file():
+            self._check_overrides(overrides)
+        return {**machine_settings(), **overrides}
 
     def stop(self) -> bool:
         """Stop the server (fast shutdown). Returns False when it was not running."""
@@ -265,6 +459,52 @@ class EmbeddedServer:
             tmp.replace(path)
             changed = True
         return changed
+
+    def _check_overrides(self, overrides: dict[str, str]) -> None:
+        """Let PostgreSQL parse the overrides (names, units, ranges, enum values)."""
+        first = next(iter(overrides))
+        args = [a for name, value in overrides.items() for a in ("-c", f"{name}={value}")]
+        try:
+            self._pg("postgres", "-D", str(self.data), "-C", first, *args)
+        except ServerError as exc:
+            lines = [ln for ln in str(exc).splitlines() if "FATAL" in ln or "HINT" in ln]
+            why = " ".join(ln.split(":  ", 1)[-1].strip() for ln in lines) or str(exc)
+            raise ConfigError(
+                f"PGEMBED_PG_SETTINGS is refused by PostgreSQL: {why}; fix or remove that "
+                'entry (the form is name=value pairs, as in "shared_buffers=2GB,work_mem=64MB")'
+            ) from None
+
+    def _write_settings(self) -> bool:
+        """Write data/pgembed.conf and include it from postgresql.conf; True when it changed."""
+        settings = self.settings()
+        lines = [
+            "# Written by pgembed on every start: settings sized to this machine, then\n",
+            "# PGEMBED_PG_SETTINGS. Edits here are lost: use PGEMBED_PG_SETTINGS\n",
+            "# or ALTER SYSTEM (postgresql.auto.conf wins over this file).\n",
+        ]
+        for name, value in settings.items():
+            quoted = value.replace("'", "''")
+            lines.append(f"{name} = '{quoted}'\n")
+        text = "".join(lines)
+        path = self.data / _SETTINGS_FILE
+        try:
+            unchanged = path.read_text() == text
+        except FileNotFoundError:
+            unchanged = False
+        if not unchanged:
+            tmp = path.with_name(f"{_SETTINGS_FILE}.pgembed-tmp")
+            tmp.write_text(text)
+            os.chmod(tmp, 0o600)
+            if self._as_root:
+                pw = pwd.getpwnam(self.user)
+                os.chown(tmp, pw.pw_uid, pw.pw_gid)
+            tmp.replace(path)
+        main_conf = self.data / "postgresql.conf"
+        if _INCLUDE_LINE not in main_conf.read_text():
+            with main_conf.open("a") as fh:  # appending keeps the file's owner and mode
+                fh.write("\n" + _INCLUDE_LINE)
+            unchanged = False
+        return not unchanged
 
     def _check_home_owner(self) -> None:
         """Only the OS user who owns the home uses it: the server admits no one else."""
