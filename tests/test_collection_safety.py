@@ -583,3 +583,12 @@ def _stored_rows(engine: Engine, coll: Collection) -> list[Any]:
     t = coll.table()
     with engine.connect() as conn:
         return list(conn.execute(sa.select(t).order_by(t.c.id)).mappings().all())
+
+
+def test_a_refused_text_is_named_by_its_row_id(engine: Engine, tiny_encoder: Any) -> None:
+    from pgembed.errors import EmptyInputError
+
+    coll = Collection(engine, _name(), tiny_encoder)
+    with pytest.raises(EmptyInputError, match=r"the text of row id 12 is empty") as info:
+        coll._rows_by_id([TEXTS[0], TEXTS[1], "  "], np.array([10, 11, 12]))
+    assert "index" not in str(info.value)
