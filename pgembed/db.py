@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pgembed import config
-from pgembed.errors import DatabaseUnavailableError
+from pgembed.errors import (
+    CollectionError,
+    DatabaseUnavailableError,
+    InputError,
+    PgembedError,
+    UnknownCollectionError,
+    UnknownKindError,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -68,29 +75,76 @@ def translate_errors(url: str) -> Iterator[None]:
         ) from None
 
 
-_SQLSTATE_ERRORS = {
-    "42704": "UnknownCollectionError",  # undefined_object: unknown collection
-    "0A000": "UnknownKindError",  # feature_not_supported: a kind the collection lacks
-    "55000": "CollectionError",  # object_not_in_prerequisite_state
+def _first_line(e: Any) -> str:
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+# SQLSTATEs of pgembed's own SQL errors ("pgembed: ..."); any other state is bad input.
+_PGEMBED_STATES: dict[str, type[PgembedError]] = {
+    "42704": UnknownCollectionError,  # undefined_object: unknown collection
+    "0A000": UnknownKindError,  # feature_not_supported: a kind the collection lacks
+    "55000": CollectionError,  # object_not_in_prerequisite_state
 }
+# PostgreSQL's own errors when a collection's table lost a column, or changed its type,
+# since its catalog entry was written.
+_DRIFT_STATES = frozenset(
+    {
+        "42703",  # undefined_column
+        "42883",  # undefined_function: an operator on a column of another type
+        "42804",  # datatype_mismatch
+        "42846",  # cannot_coerce
+        "42P01",  # undefined_table
+        "42809",  # wrong_object_type
+        "22000",  # data_exception: e.g. a vector of another dimension in the column
+        "54000",  # program_limit_exceeded: binary COPY into a column of another type
+    }
+)
+_LOST_STATES = ("08", "57P")  # connection exceptions, operator intervention (shutdown)
+
+
+def error_for(e: Exception, collection: str | None = None) -> PgembedError | None:
+    """The PgembedError for a database error raised while using ``collection``, if any.
+
+    The one map from SQLSTATE to pgembed's errors: pgembed's own messages by their state,
+    a lost server, and a table that no longer matches its catalog entry.
+    """
+    from sqlalchemy import exc
+
+    orig = getattr(e, "orig", None)
+    state = str(getattr(orig, "sqlstate", None) or "")
+    message = _first_line(e)
+    if message.startswith("pgembed"):
+        return _PGEMBED_STATES.get(state, InputError)(message)
+    lost = isinstance(e, exc.OperationalError | exc.InterfaceError) and not state
+    if lost or state.startswith(_LOST_STATES) or getattr(e, "connection_invalidated", False):
+        what = f" while using collection {collection!r}" if collection else ""
+        return DatabaseUnavailableError(
+            f"the database went away{what}: {message}; check that the server runs "
+            "(`pgembed db status`) and run the same call again"
+        )
+    if collection is not None and state in _DRIFT_STATES:
+        return CollectionError(
+            f"the table of collection {collection!r} no longer matches its catalog entry "
+            f"({message}); restore the column it expects, or drop the collection "
+            "(drop(force=True)) and create it again"
+        )
+    return None
 
 
 @contextlib.contextmanager
-def translate_sql_errors() -> Iterator[None]:
-    """Errors that pgembed's SQL functions raise ("pgembed: ...") as PgembedError subclasses."""
+def translate_sql_errors(collection: str | None = None) -> Iterator[None]:
+    """Database errors while using ``collection`` as PgembedError subclasses (see error_for)."""
     from sqlalchemy import exc
-
-    from pgembed import errors
 
     try:
         yield
     except exc.DBAPIError as e:
-        message = str(e.orig).strip().splitlines()[0] if e.orig is not None else ""
-        if not message.startswith("pgembed"):
+        err = error_for(e, collection)
+        if err is None:
             raise
-        state = getattr(e.orig, "sqlstate", None) or ""
-        cls: type[errors.PgembedError] = getattr(errors, _SQLSTATE_ERRORS.get(state, "InputError"))
-        raise cls(message) from None
+        raise err from None
 
 
 def create_engine(url: str | None = None, *, check: bool = True, **kwargs: Any) -> Engine:

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
+from pgembed import strategies
 from pgembed.db import translate_errors, translate_sql_errors
 from pgembed.errors import (
     CollectionError,
-    ConfigError,
     DatabaseUnavailableError,
     DimensionError,
     EmptyInputError,
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from pgembed.encoders import Encoder
     from pgembed.vectors.fde import FDEConfig, FDEEncoder
 
-STRATEGIES = ("knn", "funnel", "binary", "multivector")
-STRATEGY_KIND = {"knn": "single", "funnel": "matryoshka", "binary": "binary", "multivector": "fde"}
+STRATEGIES = strategies.NAMES  # re-exported; pgembed.strategies owns them
+STRATEGY_KIND = strategies.KIND
 DEFAULT_BATCH = 256
 
 
@@ -205,7 +205,9 @@ class Collection:
         """Encode and upsert texts by id, one transaction per batch; returns rows written.
 
         Re-running after an interruption is safe: ids already embedded from the same text
-        are skipped, the rest are (re)written, so no row is lost or duplicated.
+        are skipped, the rest are (re)written, so no row is lost or duplicated. Writes
+        follow the catalog: a declaration other than the recorded one is refused with a
+        CollectionError before anything is written (see the class docstring).
         """
         from tqdm.auto import tqdm
 
@@ -291,8 +293,6 @@ class Collection:
         try:
             return self.rows(texts, ids)
         except InputError:
-            if len(texts) == 1:
-                raise
             for text, i in zip(texts, ids, strict=True):
                 try:
                     self.rows([text], ids[ids == i])
@@ -339,23 +339,17 @@ class Collection:
         """
         from pgembed import sqlfuncs
 
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
-        if not self.spec.has(STRATEGY_KIND[strategy]):
-            raise UnknownKindError(
-                f"strategy {strategy!r} needs the {STRATEGY_KIND[strategy]!r} kind, which "
-                f"collection {self.spec.name!r} does not store (it has {list(self.spec.all_kinds)})"
-            )
+        plan, opts = strategies.check_search(self.spec, strategy, k, options)
         if isinstance(query, str):
-            if strategy == "multivector":
+            if plan.tokens:
                 q: Any = self.encoder.encode_tokens([query], "query", progress=False)[0]
             else:
                 q = self.encoder.encode([query], "query", progress=False)[0]
         else:
-            q = np.asarray(query, dtype=np.float32)
-        fn = getattr(sqlfuncs, f"search_{strategy}")
-        stmt = sa.select(fn(self.spec.name, q, k=k, **options))
-        with _connect(self.engine) as conn, translate_sql_errors():
+            q = query
+        q = strategies.check_query(self.spec, plan, q, opts)
+        stmt = sa.select(getattr(sqlfuncs, plan.function)(self.spec.name, q, k=int(k), **opts))
+        with _connect(self.engine) as conn, translate_sql_errors(self.spec.name):
             return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
 
 

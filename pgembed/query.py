@@ -19,27 +19,23 @@ import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import BIT, HALFVEC, VECTOR
 
-from pgembed.errors import ConfigError, DimensionError, EmptyInputError, NonFiniteError
-
-_MAX_OVERSAMPLE = 1000
-
-
-def _vector(q: Any, dim: int | None, what: str = "query") -> np.ndarray[Any, np.dtype[np.float32]]:
-    arr = np.asarray(q, dtype=np.float32)
-    if arr.ndim != 1 or arr.size == 0:
-        raise DimensionError(f"the {what} must be one non-empty vector, got shape {arr.shape}")
-    if dim is not None and arr.shape[0] != dim:
-        raise DimensionError(f"the {what} has {arr.shape[0]} dims; the column has {dim}")
-    if not np.isfinite(arr).all():
-        raise NonFiniteError(f"the {what} holds NaN or infinity")
-    return arr
+from pgembed import strategies
+from pgembed.errors import ConfigError, DimensionError
 
 
-def _check_k(k: int, oversample: int = 1) -> None:
-    if not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-    if not isinstance(oversample, int) or not 1 <= oversample <= _MAX_OVERSAMPLE:
-        raise ConfigError(f"oversample must be in 1..{_MAX_OVERSAMPLE}, got {oversample!r}")
+def _vector(
+    q: Any, column: Any, *, what: str = "query vector", prefix: int | None = None
+) -> np.ndarray[Any, np.dtype[np.float32]]:
+    precision = "halfvec" if isinstance(column.type, HALFVEC) else "vector"
+    return strategies.query_vector(
+        q, column.type.dim, precision=precision, prefix=prefix, what=what
+    )
+
+
+def _check_k(k: int, oversample: int | None = None) -> None:
+    strategies.check_k(k)
+    if oversample is not None:
+        strategies.OPTIONS["oversample"].check(oversample)
 
 
 def _parts(column: Any) -> tuple[Any, Any, list[Any]]:
@@ -80,7 +76,7 @@ def knn(
 ) -> sa.Select[Any]:
     """Plain (HNSW) nearest neighbours on the full vector."""
     _check_k(k)
-    vec = _vector(q, column.type.dim)
+    vec = _vector(q, column)
     entity, _, _ = _parts(column)
     qp = sa.bindparam("q", vec, type_=column.type, unique=True)
     order = column.cosine_distance(qp) if distance == "cosine" else column.max_inner_product(qp)
@@ -101,9 +97,10 @@ def funnel(
     """Matryoshka funnel: ANN on the first ``prefix`` dims (k*oversample), exact rerank."""
     _check_k(k, oversample)
     dim = column.type.dim
-    vec = _vector(q, dim)
+    strategies.OPTIONS["prefix"].check(prefix)
     if not 1 <= prefix < dim:
         raise DimensionError(f"prefix {prefix} must be in 1..{dim - 1}")
+    vec = _vector(q, column, prefix=prefix)
     ptype = _vec_type(column, prefix)
     head = sa.cast(sa.func.subvector(column, 1, prefix), ptype)
     qhead = sa.bindparam("q_prefix", vec[:prefix], type_=ptype, unique=True)
@@ -124,7 +121,7 @@ def binary_rerank(
     """Hamming ANN on ``binary_quantize(column)`` (k*oversample), then exact rerank."""
     _check_k(k, oversample)
     dim = column.type.dim
-    vec = _vector(q, dim)
+    vec = _vector(q, column)
     code = sa.cast(sa.func.binary_quantize(column), BIT(dim))
     bits = "".join("1" if x > 0 else "0" for x in vec)  # binary_quantize's rule
     order = code.op("<~>", return_type=sa.Float)(
@@ -149,13 +146,9 @@ def multivector(
     ``q_fde`` is the query FDE (``FDEEncoder.encode_query`` in Python, or
     ``pgembed.fde_query(config, tokens)`` in SQL).
     """
-    _check_k(k, max(1, candidates // max(k, 1)))
-    if candidates < k:
-        raise ConfigError(f"candidates ({candidates}) must be at least k ({k})")
-    tokens = np.asarray(q_tokens, dtype=np.float32)
-    if tokens.ndim != 2 or tokens.shape[0] == 0:
-        raise EmptyInputError(f"the query needs at least one token vector, got {tokens.shape}")
-    fde = _vector(q_fde, fde_column.type.dim, "query FDE")
+    strategies.check_options("multivector", {"candidates": candidates}, k=k)
+    tokens = strategies.query_tokens(q_tokens, getattr(tokens_column.type, "dim", None))
+    fde = _vector(q_fde, fde_column, what="query FDE")
     order = fde_column.max_inner_product(
         sa.bindparam("q_fde", fde, type_=fde_column.type, unique=True)
     )

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
+from pgembed.strategies import NAMES
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from pgembed.encoders import Encoder
 
 COLLECTION = "quickstart_wikipedia"
-STRATEGIES = ("knn", "funnel", "binary", "multivector")
+STRATEGIES = NAMES  # pgembed.strategies owns the names
 
 
 @dataclass

@@ -26,7 +26,8 @@ from sqlalchemy.sql.functions import Function
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import UserDefinedType
 
-from pgembed.errors import DimensionError, EmptyInputError, NonFiniteError
+from pgembed import strategies
+from pgembed.errors import EmptyInputError, NonFiniteError
 
 __all__ = [
     "VectorArray",
@@ -70,23 +71,29 @@ def _is_sql(value: Any) -> bool:
     return isinstance(value, ColumnElement | sa.sql.ClauseElement)
 
 
-def _vector(q: Any, type_: Any = None) -> Any:
+def _vector(q: Any, type_: Any = None, *, nonzero: bool = True) -> Any:
     """A vector argument: SQL expressions pass through, arrays become cast parameters."""
     if _is_sql(q):
         return q
-    arr = np.asarray(q, dtype=np.float32)
-    if arr.ndim != 1 or arr.size == 0:
-        raise DimensionError(f"a query vector must be one non-empty vector, got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise NonFiniteError("the query vector holds NaN or infinity")
+    precision = "halfvec" if isinstance(type_, HALFVEC) else "vector"
+    arr = strategies.query_vector(q, precision=precision, nonzero=nonzero)
     t = type_ if type_ is not None else VECTOR()
     return sa.cast(sa.bindparam(None, arr, type_=t), t)
 
 
-def _tokens(q: Any) -> Any:
+def _tokens(q: Any, what: str = "query") -> Any:
+    """Token vectors, checked now (not when the statement runs, wrapped in a StatementError)."""
     if _is_sql(q):
         return q
-    return sa.cast(sa.bindparam(None, q, type_=VectorArray()), VectorArray())
+    arr = strategies.query_tokens(q, what=what)
+    return sa.cast(sa.bindparam(None, arr, type_=VectorArray()), VectorArray())
+
+
+def _options(strategy: str, k: Any, **options: Any) -> dict[str, Any]:
+    """The options of a search, checked against pgembed.strategies (SQL expressions pass)."""
+    if _is_sql(k) or any(_is_sql(v) for v in options.values()):
+        return options
+    return {**options, **strategies.check_options(strategy, options, k=k)}
 
 
 def _int(value: int | None) -> Any:
@@ -117,7 +124,7 @@ def maxsim(q: Any, d: Any, *, half: bool = False) -> Any:
     if not _is_sql(q):
         q = sa.cast(_tokens(q), MultiVector()) if half else _tokens(q)
     if not _is_sql(d):
-        d = sa.cast(_tokens(d), MultiVector()) if half else _tokens(d)
+        d = sa.cast(_tokens(d, "document"), MultiVector()) if half else _tokens(d, "document")
     return sa.func.pgembed.maxsim(q, d, type_=sa.Float)
 
 
@@ -142,6 +149,7 @@ def search_knn(
     iterative_scan: str | None = None,
 ) -> TableValuedAlias:
     """``pgembed.search_knn``: HNSW top-k on the single vectors; (id, score) best first."""
+    _options("knn", k, ef_search=ef_search, iterative_scan=iterative_scan)
     return _hits(
         sa.func.pgembed.search_knn(
             _text(collection), _vector(q), _int(k), _int(ef_search), _text(iterative_scan)
@@ -160,6 +168,14 @@ def search_funnel(
     iterative_scan: str | None = None,
 ) -> TableValuedAlias:
     """``pgembed.search_funnel``: prefix HNSW (k*oversample), exact rerank."""
+    _options(
+        "funnel",
+        k,
+        prefix=prefix,
+        oversample=oversample,
+        ef_search=ef_search,
+        iterative_scan=iterative_scan,
+    )
     return _hits(
         sa.func.pgembed.search_funnel(
             _text(collection),
@@ -186,6 +202,15 @@ def search_binary(
 ) -> TableValuedAlias:
     """``pgembed.search_binary``: Hamming ANN (HNSW: ``ef_search``; IVFFlat: ``probes``),
     multi-bit rescore, exact rerank."""
+    _options(
+        "binary",
+        k,
+        oversample=oversample,
+        rescore=rescore,
+        ef_search=ef_search,
+        iterative_scan=iterative_scan,
+        probes=probes,
+    )
     return _hits(
         sa.func.pgembed.search_binary(
             _text(collection),
@@ -214,6 +239,14 @@ def search_multivector(
 
     ``q`` is the query's token vectors, an (n, d) array (or a ``vector[]`` expression).
     """
+    _options(
+        "multivector",
+        k,
+        candidates=candidates,
+        oversample=oversample,
+        ef_search=ef_search,
+        iterative_scan=iterative_scan,
+    )
     return _hits(
         sa.func.pgembed.search_multivector(
             _text(collection),

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
+from pgembed.db import translate_errors, translate_sql_errors
+from pgembed.errors import CollectionError
+
 if TYPE_CHECKING:
     from pgembed.pipeline import Collection
 
@@ -71,11 +74,44 @@ _KIND_PARTS = {
 }
 
 
+def _check_table(conn: sa.Connection, coll: Collection) -> None:
+    """Refuse a table whose columns no longer match the collection's catalog entry."""
+    t = coll.table()
+    quote = conn.dialect.identifier_preparer.quote
+    rows = conn.execute(
+        sa.text(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped"
+        ),
+        {"t": f"{quote(t.schema or 'public')}.{quote(t.name)}"},
+    ).all()
+    found = {str(name): str(type_) for name, type_ in rows}
+    for c in t.columns:
+        want = str(c.type.compile(dialect=conn.dialect)).lower()
+        if found.get(c.name) != want:
+            raise CollectionError(
+                f"the table of collection {coll.spec.name!r} no longer matches its catalog "
+                f"entry: column {c.name!r} is {found.get(c.name) or 'missing'}, expected "
+                f"{want}; restore it, or drop the collection and create it again"
+            )
+
+
 def collect(coll: Collection, *, sample: int = 200, seed: int = 0) -> Stats:
     """Gather the report; ``sample`` rows serve as queries and for the FDE fill rate."""
+    from pgembed.strategies import check_int
+
+    sample = check_int("sample", sample, 1, 10**6)
+    with translate_sql_errors(coll.spec.name):
+        return _collect(coll, sample, seed)
+
+
+def _collect(coll: Collection, sample: int, seed: int) -> Stats:
     spec = coll.spec
     t = coll.table()
-    with coll.engine.connect() as conn:
+    with translate_errors(str(coll.engine.url)):
+        conn_cm = coll.engine.connect()
+    with conn_cm as conn:
+        _check_table(conn, coll)
         n = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
         idx = _index_bytes(conn, t)
         kind_rows: dict[str, int] = {}
@@ -137,12 +173,12 @@ def _recalls(
     emb: np.ndarray[Any, Any],
     pick: np.ndarray[Any, Any],
 ) -> dict[str, float]:
-    from pgembed.pipeline import STRATEGIES, STRATEGY_KIND
+    from pgembed.strategies import STRATEGIES
 
     out: dict[str, float] = {}
     k = min(10, len(ids))
-    for strategy in STRATEGIES:
-        if strategy == "multivector" or not coll.spec.has(STRATEGY_KIND[strategy]):
+    for strategy, s in STRATEGIES.items():
+        if s.tokens or not coll.spec.has(s.kind):
             continue  # multivector recall needs token queries: see the quickstart
         hits = 0.0
         for i in pick:

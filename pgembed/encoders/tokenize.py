@@ -38,8 +38,22 @@ def check_texts(texts: Iterable[object], offset: int = 0) -> list[str]:
             )
         if not text.strip():
             raise EmptyInputError(f"text at index {offset + i} is empty or only whitespace")
+        if not text.isascii():
+            _check_unicode(text, offset + i)
         out.append(text)
     return out
+
+
+def _check_unicode(text: str, index: int) -> None:
+    """Lone surrogates (from bad decoding) are not text: tokenizers and PostgreSQL refuse them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"text at index {index} holds a lone surrogate {text[exc.start]!r} at position "
+            f"{exc.start}, which is not valid Unicode; remove it, or decode the source with "
+            "errors='replace'"
+        ) from None
 
 
 @dataclass

@@ -1,0 +1,304 @@
+"""The search strategies: the one table of their names, the kind each needs, its SQL
+function, and the options it accepts with their types and ranges.
+
+``Collection.search``, the ``pgembed search`` command line and the SQLAlchemy builders
+(:mod:`pgembed.sqlfuncs`, :mod:`pgembed.query`) all validate through this module, so an
+option or a value is refused with the same message wherever it comes from, and before any
+SQL runs. The ranges are those of pgembed's SQL functions (``pgembed.search_*``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pgembed.errors import (
+    ConfigError,
+    DimensionError,
+    EmptyInputError,
+    InputError,
+    NonFiniteError,
+    UnknownKindError,
+)
+
+if TYPE_CHECKING:
+    from pgembed.storage.schema import CollectionSpec
+
+MAX_K = 100_000
+"""Most results one search returns (the SQL functions' limit)."""
+HALFVEC_MAX = 65504.0
+"""Largest magnitude a halfvec element holds."""
+
+Vector = np.ndarray[Any, np.dtype[np.float32]]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A search option: an integer in ``low..high``, or one of ``choices``."""
+
+    name: str
+    help: str
+    low: int = 1
+    high: int = MAX_K
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> Any:
+        if self.choices:
+            if not isinstance(value, str) or value not in self.choices:
+                raise ConfigError(
+                    f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+                )
+            return value
+        return check_int(self.name, value, self.low, self.high)
+
+
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        Option("ef_search", "HNSW search breadth (rows the graph scan keeps)", 1, 1000),
+        Option(
+            "iterative_scan",
+            "keep scanning the index when filters drop rows",
+            choices=("off", "relaxed_order", "strict_order"),
+        ),
+        Option("prefix", "Matryoshka prefix whose index ranks candidates", 1, 16000),
+        Option("oversample", "candidates per result reranked exactly (k*oversample)", 1, 1000),
+        Option("rescore", "rows kept by the multi-bit score, in k..k*oversample", 1, 10**8),
+        Option("probes", "IVFFlat lists to probe (a binary IVFFlat index)", 1, 32768),
+        Option("candidates", "FDE candidates reranked by exact MaxSim, at least k", 1, MAX_K),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    kind: str
+    """The vector kind the collection must store."""
+    function: str
+    """Its SQL function in schema pgembed, and the same-named builder in sqlfuncs."""
+    options: tuple[str, ...]
+    """Keyword options, in the SQL function's argument order."""
+    defaults: Mapping[str, int] = field(default_factory=dict)
+    """The SQL function's defaults of the options that have one."""
+    tokens: bool = False
+    """The query is a set of token vectors, not one vector."""
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("knn", "single", "search_knn", ("ef_search", "iterative_scan")),
+        Strategy("funnel", "matryoshka", "search_funnel",
+                 ("prefix", "oversample", "ef_search", "iterative_scan"), {"oversample": 8}),
+        Strategy("binary", "binary", "search_binary",
+                 ("oversample", "rescore", "ef_search", "iterative_scan", "probes"),
+                 {"oversample": 10}),
+        Strategy("multivector", "fde", "search_multivector",
+                 ("candidates", "oversample", "ef_search", "iterative_scan"),
+                 {"candidates": 100, "oversample": 10}, tokens=True),
+    )
+}  # fmt: skip
+NAMES = tuple(STRATEGIES)
+KIND = {s.name: s.kind for s in STRATEGIES.values()}
+
+
+def get(name: str) -> Strategy:
+    if not isinstance(name, str) or name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; choose from {list(NAMES)}")
+    return STRATEGIES[name]
+
+
+def accepting(option: str) -> list[str]:
+    """Names of the strategies that take ``option``."""
+    return [s.name for s in STRATEGIES.values() if option in s.options]
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> int:
+    """A real integer (not bool, float or str) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(
+            f"{name} must be an integer in {low}..{high}, got {value!r} "
+            f"({type(value).__name__}); pass an int"
+        )
+    if not low <= int(value) <= high:
+        raise ConfigError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+    return int(value)
+
+
+def check_k(k: Any) -> int:
+    return check_int("k", k, 1, MAX_K)
+
+
+def check_options(name: str, options: Mapping[str, Any], *, k: int) -> dict[str, Any]:
+    """The options of one search of strategy ``name``, each checked; None means default."""
+    s = get(name)
+    k = check_k(k)
+    out: dict[str, Any] = {}
+    for opt, value in options.items():
+        if opt not in s.options:
+            where = accepting(opt)
+            applies = f"it applies to {', '.join(where)}" if where else "no strategy takes it"
+            raise ConfigError(
+                f"option {opt!r} does not apply to strategy {name!r} ({applies}); "
+                f"{name} accepts: {', '.join(s.options)}"
+            )
+        if value is not None:
+            out[opt] = OPTIONS[opt].check(value)
+    oversample = out.get("oversample", s.defaults.get("oversample", 1))
+    if "rescore" in out and not k <= out["rescore"] <= k * oversample:
+        raise ConfigError(
+            f"rescore must be in k..k*oversample = {k}..{k * oversample}, got {out['rescore']}"
+        )
+    if "candidates" in s.options and out.get("candidates", s.defaults["candidates"]) < k:
+        raise ConfigError(
+            f"candidates ({out.get('candidates', s.defaults['candidates'])}) must be at least "
+            f"k ({k}); raise candidates or ask for fewer results"
+        )
+    return out
+
+
+def check_search(
+    spec: CollectionSpec, name: str, k: Any, options: Mapping[str, Any]
+) -> tuple[Strategy, dict[str, Any]]:
+    """Strategy, kind, k and options of a search on collection ``spec``."""
+    s = get(name)
+    if not spec.has(s.kind):
+        raise UnknownKindError(
+            f"strategy {name!r} needs the {s.kind!r} kind, which collection {spec.name!r} "
+            f"does not store (it has {list(spec.all_kinds)}); use one of "
+            f"{[n for n, kind in KIND.items() if spec.has(kind)]}"
+        )
+    opts = check_options(name, options, k=k)
+    prefix = opts.get("prefix")
+    if prefix is not None and prefix not in spec.matryoshka_dims:
+        raise ConfigError(
+            f"collection {spec.name!r} has no index on prefix {prefix}; its prefixes are "
+            f"{list(spec.matryoshka_dims)} (leave prefix out for the smallest)"
+        )
+    ivf = spec.index.binary == "ivfflat"
+    if name == "binary" and ivf and "ef_search" in opts:
+        raise ConfigError(
+            f"ef_search applies to an HNSW index, but collection {spec.name!r} has an "
+            "IVFFlat binary index; pass probes instead"
+        )
+    if name == "binary" and not ivf and "probes" in opts:
+        raise ConfigError(
+            f"probes applies to an IVFFlat index, but collection {spec.name!r} has an HNSW "
+            "binary index; pass ef_search instead"
+        )
+    if name == "binary" and "probes" in opts and opts["probes"] > spec.index.lists:
+        raise ConfigError(
+            f"probes must be in 1..{spec.index.lists} (the index's lists), got {opts['probes']}"
+        )
+    return s, opts
+
+
+def _array(q: Any, what: str) -> np.ndarray[Any, Any]:
+    try:
+        return np.asarray(q, dtype=np.float32)
+    except (ValueError, TypeError) as exc:  # ragged, or not numbers
+        raise InputError(
+            f"the {what} is not a numeric array ({exc}); pass a list or numpy array of floats"
+            + (", every token vector of the same length" if "token" in what else "")
+        ) from None
+
+
+def _check_values(arr: Vector, what: str, precision: str) -> None:
+    if not np.isfinite(arr).all():
+        raise NonFiniteError(f"the {what} holds NaN or infinity; pass finite values")
+    if precision == "halfvec":
+        big = float(np.abs(arr).max())
+        if big > HALFVEC_MAX:
+            raise InputError(
+                f"the {what} holds {big:g}, beyond halfvec's range ±{HALFVEC_MAX:g}; "
+                "normalize it (q / np.linalg.norm(q))"
+            )
+
+
+def _check_norm(arr: Vector, what: str, precision: str) -> None:
+    """Not all zero, and not all zero once stored at the precision (cosine needs a norm)."""
+    if not arr.any():
+        raise InputError(
+            f"the {what} is all zeros, so its similarity to anything is undefined; "
+            "pass a non-zero vector"
+        )
+    stored = arr.astype(np.float16 if precision == "halfvec" else np.float32)
+    sq = float(np.dot(stored.astype(np.float32), stored.astype(np.float32)))
+    if not 0 < sq < np.inf:
+        raise InputError(
+            f"the {what} {'underflows to zero' if sq == 0 else 'overflows'} as {precision} "
+            f"(largest |x| = {float(np.abs(arr).max()):g}); normalize it "
+            "(q / np.linalg.norm(q))"
+        )
+
+
+def query_vector(
+    q: Any,
+    dim: int | None = None,
+    *,
+    precision: str = "vector",
+    nonzero: bool = True,
+    prefix: int | None = None,
+    what: str = "query vector",
+) -> Vector:
+    """One finite query vector of ``dim`` values, storable at ``precision``, not all zero
+    (nor its first ``prefix`` values, which the funnel ranks candidates by)."""
+    arr = _array(q, what)
+    if arr.ndim != 1 or arr.size == 0:
+        raise DimensionError(f"the {what} must be one non-empty vector, got shape {arr.shape}")
+    if dim is not None and arr.shape[0] != dim:
+        raise DimensionError(
+            f"the {what} has {arr.shape[0]} dimensions; the collection stores {dim}: "
+            "encode the query with the collection's encoder"
+        )
+    _check_values(arr, what, precision)
+    if nonzero:
+        _check_norm(arr, what, precision)
+        if prefix is not None:
+            _check_norm(arr[:prefix], f"{what}'s first {prefix} values", precision)
+    return arr
+
+
+def query_tokens(q: Any, dim: int | None = None, *, what: str = "query") -> Vector:
+    """A multivector query: an (n > 0, dim) array of finite token vectors, not all zero."""
+    arr = _array(q, f"{what}'s token vectors")
+    if arr.size == 0:
+        raise EmptyInputError(
+            f"the {what} has no token vectors (shape {arr.shape}); pass an (n, d) array "
+            "with n >= 1, e.g. encoder.encode_tokens([text], 'query')[0]"
+        )
+    if arr.ndim != 2:
+        raise DimensionError(
+            f"the {what} must be an (n, d) array of token vectors, got shape {arr.shape}; "
+            "wrap a single vector as [v]"
+        )
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionError(
+            f"the {what}'s token vectors have {arr.shape[1]} dimensions; the collection "
+            f"stores {dim}"
+        )
+    _check_values(arr, f"{what}'s token vectors", "halfvec")  # tokens are stored as halfvec
+    zero = np.flatnonzero(~arr.astype(np.float16).any(axis=1))
+    if zero.size:
+        raise InputError(
+            f"the {what}'s token vector {int(zero[0])} is all zeros (as halfvec), so it "
+            "scores nothing; drop it or pass real token vectors"
+        )
+    return arr
+
+
+def check_query(spec: CollectionSpec, s: Strategy, q: Any, opts: Mapping[str, Any]) -> Vector:
+    """The query of strategy ``s`` on collection ``spec``, checked."""
+    if s.tokens:
+        return query_tokens(q, spec.dim)
+    prefix = opts.get("prefix") or (min(spec.matryoshka_dims) if s.name == "funnel" else None)
+    return query_vector(q, spec.dim, precision=spec.precision, prefix=prefix)
