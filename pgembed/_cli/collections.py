@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import sys
-from collections.abc import Iterator
 from typing import Any
 
-from pgembed.errors import InputError
-
-_KINDS = "single,matryoshka,binary,fde,multivector"
+from pgembed import strategies
+from pgembed._cli.args import checked, int_in, positive_int, read_lines
+from pgembed.errors import EmptyInputError, InputError
 
 
 def _kinds(value: str) -> tuple[str, ...]:
@@ -18,6 +17,8 @@ def _kinds(value: str) -> tuple[str, ...]:
 
 
 def register(sub: Any) -> None:
+    from pgembed.storage.schema import IVFFLAT_MAX_LISTS, KINDS
+
     ing = sub.add_parser(
         "ingest",
         help="encode texts into a collection (creates it if needed)",
@@ -28,15 +29,20 @@ def register(sub: Any) -> None:
     ing.add_argument("collection")
     ing.add_argument("input", nargs="?", default="-", help="file, or - for stdin")
     ing.add_argument("--model", default="all-minilm-l6-v2", help="encoder for a new collection")
-    ing.add_argument("--kinds", type=_kinds, default=("single",), help=f"subset of {_KINDS}")
-    ing.add_argument("--bits", type=int, default=1, help="bits per dimension of binary codes")
+    ing.add_argument(
+        "--kinds", type=_kinds, default=("single",), help=f"subset of {','.join(KINDS)}"
+    )
+    ing.add_argument("--bits", type=int_in(1, 8), default=1, help="bits per binary dimension")
     ing.add_argument(
         "--binary-index", choices=("hnsw", "ivfflat"), default="hnsw",
         help="index of the binary codes (ivfflat: ~14x smaller, rebuilt after each ingest)",
     )  # fmt: skip
-    ing.add_argument("--lists", type=int, default=100, help="IVFFlat lists (about rows/300)")
+    ing.add_argument(
+        "--lists", type=int_in(1, IVFFLAT_MAX_LISTS), default=100,
+        help="IVFFlat lists (about rows/300)",
+    )  # fmt: skip
     ing.add_argument("--jsonl", action="store_true", help="input is JSON lines {id, text}")
-    ing.add_argument("--batch-size", type=int, default=256)
+    ing.add_argument("--batch-size", type=positive_int, default=256)
     ing.add_argument("--no-progress", action="store_true")
     ing.set_defaults(func=_ingest)
 
@@ -47,21 +53,23 @@ def register(sub: Any) -> None:
         "changed since. Several `pgembed sync` may run at once (FOR UPDATE SKIP LOCKED).",
     )
     syn.add_argument("collection")
-    syn.add_argument("--batch-size", type=int, default=256)
+    syn.add_argument("--batch-size", type=positive_int, default=256)
     syn.add_argument("--no-progress", action="store_true")
     syn.set_defaults(func=_sync)
 
     sea = sub.add_parser("search", help="search a collection with a text query")
     sea.add_argument("collection")
     sea.add_argument("query")
-    sea.add_argument("-k", type=int, default=10)
-    sea.add_argument(
-        "--strategy", choices=("knn", "funnel", "binary", "multivector"), default="knn"
-    )
-    sea.add_argument("--oversample", type=int)
-    sea.add_argument("--candidates", type=int)
-    sea.add_argument("--ef-search", type=int, help="HNSW search breadth")
-    sea.add_argument("--probes", type=int, help="IVFFlat lists to probe (binary strategy)")
+    sea.add_argument("-k", type=checked(strategies.check_k), default=10, help="results")
+    sea.add_argument("--strategy", choices=strategies.NAMES, default="knn")
+    for opt in strategies.OPTIONS.values():
+        used = ", ".join(strategies.accepting(opt.name))
+        sea.add_argument(
+            opt.flag,
+            dest=opt.name,
+            type=checked(opt.check, str if opt.choices else int),
+            help=f"{opt.help} ({used})",
+        )
     sea.add_argument("--json", action="store_true", help="print JSON lines")
     sea.set_defaults(func=_search)
 
@@ -69,24 +77,53 @@ def register(sub: Any) -> None:
     lst.set_defaults(func=_list)
 
 
-def _read(path: str, jsonl: bool) -> Iterator[tuple[int, str]]:
-    with open(
-        sys.stdin.fileno() if path == "-" else path, encoding="utf-8", closefd=path != "-"
-    ) as fh:
-        for lineno, line in enumerate(fh):
-            line = line.rstrip("\n")
-            if jsonl:
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    yield int(obj["id"]), str(obj["text"])
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise InputError(
-                        f"line {lineno + 1} is not a JSON object with 'id' and 'text': {exc}"
-                    ) from None
-            else:
-                yield lineno, line
+def _record(lineno: int, line: str) -> tuple[int, str]:
+    """One JSON line: an object with an integer "id" and a string "text"."""
+    where = f"line {lineno}"
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise InputError(f"{where} is not valid JSON ({exc}); give one object per line") from None
+    if not isinstance(obj, dict) or "id" not in obj or "text" not in obj:
+        raise InputError(
+            f"{where} is not a JSON object with 'id' and 'text': {line[:60]!r}; "
+            'give {"id": 1, "text": "..."}'
+        )
+    id_, text = obj["id"], obj["text"]
+    if type(id_) is not int:  # not 1.7, true or "1": they would be stored as another id
+        raise InputError(f"{where}: 'id' must be a JSON integer, got {id_!r}; write it as 1")
+    if not isinstance(text, str):
+        raise InputError(f"{where}: 'text' must be a JSON string, got {text!r}; quote it")
+    return id_, text
+
+
+def _pairs(path: str, jsonl: bool) -> tuple[list[int], list[str]]:
+    """Ids and texts of the input, all checked before anything is created or written."""
+    from pgembed.encoders.tokenize import check_texts
+    from pgembed.storage.ingest import check_ids
+
+    lines = read_lines(path)
+    if jsonl:
+        numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+        pairs = [_record(n, line) for n, line in numbered]
+        for (n, _), (_, text) in zip(numbered, pairs, strict=True):
+            try:
+                check_texts([text])
+            except InputError as exc:
+                raise type(exc)(f"line {n}: {exc}".replace("text at index 0", "the text")) from None
+        ids, texts = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        ids, texts = list(range(len(lines))), check_texts(lines)
+    if not texts:
+        raise EmptyInputError(
+            f"no texts in {'stdin' if path == '-' else path}; give one text per line "
+            "(or JSON lines with --jsonl)"
+        )
+    for i, text in enumerate(texts):
+        if "\x00" in text:
+            raise InputError(f"text of id {ids[i]} holds a NUL character; remove it")
+    check_ids(ids)
+    return ids, texts
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -94,8 +131,9 @@ def _ingest(args: argparse.Namespace) -> int:
     from pgembed.errors import UnknownCollectionError
     from pgembed.storage.schema import IndexParams
 
-    pairs = list(_read(args.input, args.jsonl))
+    ids, texts = _pairs(args.input, args.jsonl)
     engine = db.create_engine()
+    created = False
     try:
         coll = Collection.open(engine, args.collection)
     except UnknownCollectionError:
@@ -105,13 +143,15 @@ def _ingest(args: argparse.Namespace) -> int:
             engine, args.collection, enc, kinds=args.kinds, binary_bits=args.bits, index=index
         )
         coll.create()
-    n = coll.add(
-        [t for _, t in pairs],
-        [i for i, _ in pairs],
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
-    print(f"{n} rows written to {args.collection} ({len(pairs) - n} already up to date)")
+        created = True
+    try:
+        n = coll.add(texts, ids, batch_size=args.batch_size, progress=not args.no_progress)
+    except BaseException:
+        if created:  # leave no empty table behind; a partly filled one resumes on re-run
+            with contextlib.suppress(Exception):
+                coll.drop()
+        raise
+    print(f"{n} rows written to {args.collection} ({len(texts) - n} already up to date)")
     if n:
         for name in coll.reindex():  # IVFFlat lists follow the data
             print(f"rebuilt index {name}")
@@ -130,17 +170,10 @@ def _sync(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from pgembed import Collection, db
 
+    given = {name: getattr(args, name) for name in strategies.OPTIONS}
+    opts = {name: v for name, v in given.items() if v is not None}
+    strategies.check_options(args.strategy, opts, k=args.k)  # before a model loads
     coll = Collection.open(db.create_engine(), args.collection)
-    opts = {
-        k: v
-        for k, v in (
-            ("oversample", args.oversample),
-            ("candidates", args.candidates),
-            ("ef_search", args.ef_search),
-            ("probes", args.probes),
-        )
-        if v is not None
-    }
     for rank, (id_, score) in enumerate(
         coll.search(args.query, k=args.k, strategy=args.strategy, **opts), 1
     ):

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from pgembed._cli.args import int_list, positive_int, read_lines
 from pgembed.errors import ConfigError
-
-
-def _int_list(value: str) -> list[int]:
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {value!r}"
-        ) from None
 
 
 def register(sub: Any) -> None:
@@ -33,12 +24,12 @@ def register(sub: Any) -> None:
         help="registered model name or model directory (default: all-minilm-l6-v2)",
     )
     p.add_argument("--name", help="directory name under the model dir (default: from SOURCE)")
-    p.add_argument("--layers", type=_int_list, default=[], help="extra depths, e.g. 2,4")
-    p.add_argument("--matryoshka", type=_int_list, help="prefix dims, e.g. 64,128,256")
-    p.add_argument("--max-length", type=int, help="token limit (default: the model's)")
+    p.add_argument("--layers", type=int_list, default=[], help="extra depths, e.g. 2,4")
+    p.add_argument("--matryoshka", type=int_list, help="prefix dims, e.g. 64,128,256")
+    p.add_argument("--max-length", type=positive_int, help="token limit (default: the model's)")
     p.add_argument("--query-prefix", help="text prepended to queries")
     p.add_argument("--document-prefix", help="text prepended to documents")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--no-fp16", action="store_true", help="skip the fp16 graph")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 graph")
     p.add_argument("--model-dir", type=Path, help="default: PGEMBED_MODEL_DIR")
@@ -56,10 +47,10 @@ def register(sub: Any) -> None:
     e.add_argument("--input", "-i", default="-", help="text file, one text per line; - = stdin")
     e.add_argument("--output", "-o", type=Path, required=True, help="output .npy file")
     e.add_argument("--kind", choices=("document", "query"), default="document")
-    e.add_argument("--dims", type=int, help="Matryoshka prefix length (renormalized)")
+    e.add_argument("--dims", type=positive_int, help="Matryoshka prefix length (renormalized)")
     e.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     e.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto")
-    e.add_argument("--layers", type=int, help="elastic depth (an exported --layers graph)")
+    e.add_argument("--layers", type=positive_int, help="elastic depth (an exported --layers graph)")
     e.add_argument("--model-dir", type=Path, help="default: PGEMBED_MODEL_DIR")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_encode)
@@ -97,13 +88,12 @@ def _encode(args: argparse.Namespace) -> int:
 
     if args.output.suffix != ".npy":
         raise ConfigError(f"--output must end in .npy, got {args.output}")
-    if args.input == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        try:
-            lines = Path(args.input).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --input {args.input}: {exc}") from exc
+    if not args.output.parent.is_dir():
+        raise ConfigError(
+            f"--output folder {args.output.parent} does not exist; create it first "
+            f"(mkdir -p {args.output.parent})"
+        )
+    lines = read_lines(args.input, "--input")
     enc = Encoder.load(
         args.model,
         device=args.device,
@@ -112,7 +102,10 @@ def _encode(args: argparse.Namespace) -> int:
         model_dir=args.model_dir,
     )
     vecs = enc.encode(lines, kind=args.kind, dims=args.dims, progress=not args.no_progress)
-    np.save(args.output, vecs)
+    try:
+        np.save(args.output, vecs)
+    except OSError as exc:
+        raise ConfigError(f"cannot write --output {args.output}: {exc.strerror or exc}") from None
     print(f"wrote {vecs.shape[0]} x {vecs.shape[1]} float32 to {args.output}")
     print(f"  model {enc.name} ({enc.device}, {enc.precision}), fingerprint {enc.fingerprint}")
     return 0

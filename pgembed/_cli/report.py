@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pgembed._cli.args import int_in, positive_int
+
 
 def register(sub: Any) -> None:
     q = sub.add_parser(
@@ -16,14 +18,16 @@ def register(sub: Any) -> None:
         "the Wikipedia sample shipped in gensim (every vector kind) and search it with every "
         "strategy, using each article's lead sentence as a known-item query.",
     )
-    q.add_argument("--articles", type=int, help="limit the number of articles (default: all)")
+    q.add_argument(
+        "--articles", type=positive_int, help="limit the number of articles (default: all)"
+    )
     q.add_argument("--out", type=Path, default=Path("quickstart-out"), help="PNG and JSON here")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_quickstart)
 
     s = sub.add_parser("stats", help="health report of a collection")
     s.add_argument("collection")
-    s.add_argument("--sample", type=int, default=100, help="rows used as queries")
+    s.add_argument("--sample", type=int_in(1, 10**6), default=100, help="rows used as queries")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_stats)
 

@@ -1,0 +1,92 @@
+"""Argument types and the input reader shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pgembed.errors import ConfigError, InputError
+
+MAX_INT = 2**31 - 1  # PostgreSQL's integer
+
+
+def int_in(low: int, high: int = MAX_INT) -> Callable[[str], int]:
+    """An argparse type: an integer in ``low..high`` (refused as a usage error)."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {n}")
+        return n
+
+    return parse
+
+
+positive_int = int_in(1)
+
+
+def checked(check: Callable[[Any], Any], convert: Callable[[str], Any] = int) -> Any:
+    """An argparse type from a pgembed check (``strategies.check_k``, ``Option.check``)."""
+
+    def parse(value: str) -> Any:
+        try:
+            return check(convert(value))
+        except ValueError as exc:  # ConfigError is a ValueError too
+            msg = str(exc) if isinstance(exc, ConfigError) else f"invalid value {value!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+
+    return parse
+
+
+def int_list(value: str) -> list[int]:
+    """Comma-separated positive integers, e.g. ``64,128``."""
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {value!r}"
+        )
+    return out
+
+
+def read_lines(path: str, what: str = "input") -> list[str]:
+    """The lines of a UTF-8 text file, or of stdin for ``-``.
+
+    Lines end at "\\n" only (a "\\r" before it is dropped), never at the other characters
+    that ``str.splitlines`` treats as breaks (form feed, U+2028...): ``pgembed encode`` and
+    ``pgembed ingest`` read through here, so line i of a file is row i and id i in both.
+    """
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {what} {path}: {exc.strerror or exc}; give a readable text file, "
+            "or - for stdin"
+        ) from None
+    source = "stdin" if path == "-" else path
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(
+            f"{what} {source} is not UTF-8 text (invalid byte at line {line}); give a text "
+            "file, converted to UTF-8 (iconv -t UTF-8)"
+        ) from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    for i, line in enumerate(lines):
+        if "\x00" in line:
+            raise InputError(
+                f"{what} {source} holds a NUL byte at line {i + 1}, so it is not a text file; "
+                "give one text per line"
+            )
+    return [line.removesuffix("\r") for line in lines]
