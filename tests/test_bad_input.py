@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pgembed import Collection, db, query
+from pgembed import Collection, db, query, strategies
 from pgembed.corpus import lee_background
 from pgembed.encoders.tokenize import TruncationWarning
 from pgembed.errors import (
@@ -155,25 +155,25 @@ PY_CASES = [
     Case("missing kind in batch", lambda c: _rows(c, tokens=None),
          InputError, r"stores tokens, but the batch lacks it"),
     Case("knn query wrong dim", lambda c: query.knn(c.table().c.embedding, np.ones(5)),
-         DimensionError, rf"the query has 5 dims; the column has {D}"),
+         DimensionError, rf"the query vector has 5 dimensions; the collection stores {D}"),
     Case("knn query NaN",
          lambda c: query.knn(c.table().c.embedding, np.full(D, np.nan)),
-         NonFiniteError, r"the query holds NaN or infinity"),
+         NonFiniteError, r"the query vector holds NaN or infinity; pass finite values"),
     Case("knn k=0", lambda c: query.knn(c.table().c.embedding, _half_finite(c), k=0),
-         ConfigError, r"k must be a positive integer, got 0"),
+         ConfigError, r"k must be an integer in 1..100000, got 0"),
     Case("knn k=-3", lambda c: query.knn(c.table().c.embedding, _half_finite(c), k=-3),
-         ConfigError, r"k must be a positive integer, got -3"),
+         ConfigError, r"k must be an integer in 1..100000, got -3"),
     Case("funnel absurd oversample",
          lambda c: query.funnel(c.table().c.embedding, _half_finite(c), prefix=8,
                                 oversample=10**9),
-         ConfigError, r"oversample must be in 1..1000, got 1000000000"),
+         ConfigError, r"oversample must be an integer in 1..1000, got 1000000000"),
     Case("funnel prefix too long",
          lambda c: query.funnel(c.table().c.embedding, _half_finite(c), prefix=D),
          DimensionError, rf"prefix {D} must be in 1..{D - 1}"),
     Case("multivector no tokens",
          lambda c: query.multivector(c.table().c.embedding, c.table().c.tokens,
                                      np.zeros((0, D)), _half_finite(c)),
-         EmptyInputError, r"at least one token vector"),
+         EmptyInputError, r"the query has no token vectors .*with n >= 1"),
     Case("unknown collection", lambda c: Collection.open(c.engine, "no such", c.encoder),
          UnknownCollectionError, rf"no collection named 'no such'; known collections: .*{NAME}"),
     Case("unknown kind", lambda c: Collection(c.engine, "k", c.encoder, kinds=("single", "dense")),
@@ -192,7 +192,7 @@ PY_CASES = [
          lambda c: Collection(c.engine, NAME, c.encoder, kinds=("single",)).create(),
          CollectionError, rf"collection '{NAME}' already exists with another declaration"),
     Case("name too long", lambda c: Collection(c.engine, "n" * 64, c.encoder),
-         CollectionError, r"invalid collection name 'n{64}': use 1 to 63 characters"),
+         CollectionError, r"invalid collection name 'n{64}': it is 64 bytes in UTF-8"),
     Case("empty name", lambda c: Collection(c.engine, "", c.encoder),
          CollectionError, r"invalid collection name ''"),
     Case("NUL in schema", lambda c: Collection(c.engine, "n", c.encoder, schema="pub\x00lic"),
@@ -201,7 +201,7 @@ PY_CASES = [
                                                           matryoshka_dims=(D,)),
          DimensionError, rf"matryoshka_dims \[{D}\] must be non-empty, each in 1..{D - 1}"),
     Case("binary bits 9", lambda c: _tiny_spec(kinds=("binary",), binary_bits=9),
-         ConfigError, r"binary_bits=9 must be in 1..8"),
+         ConfigError, r"binary_bits=9 must be an integer in 1..8"),
     Case("vector over HNSW limit", lambda c: _tiny_spec(dim=2001, precision="vector"),
          DimensionError, r"dim 2001 exceeds pgvector's HNSW limit of 2000"),
     Case("bad precision", lambda c: _tiny_spec(precision="float8"),
@@ -242,19 +242,247 @@ def test_fde_config_of_another_dimension(coll: Collection, unchanged: None) -> N
 @pytest.mark.parametrize(
     ("opts", "match"),
     [
-        ({"k": 0}, r"pgembed: k must be an integer in 1..100000, got 0"),
-        ({"k": -1}, r"pgembed: k must be an integer in 1..100000, got -1"),
-        ({"k": 5, "strategy": "funnel", "oversample": 10**6}, r"pgembed: oversample must be"),
-        ({"k": 5, "strategy": "binary", "ef_search": 5000}, r"pgembed: ef_search must be"),
-        ({"k": 5, "strategy": "funnel", "prefix": 3}, r"has no index on prefix 3"),
+        ({"k": 0}, r"k must be an integer in 1..100000, got 0"),
+        ({"k": -1}, r"k must be an integer in 1..100000, got -1"),
+        ({"k": 2**31}, r"k must be an integer in 1..100000, got 2147483648"),
+        ({"k": True}, r"k must be an integer in 1..100000, got True \(bool\); pass an int"),
+        ({"k": 2.7}, r"k must be an integer in 1..100000, got 2.7 \(float\)"),
+        ({"k": "3"}, r"k must be an integer in 1..100000, got '3' \(str\)"),
+        ({"k": 5, "strategy": "funnel", "oversample": 10**6}, r"oversample must be an integer"),
+        ({"k": 5, "strategy": "binary", "ef_search": 5000}, r"ef_search must be an integer"),
+        ({"k": 5, "strategy": "funnel", "prefix": 3}, r"has no index on prefix 3; its prefixes"),
+        (
+            {"k": 5, "strategy": "binary", "probes": 3},
+            r"probes applies to an IVFFlat index.*"
+            "pass ef_search instead",
+        ),
+        ({"k": 5, "strategy": "binary", "rescore": 2}, r"rescore must be in k..k\*oversample"),
+        ({"k": 5, "iterative_scan": "always"}, r"iterative_scan must be one of off, relaxed"),
     ],
 )
 def test_search_options_out_of_range(
     coll: Collection, unchanged: None, opts: dict[str, Any], match: str
 ) -> None:
-    """Collection.search: the SQL function's check surfaces as a PgembedError, same message."""
-    with pytest.raises(InputError, match=match):
+    """Collection.search checks k and every option in Python, before any SQL runs."""
+    with pytest.raises(ConfigError, match=match):
         coll.search("rain", **opts)
+
+
+_VALID = {"ef_search": 40, "iterative_scan": "off", "prefix": 8, "oversample": 4,
+          "rescore": 10, "probes": 2, "candidates": 50}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("strategy", "option"),
+    [(s, o) for s in strategies.NAMES for o in strategies.OPTIONS
+     if o not in strategies.STRATEGIES[s].options],
+)  # fmt: skip
+def test_option_of_another_strategy(
+    coll: Collection, unchanged: None, strategy: str, option: str
+) -> None:
+    """Every option a strategy does not take, from the table: a ConfigError naming who does."""
+    where = ", ".join(strategies.accepting(option))
+    match = rf"option '{option}' does not apply to strategy '{strategy}' \(it applies to {where}\)"
+    with pytest.raises(ConfigError, match=match):
+        strategies.check_options(strategy, {option: _VALID[option]}, k=5)
+    if strategies.KIND[strategy] in coll.spec.all_kinds:
+        with pytest.raises(ConfigError, match=match):
+            coll.search("rain", k=5, strategy=strategy, **{option: _VALID[option]})
+
+
+def test_unknown_option(coll: Collection, unchanged: None) -> None:
+    with pytest.raises(ConfigError, match=r"option 'nprobe' .*no strategy takes it.*knn accepts"):
+        coll.search("rain", k=5, nprobe=3)
+
+
+def test_strategy_table_matches_sql_and_builders(engine: Engine) -> None:
+    """The table is the one owner: the SQL functions and sqlfuncs' builders agree with it."""
+    import inspect
+
+    from pgembed import sqlfuncs
+
+    with engine.connect() as conn:
+        for s in strategies.STRATEGIES.values():
+            args = conn.execute(
+                sa.text("SELECT pg_get_function_arguments(p.oid) FROM pg_proc p "
+                        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                        "WHERE n.nspname = 'pgembed' AND p.proname = :f"), {"f": s.function},
+            ).scalar_one()  # fmt: skip
+            params = [a.strip().split(" ")[0] for a in args.split(",")]
+            assert params == ["collection", "q", "k", *s.options], args
+            for opt, default in s.defaults.items():
+                assert f"{opt} integer DEFAULT {default}" in args
+            sig = inspect.signature(getattr(sqlfuncs, s.function)).parameters
+            kw = [n for n, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+            assert kw == list(s.options)
+            assert {o: sig[o].default for o in s.defaults} == dict(s.defaults)
+
+
+@pytest.mark.parametrize("k", [True, 2.7, "3", 0, 2**31, None])
+def test_k_everywhere(coll: Collection, unchanged: None, k: Any) -> None:
+    """Collection.search, the ORM builders and the sqlfuncs builders refuse the same k."""
+    from pgembed import sqlfuncs
+
+    q = _half_finite(coll)
+    calls = [
+        lambda: coll.search(q, k=k),
+        lambda: query.knn(coll.table().c.embedding, q, k=k),
+        lambda: query.binary_rerank(coll.table().c.embedding, q, k=k),
+        lambda: sqlfuncs.search_knn(NAME, q, k=k),
+        lambda: sqlfuncs.search_funnel(NAME, q, k=k),
+    ]
+    for call in calls:
+        with pytest.raises(ConfigError, match=r"k must be an integer in 1..100000, got "):
+            call()
+
+
+def _scaled(value: float) -> np.ndarray:
+    return np.full(D, value, dtype=np.float32)
+
+
+QUERY_CASES = [
+    ("all zeros", np.zeros(D), InputError, r"query vector is all zeros.*pass a non-zero vector"),
+    ("underflows as halfvec", _scaled(1e-9), InputError,
+     r"query vector underflows to zero as halfvec \(largest \|x\| = 1e-09\); normalize it"),
+    ("beyond halfvec", _scaled(1e5), InputError,
+     r"holds 100000, beyond halfvec's range ±65504; normalize it"),
+    ("NaN", np.r_[np.nan, np.ones(D - 1)], NonFiniteError, r"NaN or infinity; pass finite"),
+    ("-inf", np.r_[-np.inf, np.ones(D - 1)], NonFiniteError, r"NaN or infinity"),
+    ("wrong dimension", np.ones(D + 3), DimensionError,
+     rf"has {D + 3} dimensions; the collection stores {D}: encode the query with"),
+    ("two vectors", np.ones((2, D)), DimensionError, r"must be one non-empty vector"),
+    ("ragged", [[1.0, 2.0], [3.0]], InputError, r"not a numeric array"),
+    ("strings", ["a"] * D, InputError, r"not a numeric array"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("q", "exc", "match"), [c[1:] for c in QUERY_CASES], ids=[c[0] for c in QUERY_CASES]
+)
+def test_bad_query_vectors(
+    coll: Collection, unchanged: None, q: Any, exc: type[Exception], match: str
+) -> None:
+    """Every single-vector strategy, and the ORM builder, refuse the query before any SQL."""
+    for strategy in ("knn", "funnel", "binary"):
+        with pytest.raises(exc, match=match):
+            coll.search(q, k=3, strategy=strategy)
+    with pytest.raises(exc, match=match):
+        query.knn(coll.table().c.embedding, q)
+
+
+def test_funnel_prefix_of_zeros(coll: Collection, unchanged: None) -> None:
+    """The funnel ranks candidates by the prefix alone: a zero prefix would rank nothing."""
+    q = np.r_[np.zeros(8), np.ones(D - 8)]
+    assert len(coll.search(q, k=3)) == 3  # knn: fine
+    with pytest.raises(InputError, match=r"query vector's first 8 values is all zeros"):
+        coll.search(q, k=3, strategy="funnel")
+
+
+@pytest.fixture(scope="module")
+def mv(engine: Engine, tiny_encoder: Any, texts: list[str]) -> Iterator[Collection]:
+    from pgembed import FDEConfig
+
+    c = Collection(engine, "bad input mv", tiny_encoder, kinds=("fde",),
+                   fde=FDEConfig(dimension=D, num_repetitions=2)).create()  # fmt: skip
+    c.add(texts[:8], ids=range(8))
+    yield c
+    c.drop(force=True)
+
+
+TOKEN_CASES = [
+    ("empty list", [], EmptyInputError, r"has no token vectors .*n >= 1"),
+    ("no tokens", np.zeros((0, D)), EmptyInputError, r"has no token vectors \(shape \(0, 32\)\)"),
+    ("zero tokens", np.zeros((3, D)), InputError, r"token vector 0 is all zeros"),
+    ("NaN", np.full((2, D), np.nan), NonFiniteError, r"NaN or infinity"),
+    ("1-D", np.ones(D), DimensionError, r"must be an \(n, d\) array.*wrap a single vector"),
+    ("ragged", [[1.0] * D, [1.0] * (D - 1)], InputError, r"every token vector of the same"),
+    ("wrong dimension", np.ones((2, 7)), DimensionError, rf"have 7 dimensions; .*stores {D}"),
+    ("beyond halfvec", np.full((2, D), 1e6), InputError, r"beyond halfvec's range"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("q", "exc", "match"), [c[1:] for c in TOKEN_CASES], ids=[c[0] for c in TOKEN_CASES]
+)
+def test_bad_multivector_queries(mv: Collection, q: Any, exc: type[Exception], match: str) -> None:
+    """A PgembedError itself, before any SQL (not a StatementError wrapping one)."""
+    from pgembed import sqlfuncs
+
+    before = mv.count()
+    with pytest.raises(exc, match=match) as err:
+        mv.search(q, k=3, strategy="multivector")
+    assert type(err.value).__module__ == "pgembed.errors"
+    if "dimensions" not in match:  # sqlfuncs does not know the collection's dimension
+        with pytest.raises(exc, match=match.replace("the query", "")):
+            sqlfuncs.search_multivector(mv.spec.name, q, k=3)
+    assert mv.count() == before
+
+
+def test_lone_surrogate(coll: Collection, unchanged: None) -> None:
+    """A lone surrogate (from a bad decode) is refused with its index, in add, encode, search."""
+    match = r"text at index 1 holds a lone surrogate '\\ud800' at position 4.*errors='replace'"
+    with pytest.raises(InputError, match=match):
+        coll.add(["fine text", "bad \ud800 text"], ids=[900, 901])
+    with pytest.raises(InputError, match=match):
+        coll.encoder.encode(["fine text", "bad \ud800 text"])
+    with pytest.raises(InputError, match=r"text at index 0 holds a lone surrogate"):
+        coll.search("\udfff rain")
+
+
+@pytest.mark.parametrize("sample", [0, -5, True, 2.5])
+def test_stats_sample(coll: Collection, unchanged: None, sample: Any) -> None:
+    from pgembed import stats
+
+    with pytest.raises(ConfigError, match=r"sample must be an integer in 1..1000000"):
+        stats.collect(coll, sample=sample)
+
+
+def test_server_gone_mid_search(coll: Collection, admin_url: str, unchanged: None) -> None:
+    """The connection dies between searches (no pre-ping): a DatabaseUnavailableError."""
+    eng = sa.create_engine(coll.engine.url, pool_size=1)
+    try:
+        c = Collection.open(eng, NAME, coll.encoder)
+        assert len(c.search("rain", k=2)) == 2
+        with eng.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        admin.dispose()
+        with pytest.raises(DatabaseUnavailableError, match=r"database went away while using "
+                           rf"collection '{NAME}'.*check that the server runs"):  # fmt: skip
+            c.search("rain", k=2)
+    finally:
+        eng.dispose()
+
+
+def test_table_changed_behind_the_catalog(engine: Engine, tiny_encoder: Any) -> None:
+    """A renamed or retyped column: CollectionError naming the mismatch, not 'went away'."""
+    from pgembed import stats
+
+    name = "bad input drift"
+    c = Collection(engine, name, tiny_encoder, kinds=("single", "binary")).create()
+    c.add(["one two three", "four five six"], ids=[1, 2])
+    match = rf"the table of collection '{name}' no longer matches its catalog entry"
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'ALTER TABLE "{name}" RENAME COLUMN embedding TO e2'))
+        for strategy in ("knn", "binary"):
+            with pytest.raises(CollectionError, match=match + r".*drop the collection"):
+                c.search("one", k=2, strategy=strategy)
+        with pytest.raises(CollectionError, match=match + r": column 'embedding' is missing"):
+            stats.collect(c, sample=1)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'ALTER TABLE "{name}" RENAME COLUMN e2 TO embedding'))
+            conn.execute(sa.text(f'DROP INDEX "{name}_embedding_hnsw", "{name}_embedding_bq_hnsw"'))
+            conn.execute(sa.text(f'ALTER TABLE "{name}" ALTER COLUMN embedding TYPE real[] '
+                                 "USING embedding::vector::real[]"))  # fmt: skip
+        with pytest.raises(CollectionError, match=match + r" \(operator does not exist"):
+            c.search("one", k=2)
+        with pytest.raises(CollectionError, match=r"column 'embedding' is real\[\], expected"):
+            stats.collect(c, sample=1)
+    finally:
+        c.drop(force=True)
 
 
 @pytest.mark.parametrize(
@@ -521,6 +749,16 @@ def test_sql_search_still_works_after_errors(engine: Engine, coll: Collection) -
 # --- the CLI ------------------------------------------------------------------------------
 
 
+def one_error(stderr: str) -> str:
+    """The one `pgembed: error:` line, last on stderr; any other line is a one-line warning."""
+    lines = stderr.splitlines()
+    assert "Traceback" not in stderr, stderr
+    assert lines and lines[-1].startswith("pgembed: error: "), stderr
+    assert all(line.startswith("pgembed: warning: ") for line in lines[:-1]), stderr
+    assert "internal error" not in lines[-1], stderr
+    return lines[-1]
+
+
 def _cli(
     engine: Engine, model_dir: Path, *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
@@ -533,36 +771,117 @@ def _cli(
                           capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
 
 
+BINARY = bytes(range(256)) * 4  # not UTF-8, and holds NUL bytes: a binary file
+
 CLI_CASES = [
-    ("unknown collection", ("search", "no such coll", "rain"), "",
+    ("unknown collection", ("search", "no such coll", "rain"), "", 1,
      r"no collection named 'no such coll'"),
-    ("unknown model", ("ingest", "cli new", "--model", "no-such-model"), "some text\n",
+    ("unknown model", ("ingest", "cli new", "--model", "no-such-model"), "some text\n", 1,
      r"no-such-model"),
     ("unknown kind", ("ingest", "cli new", "--model", "tiny-bert", "--kinds", "single,dense"),
-     "some text\n", r"unknown kind\(s\) \['dense'\]"),
-    ("bad JSON line", ("ingest", NAME, "--jsonl"), '{"id": 1, "text": "ok"}\n{"id": 2}\n',
-     r"line 2 is not a JSON object with 'id' and 'text'"),
-    ("blank line in text input", ("ingest", NAME), "first text\n\nthird text\n",
+     "some text\n", 1, r"unknown kind\(s\) \['dense'\]"),
+    ("bad JSON line", ("ingest", NAME, "--jsonl"), '{"id": 1, "text": "ok"}\n{"id": 2}\n', 1,
+     r"line 2 is not a JSON object with 'id' and 'text'.*give \{"),
+    ("blank line in text input", ("ingest", NAME), "first text\n\nthird text\n", 1,
      r"text at index 1 is empty or only whitespace"),
-    ("strategy lacks kind", ("search", NAME, "rain", "--strategy", "multivector"), "",
+    ("blank line into a new collection", ("ingest", "cli new", "--model", "tiny-bert"),
+     "first text\n\nthird text\n", 1, r"text at index 1 is empty or only whitespace"),
+    ("empty stdin into a new collection", ("ingest", "cli new", "--model", "tiny-bert"), "", 1,
+     r"no texts in stdin; give one text per line"),
+    ("strategy lacks kind", ("search", NAME, "rain", "--strategy", "multivector"), "", 1,
      r"needs the 'fde' kind"),
-    ("k = 0", ("search", NAME, "rain", "-k", "0"), "", r"k must be"),
+    ("option of another strategy", ("search", NAME, "rain", "--probes", "3"), "", 1,
+     r"option 'probes' does not apply to strategy 'knn' \(it applies to binary\)"),
+    ("k = 0", ("search", NAME, "rain", "-k", "0"), "", 2, r"k must be an integer in 1..100000"),
+    ("k = 2**31", ("search", NAME, "rain", "-k", "2147483648"), "", 2,
+     r"argument -k: k must be an integer in 1..100000, got 2147483648"),
+    ("k not a number", ("search", NAME, "rain", "-k", "three"), "", 2, r"argument -k"),
+    ("sample 0", ("stats", NAME, "--sample", "0"), "", 2, r"--sample: expected an integer in 1"),
+    ("sample -5", ("stats", NAME, "--sample", "-5"), "", 2, r"--sample: expected an integer"),
+    ("batch size -1", ("ingest", NAME, "--batch-size", "-1"), "new text\n", 2,
+     r"--batch-size: expected an integer in 1"),
+    ("missing input file", ("ingest", NAME, "/nonexistent/texts.txt"), "", 1,
+     r"cannot read input /nonexistent/texts.txt: No such file or directory; give a readable"),
+    ("directory as input", ("ingest", NAME, "/"), "", 1, r"cannot read input /: Is a directory"),
+    ("binary input", ("ingest", NAME, sys.executable), "", 1,
+     r"input .* is not UTF-8 text \(invalid byte at line \d+\); give a text file"),
+    *[(f"jsonl {what}", ("ingest", NAME, "--jsonl"), '{"id": 1, "text": "ok"}\n' + line, 1,
+       "line 2" + match)
+      for what, line, match in [
+          ("float id", '{"id": 1.7, "text": "x y"}', r": 'id' must be a JSON integer, got 1.7"),
+          ("bool id", '{"id": true, "text": "x y"}', r": 'id' must be a JSON integer, got True"),
+          ("string id", '{"id": "3", "text": "x y"}', r": 'id' must be a JSON integer"),
+          ("null text", '{"id": 2, "text": null}', r": 'text' must be a JSON string, got None"),
+          ("number text", '{"id": 2, "text": 12345}', r": 'text' must be a JSON string, got 1"),
+          ("blank text", '{"id": 2, "text": "  "}', r": the text is empty or only whitespace"),
+          ("lone surrogate", '{"id": 2, "text": "a \\ud800"}', r": the text holds a lone sur"),
+          ("array", '[1, "x"]', r" is not a JSON object with 'id' and 'text'"),
+      ]],
+    ("jsonl duplicate id", ("ingest", NAME, "--jsonl"),
+     '{"id": 1, "text": "ok"}\n{"id": 1, "text": "again"}\n', 1,
+     r"duplicate ids in one call: \[1\]"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("name", "args", "stdin", "match"),
-    [pytest.param(*c, id=c[0]) if type(c) is tuple else c for c in CLI_CASES],
+    ("name", "args", "stdin", "rc", "match"), [pytest.param(*c, id=c[0]) for c in CLI_CASES]
 )
 def test_cli_bad_input(
     engine: Engine, tiny_model_dir: Path, unchanged: None, name: str, args: tuple[str, ...],
-    stdin: str, match: str,
+    stdin: str, rc: int, match: str,
 ) -> None:  # fmt: skip
+    """One `pgembed: error:` line, exit 1 (runtime) or 2 (usage), nothing written."""
     import re
 
-    out = _cli(engine, tiny_model_dir, *args, stdin=stdin)
-    assert out.returncode == 1, (out.stdout, out.stderr)
-    errors = [line for line in out.stderr.splitlines() if line.startswith("pgembed: error: ")]
-    assert len(errors) == 1, out.stderr
-    assert re.search(match, errors[0]), out.stderr
-    assert "Traceback" not in out.stderr
+    quiet = ("--no-progress",) if args[0] == "ingest" else ()
+    out = _cli(engine, tiny_model_dir, *args, *quiet, stdin=stdin)
+    assert out.returncode == rc, (out.stdout, out.stderr)
+    assert re.search(match, one_error(out.stderr)), out.stderr
+
+
+def test_encode_cli_bad_files(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A binary --input, and --output into a missing folder: one line, no file written."""
+    binary = tmp_path / "ls"
+    binary.write_bytes(BINARY)
+    good = tmp_path / "in.txt"
+    good.write_text("one text\n")
+    env = {**os.environ, "PGEMBED_MODEL_DIR": str(tiny_model_dir)}
+    cases = [
+        (["-i", str(binary), "-o", str(tmp_path / "x.npy")], r"is not UTF-8 text"),
+        (["-i", "/nonexistent", "-o", str(tmp_path / "x.npy")], r"cannot read --input"),
+        (["-i", str(good), "-o", str(tmp_path / "missing" / "x.npy")],
+         r"--output folder .*missing does not exist; create it first"),
+    ]  # fmt: skip
+    for args, match in cases:
+        out = subprocess.run([sys.executable, "-m", "pgembed.cli", "encode", "tiny-bert", *args],
+                             env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 1, out.stderr
+        assert __import__("re").search(match, one_error(out.stderr)), out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "ls"]
+
+
+def test_encode_and_ingest_read_the_same_lines(
+    engine: Engine, tiny_model_dir: Path, tiny_encoder: Any, tmp_path: Path
+) -> None:
+    """Form feed, U+2028, U+0085 and a lone CR stay inside a line in both commands: row i of
+    the .npy is the text stored under id i."""
+    lines = ["first\fline", "second\u2028line", "third\x85line", "fourth\rline", "fifth"]
+    src = tmp_path / "in.txt"
+    src.write_bytes(("\n".join(lines) + "\r\n").encode())  # CRLF on the last line
+    npy = tmp_path / "out.npy"
+    env = {**os.environ, "PGEMBED_MODEL_DIR": str(tiny_model_dir)}
+    argv = ["encode", "tiny-bert", "-i", str(src), "-o", str(npy), "--no-progress"]
+    enc = subprocess.run([sys.executable, "-m", "pgembed.cli", *argv, "--device", "cpu"],
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert enc.returncode == 0, enc.stderr
+    name = "bad input lines"
+    ing = _cli(engine, tiny_model_dir, "ingest", name, str(src), "--model", "tiny-bert",
+               "--no-progress")  # fmt: skip
+    assert ing.returncode == 0, ing.stderr
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text(f'SELECT id, content FROM "{name}" ORDER BY id')).all()
+        assert [tuple(r) for r in stored] == list(enumerate(lines))
+        np.testing.assert_allclose(np.load(npy), tiny_encoder.encode(lines), atol=1e-5)
+    finally:
+        Collection.open(engine, name, tiny_encoder).drop(force=True)
