@@ -592,3 +592,5 @@ def test_a_refused_text_is_named_by_its_row_id(engine: Engine, tiny_encoder: Any
     with pytest.raises(EmptyInputError, match=r"the text of row id 12 is empty") as info:
         coll._rows_by_id([TEXTS[0], TEXTS[1], "  "], np.array([10, 11, 12]))
     assert "index" not in str(info.value)
+    with pytest.raises(EmptyInputError, match=r"the text of row id 7 is empty"):
+        coll._rows_by_id(["\n"], np.array([7]))
