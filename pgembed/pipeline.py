@@ -378,31 +378,6 @@ def _check_same_declaration(recorded: sch.CollectionSpec, declared: sch.Collecti
         )
 
 
-class BlankTextWarning(UserWarning):
-    """sync() found rows whose text is empty or only whitespace, and left them unembedded."""
-
-
-def _check_batch_size(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InputError(
-            f"batch_size must be a positive integer, got {value!r}; use e.g. {DEFAULT_BATCH}"
-        )
-    return value
-
-
-def _check_same_declaration(recorded: sch.CollectionSpec, declared: sch.CollectionSpec) -> None:
-    rec, dec = recorded.to_catalog(), declared.to_catalog()
-    differ = [f"{k}: recorded {rec[k]!r}, declared {dec[k]!r}" for k in rec if rec[k] != dec[k]]
-    if differ:
-        raise CollectionError(
-            f"collection {declared.name!r} is recorded with another declaration than this "
-            f"Collection's ({'; '.join(differ)}), so writing would leave rows partial or "
-            f"land in another table. Write through Collection.open(engine, "
-            f"{declared.name!r}), which uses the recorded declaration, or drop the "
-            "collection and create() it anew"
-        )
-
-
 def _declare(
     conn: Connection,
     spec: sch.CollectionSpec,
