@@ -3,6 +3,12 @@
 ``select_device`` decides CUDA or CPU; ``open_session`` creates the session and reports the
 device it really got (onnxruntime silently falls back to CPU when the CUDA provider cannot
 start). CUDA runs use IO binding so outputs are fetched once per batch.
+
+``device="auto"`` is silent on a machine where no GPU is visible (:func:`gpu_visible`), even
+with onnxruntime-gpu installed: running on the CPU there is what was asked for. It warns
+once per process (:class:`DeviceFallbackWarning`) only when a GPU is visible but CUDA cannot
+start: the driver library is missing or finds no device, or onnxruntime's CUDA provider
+fails to load. ``device="cuda"`` raises :class:`DeviceUnavailableError` in all those cases.
 """
 
 from __future__ import annotations
@@ -42,21 +48,48 @@ def _warn_fallback(reason: str) -> None:
     )
 
 
+def gpu_visible(dev: Path = Path("/dev")) -> bool:
+    """Whether this process can see an NVIDIA GPU at all, asked without loading CUDA.
+
+    False when ``CUDA_VISIBLE_DEVICES`` hides every device (set to ``""``, ``-1`` or
+    ``NoDevFiles``). On Linux, True when a GPU device node exists (``/dev/nvidia0``...,
+    or ``/dev/dxg`` under WSL); elsewhere, when the NVIDIA driver library loads.
+    """
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None:
+        first = hidden.split(",")[0].strip()
+        if first in ("", "NoDevFiles") or first.startswith("-"):
+            return False
+    if dev.is_dir():
+        return (dev / "dxg").exists() or any(
+            p.name[len("nvidia") :].isdigit() for p in dev.glob("nvidia[0-9]*")
+        )
+    return _driver_library() is not None
+
+
+def _driver_library() -> Any:
+    import ctypes
+
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            return ctypes.CDLL(lib)
+        except OSError:
+            continue
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def cuda_device_count() -> int:
     """Visible CUDA GPUs, asked of the driver directly (cheap; no CUDA EP load needed)."""
     import ctypes
 
-    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            cuda = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        count = ctypes.c_int(0)
-        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return int(count.value)
-    return 0
+    cuda = _driver_library()
+    if cuda is None:
+        return 0
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return int(count.value)
 
 
 def available_providers() -> list[str]:
@@ -72,6 +105,8 @@ def select_device(device: str) -> str:
     if device == "cpu":
         return "cpu"
     has_ep = CUDA_EP in available_providers()
+    if device == "auto" and not (has_ep and gpu_visible()):
+        return "cpu"  # no GPU, or a CPU-only onnxruntime: the CPU is the right device
     gpus = cuda_device_count() if has_ep else 0
     if device == "cuda":
         if not has_ep:
@@ -87,8 +122,11 @@ def select_device(device: str) -> str:
         return "cuda"
     if gpus > 0:
         return "cuda"
-    if has_ep:  # a GPU build without a GPU: CUDA was wanted, so say why it is not used
-        _warn_fallback("onnxruntime-gpu is installed but no CUDA GPU is visible")
+    # A GPU is visible, yet the driver cannot be loaded or finds no device: say so.
+    _warn_fallback(
+        "a GPU is visible but CUDA cannot start (the NVIDIA driver library is missing or "
+        "reports no device)"
+    )
     return "cpu"
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from pgembed.encoders import runtime
 from pgembed.encoders.encoder import Encoder
 from pgembed.encoders.export import export_model
 from pgembed.encoders.registry import default_matryoshka_dims, get_spec
@@ -16,7 +15,6 @@ from pgembed.encoders.testing import TINY_NAME
 from pgembed.encoders.tokenize import TruncationWarning
 from pgembed.errors import (
     ConfigError,
-    DeviceUnavailableError,
     DimensionError,
     EmptyInputError,
     ExportError,
@@ -113,27 +111,7 @@ def test_tampered_files_are_refused(tiny_root: Path, tmp_path: Path, victim: str
         Encoder.load(TINY_NAME, device="cpu", precision=precision, model_dir=tmp_path)
 
 
-@pytest.mark.skipif(runtime.cuda_device_count() > 0, reason="a GPU is present")
-def test_cuda_demanded_without_gpu() -> None:
-    with pytest.raises(DeviceUnavailableError, match="device='cuda'"):
-        runtime.select_device("cuda")
-
-
-@pytest.mark.skipif(
-    runtime.cuda_device_count() > 0 or runtime.CUDA_EP not in runtime.available_providers(),
-    reason="needs onnxruntime-gpu on a machine without a GPU",
-)
-def test_auto_falls_back_to_cpu_with_one_warning(
-    tiny_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(runtime, "_warned_fallback", False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        a = Encoder.load(TINY_NAME, model_dir=tiny_root)
-        b = Encoder.load(TINY_NAME, model_dir=tiny_root)
-    fallback = [w for w in caught if issubclass(w.category, runtime.DeviceFallbackWarning)]
-    assert len(fallback) == 1
-    assert a.device == b.device == "cpu" and a.precision == "fp32"
+# The device choice (auto, cuda, the fallback warning): tests/encoders/test_device_choice.py
 
 
 def test_export_refuses_to_overwrite_and_bad_depths(tiny_root: Path, tiny_source: Path) -> None:
