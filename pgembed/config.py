@@ -119,6 +119,11 @@ def pg_settings() -> dict[str, str]:
             )
         if len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1].replace("''", "'")
+        elif "=" in value:
+            raise ConfigError(
+                f"PGEMBED_PG_SETTINGS entry {entry.strip()!r} holds two settings; separate "
+                f"entries with commas, as in {_SETTINGS_EXAMPLE}"
+            )
         elif "'" in value:
             raise ConfigError(
                 f"PGEMBED_PG_SETTINGS entry {entry.strip()!r}: quote the whole value in "
