@@ -74,10 +74,12 @@ def _url(args: argparse.Namespace) -> int:
 def _psql(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from pgembed.db import resolve_url
+    from pgembed.db import resolve_url, translate_errors
     from pgembed.server import default_server
 
-    url = make_url(resolve_url()).set(drivername="postgresql")
+    resolved = resolve_url()
+    with translate_errors(resolved):
+        url = make_url(resolved).set(drivername="postgresql")
     psql = str(default_server().binary("psql"))
     dsn = url.render_as_string(hide_password=False)
     os.execv(psql, [psql, dsn, *args.extra])
