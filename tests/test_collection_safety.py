@@ -55,10 +55,21 @@ def _has_table(engine: Engine, table: str, schema: str = "public") -> bool:
         return sa.inspect(conn).has_table(table, schema=schema)
 
 
-def _user_table(engine: Engine, name: str) -> None:
+@pytest.fixture
+def user_table(engine: Engine) -> Any:
+    """Creates a user's own table (one row) by name; dropped after the test."""
+    made: list[str] = []
+
+    def make(name: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE TABLE "{name}" (id bigint PRIMARY KEY, secret text)'))
+            conn.execute(sa.text(f"INSERT INTO \"{name}\" VALUES (1, 'keep me')"))
+        made.append(name)
+
+    yield make
     with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE TABLE "{name}" (id bigint PRIMARY KEY, secret text)'))
-        conn.execute(sa.text(f"INSERT INTO \"{name}\" VALUES (1, 'keep me')"))
+        for name in made:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
 
 
 def _user_rows(engine: Engine, name: str) -> list[Any]:
@@ -69,9 +80,9 @@ def _user_rows(engine: Engine, name: str) -> list[Any]:
 # --- 1. collections own their tables ------------------------------------------------------
 
 
-def test_create_refuses_a_users_table(engine: Engine, tiny_encoder: Any) -> None:
+def test_create_refuses_a_users_table(engine: Engine, tiny_encoder: Any, user_table: Any) -> None:
     name = _name("user_data")
-    _user_table(engine, name)
+    user_table(name)
     coll = Collection(engine, name, tiny_encoder)
     with pytest.raises(CollectionError, match=r"does not take over tables. Pass table="):
         coll.create()
@@ -110,7 +121,7 @@ def test_another_collections_table_is_refused(engine: Engine, tiny_encoder: Any)
 
 
 def test_own_table_is_idempotent_a_replaced_one_is_left_alone(
-    engine: Engine, tiny_encoder: Any
+    engine: Engine, tiny_encoder: Any, user_table: Any
 ) -> None:
     name = _name()
     coll = Collection(engine, name, tiny_encoder).create()
@@ -119,7 +130,7 @@ def test_own_table_is_idempotent_a_replaced_one_is_left_alone(
     # The table is replaced behind pgembed's back: same name, another table.
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP TABLE "{name}"'))
-    _user_table(engine, name)
+    user_table(name)
     with pytest.raises(CollectionError, match="re-created outside pgembed"):
         coll.create()
     with pytest.raises(CollectionError, match="will not write into it"):
@@ -153,9 +164,11 @@ def _op(conn: sa.Connection) -> Any:
     return Operations(MigrationContext.configure(conn))
 
 
-def test_alembic_ops_follow_the_same_rules(engine: Engine, model_dir: Path) -> None:
+def test_alembic_ops_follow_the_same_rules(
+    engine: Engine, model_dir: Path, user_table: Any
+) -> None:
     name = _name("alembic_user")
-    _user_table(engine, name)
+    user_table(name)
     with pytest.raises(CollectionError, match="does not take over"), engine.begin() as conn:
         _op(conn).create_collection(name, encoder="tiny-bert")
     with pytest.raises(CollectionError, match="pgembed or to PostgreSQL"), engine.begin() as c:
@@ -168,7 +181,7 @@ def test_alembic_ops_follow_the_same_rules(engine: Engine, model_dir: Path) -> N
         _op(conn).create_collection(other, encoder="tiny-bert")  # idempotent
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP TABLE "{other}"'))
-    _user_table(engine, other)
+    user_table(other)
     with pytest.warns(TableLeftAloneWarning), engine.begin() as conn:
         _op(conn).drop_collection(other, force=True)
     assert _user_rows(engine, other) == [(1, "keep me")]
