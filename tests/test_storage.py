@@ -235,7 +235,7 @@ def test_orm_filter_plus_funnel(engine: Engine, docs: tuple, data: dict) -> None
 
 def test_builder_input_errors(docs: tuple) -> None:
     _, t = docs
-    with pytest.raises(DimensionError, match="has 3 dims"):
+    with pytest.raises(DimensionError, match="has 3 dimensions; the collection stores 16"):
         query.knn(t.c.embedding, [1.0, 2.0, 3.0])
     with pytest.raises(NonFiniteError):
         query.knn(t.c.embedding, np.full(D, np.inf))
