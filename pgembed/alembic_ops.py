@@ -43,6 +43,8 @@ class CreateCollectionOp(MigrateOperation):
         ``options`` are those of :class:`pgembed.Collection` (kinds, fde as an FDEConfig or
         a dict of its fields, matryoshka_dims, binary_bits, table, schema, text_column,
         precision, distance, index). The encoder must be exported or already in the catalog.
+        As with ``Collection.create()``, an existing table the collection did not create,
+        pgembed's or the system's schemas and a missing schema are refused (CollectionError).
         """
         operations.invoke(cls(name, encoder, **options))
 
@@ -60,7 +62,11 @@ class DropCollectionOp(MigrateOperation):
 
     @classmethod
     def drop_collection(cls, operations: Operations, name: str, force: bool = False) -> None:
-        """``op.drop_collection("docs")``; ``force=True`` drops even when rows exist."""
+        """``op.drop_collection("docs")``; ``force=True`` drops even when rows exist.
+
+        Drops only the table the collection created; a table of that name made otherwise
+        is left alone (the catalog entry goes, with a TableLeftAloneWarning).
+        """
         operations.invoke(cls(name, force))
 
 
