@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from pgembed import Collection, FDEConfig, migrate
 from pgembed.corpus import lee_background
-from pgembed.errors import MigrationError
+from pgembed.errors import CollectionError, MigrationError
 
 FDE = FDEConfig(dimension=32, num_repetitions=4, num_simhash_projections=2,
                 projection_dimension=8, final_projection_dimension=None)  # fmt: skip
@@ -166,13 +166,16 @@ def test_downgrade_to_base_refuses_registered_collections(
     assert after["live a"] == before["live a"]  # ... the tables stay, with their rows
     assert after["live b table"] == before["live b table"]
 
-    # upgrade again and re-declare: the same rows, recognized as already embedded
+    # upgrade again: the left-over tables are now the user's own, and pgembed does not
+    # take them over (re-declaring on one is refused, naming the fix); rows stay
     migrate.upgrade(live)
-    a = Collection(live, "live a", tiny_encoder, kinds=KINDS, fde=FDE, matryoshka_dims=(8,),
-                   binary_bits=2).create()  # fmt: skip
-    assert a.add(texts, ids=range(len(texts))) == 0
+    again = Collection(live, "live a", tiny_encoder, kinds=KINDS, fde=FDE, matryoshka_dims=(8,),
+                       binary_bits=2)  # fmt: skip
+    with pytest.raises(CollectionError, match=r"does not take over tables\. Pass table="):
+        again.create()
     assert _snapshot(live)["live a"] == before["live a"]
-    assert all(len(hits) == 5 for hits in _answers(live, tiny_encoder))
+    with live.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM pgembed.collections")).scalar() == 0
 
 
 def test_empty_catalog_downgrades_to_base_without_force(live: Engine, tiny_encoder: Any) -> None:
