@@ -746,7 +746,7 @@ def test_psql_expected_values_match_numpy() -> None:
     assert exp["search_multivector"] == _hits_text(top, ms[np.array(top) - 1])
 
     errors = {k: v for k, v in exp.items() if k.startswith("error")}
-    assert len(errors) == 9 and all(v.startswith("pgembed") for v in errors.values())
+    assert len(errors) == 12 and all(v.startswith("pgembed") for v in errors.values())
     assert "no collection named 'psql docs; DROP TABLE x'" in errors["error injection"]
 
 

@@ -96,5 +96,8 @@ SELECT 'error oversample', pg_temp.try($$SELECT * FROM pgembed.search_binary('ps
 SELECT 'error empty query', pg_temp.try($$SELECT * FROM pgembed.search_multivector('psql docs', '{}')$$);
 SELECT 'error maxsim empty', pg_temp.try($$SELECT pgembed.maxsim('{}'::vector[], '{"[1]"}')$$);
 SELECT 'error zero query', pg_temp.try($$SELECT * FROM pgembed.search_knn('psql docs', '[0,0,0,0]')$$);
+SELECT 'error halfvec underflow', pg_temp.try($$SELECT * FROM pgembed.search_knn('psql docs', '[1e-9,1e-9,1e-9,1e-9]')$$);
+SELECT 'error halfvec range', pg_temp.try($$SELECT * FROM pgembed.search_knn('psql docs', '[1e5,0,0,0]')$$);
+SELECT 'error maxsim null', pg_temp.try($$SELECT pgembed.maxsim('{"[1]",NULL}'::vector[], '{"[1]"}')$$);
 
 ROLLBACK;
