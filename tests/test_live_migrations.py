@@ -26,7 +26,9 @@ from pgembed.errors import CollectionError, MigrationError
 FDE = FDEConfig(dimension=32, num_repetitions=4, num_simhash_projections=2,
                 projection_dimension=8, final_projection_dimension=None)  # fmt: skip
 KINDS = ("single", "matryoshka", "binary", "fde")
-STRATEGIES = (("knn", {}), ("funnel", {"prefix": 8}), ("binary", {}), ("multivector", {}))
+STRATEGIES: tuple[tuple[str, dict[str, int]], ...] = (
+    ("knn", {}), ("funnel", {"prefix": 8}), ("binary", {}), ("multivector", {}),
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
