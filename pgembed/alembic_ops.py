@@ -17,10 +17,15 @@ context.configure(..., include_object=include_object, render_item=render_item)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from pgembed.storage.catalog import EncoderRecord
 
 PGEMBED_SCHEMA = "pgembed"
 
@@ -72,16 +77,36 @@ class DropCollectionOp(MigrateOperation):
 
 @Operations.implementation_for(CreateCollectionOp)
 def _create(operations: Operations, op: CreateCollectionOp) -> None:
-    from pgembed import pipeline
+    from pgembed.storage import declare
 
-    pipeline.declare(operations.get_bind(), op.name, op.encoder, **op.options)
+    conn = operations.get_bind()
+    declare.declare(conn, op.name, encoder_record(conn, op.encoder), **op.options)
 
 
 @Operations.implementation_for(DropCollectionOp)
 def _drop(operations: Operations, op: DropCollectionOp) -> None:
-    from pgembed import pipeline
+    from pgembed.storage import declare
 
-    pipeline.undeclare(operations.get_bind(), op.name, force=op.force)
+    declare.undeclare(operations.get_bind(), op.name, force=op.force)
+
+
+def encoder_record(conn: Connection, encoder: str) -> EncoderRecord:
+    """The catalog's record of ``encoder``, else its exported manifest's (no model loaded)."""
+    from pgembed import config
+    from pgembed.encoders.manifest import Manifest
+    from pgembed.errors import UnknownModelError
+    from pgembed.storage import catalog
+
+    rec = catalog.get_encoder(conn, encoder)
+    if rec is not None:
+        return rec
+    directory = config.model_dir() / encoder
+    if not directory.is_dir():
+        raise UnknownModelError(
+            f"encoder {encoder!r} is neither in pgembed.encoders nor exported; "
+            f"run `pgembed export ... --name {encoder}` first"
+        )
+    return catalog.EncoderRecord.of(Manifest.load(directory))
 
 
 def include_object(

@@ -102,3 +102,18 @@ class UnknownKindError(CollectionError, LookupError):
 
 class IngestError(PgembedError):
     """Writing rows failed; the batch was rolled back and can be re-run."""
+
+
+# --- warnings: the work went on, but something deserves a look ------------------------------
+
+
+class PgembedWarning(UserWarning):
+    """Base class of the warnings pgembed issues."""
+
+
+class BlankTextWarning(PgembedWarning):
+    """sync() found rows whose text is empty or only whitespace, and left them unembedded."""
+
+
+class TableLeftAloneWarning(PgembedWarning):
+    """drop() removed a catalog entry but not the table, which the collection did not create."""

@@ -15,17 +15,16 @@ import sqlalchemy as sa
 from pgembed import strategies
 from pgembed.db import translate_errors, translate_sql_errors
 from pgembed.errors import (
+    BlankTextWarning,
     CollectionError,
     DatabaseUnavailableError,
-    DimensionError,
     EmptyInputError,
     FingerprintMismatchError,
     IngestError,
     InputError,
     UnknownKindError,
-    UnknownModelError,
 )
-from pgembed.storage import catalog, ingest, ownership
+from pgembed.storage import catalog, declare, ingest, ownership
 from pgembed.storage import schema as sch
 
 if TYPE_CHECKING:
@@ -74,7 +73,7 @@ class Collection:
         self.engine = engine
         self.encoder = encoder
         self._fde_config_id: int | None = None
-        self.spec, self._fde = _spec(
+        self.spec, self._fde = declare.spec_for(
             name, encoder_record(encoder), kinds, fde, matryoshka_dims,
             binary_bits=binary_bits, table=table, schema=schema, text_column=text_column,
             precision=precision, distance=distance, index=index or sch.IndexParams(),
@@ -110,7 +109,9 @@ class Collection:
         catalog row.
         """
         with _connect(self.engine) as conn, conn.begin():
-            self._fde_config_id = _declare(conn, self.spec, encoder_record(self.encoder), self._fde)
+            self._fde_config_id = declare.declare_spec(
+                conn, self.spec, encoder_record(self.encoder), self._fde
+            )
         return self
 
     def reindex(self) -> list[str]:
@@ -137,7 +138,7 @@ class Collection:
         table was dropped.
         """
         with _connect(self.engine) as conn, conn.begin():
-            return undeclare(conn, self.spec.name, force=force)
+            return declare.undeclare(conn, self.spec.name, force=force)
 
     # --- properties ---------------------------------------------------------------------
 
@@ -353,10 +354,6 @@ class Collection:
             return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
 
 
-class BlankTextWarning(UserWarning):
-    """sync() found rows whose text is empty or only whitespace, and left them unembedded."""
-
-
 def _check_batch_size(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InputError(
@@ -378,130 +375,9 @@ def _check_same_declaration(recorded: sch.CollectionSpec, declared: sch.Collecti
         )
 
 
-def _declare(
-    conn: Connection,
-    spec: sch.CollectionSpec,
-    enc: catalog.EncoderRecord,
-    fde: FDEEncoder | None,
-) -> int | None:
-    ownership.check_schema(spec.schema)
-    ownership.lock(conn, spec)  # concurrent declarations of this name or table wait here
-    catalog.register_encoder(conn, enc)
-    fde_id = catalog.save_fde_config(conn, fde) if fde is not None else None
-    _, recorded = catalog.register_collection(conn, spec, fde_id)
-    ownership.create_table(conn, spec, recorded)
-    return fde_id
-
-
-def declare(
-    conn: Connection,
-    name: str,
-    encoder: str,
-    *,
-    kinds: Sequence[str] = ("single",),
-    fde: FDEConfig | dict[str, Any] | None = None,
-    matryoshka_dims: Sequence[int] | None = None,
-    **options: Any,
-) -> sch.CollectionSpec:
-    """Create and record a collection inside an open transaction, without loading a model.
-
-    The encoder's identity comes from the catalog, else from its exported manifest. Used by
-    ``op.create_collection`` in users' migrations. The rules of :meth:`Collection.create`
-    hold: no table is taken over, concurrent declarations wait for each other.
-    """
-    from pgembed import config
-    from pgembed.encoders.manifest import Manifest
-
-    rec = catalog.get_encoder(conn, encoder)
-    if rec is None:
-        directory = config.model_dir() / encoder
-        if not directory.is_dir():
-            raise UnknownModelError(
-                f"encoder {encoder!r} is neither in pgembed.encoders nor exported; "
-                f"run `pgembed export ... --name {encoder}` first"
-            )
-        rec = manifest_record(Manifest.load(directory))
-    spec, fde_enc = _spec(name, rec, kinds, fde, matryoshka_dims, **options)
-    _declare(conn, spec, rec, fde_enc)
-    return spec
-
-
-def _spec(
-    name: str,
-    enc: catalog.EncoderRecord,
-    kinds: Sequence[str],
-    fde: FDEConfig | dict[str, Any] | None,
-    matryoshka_dims: Sequence[int] | None,
-    **options: Any,
-) -> tuple[sch.CollectionSpec, FDEEncoder | None]:
-    """The spec of a collection on encoder ``enc``, with its FDE matrices if it stores fde."""
-    fde_enc = None
-    if "fde" in kinds:
-        from pgembed.vectors.fde import FDEConfig, FDEEncoder
-
-        cfg = (
-            fde
-            if isinstance(fde, FDEConfig)
-            else FDEConfig(**{"dimension": enc.dim, **(fde or {})})
-        )
-        if cfg.dimension != enc.dim:
-            raise DimensionError(
-                f"the FDE config takes {cfg.dimension}-dim tokens, but encoder {enc.name!r} "
-                f"makes {enc.dim}; use FDEConfig(dimension={enc.dim}, ...)"
-            )
-        fde_enc = FDEEncoder(cfg)
-    prefixes = enc.matryoshka_dims if matryoshka_dims is None else matryoshka_dims
-    spec = sch.CollectionSpec(
-        name=name,
-        dim=enc.dim,
-        encoder=enc.name,
-        kinds=tuple(kinds),
-        matryoshka_dims=tuple(prefixes) if "matryoshka" in kinds else (),
-        fde_dim=fde_enc.config.output_dim if fde_enc is not None else None,
-        **options,
-    )
-    return spec, fde_enc
-
-
-def undeclare(conn: Connection, name: str, *, force: bool = False) -> bool:
-    """Drop a collection's table and catalog row; refuses a populated one unless forced.
-
-    Drops only the table the collection created (by its recorded oid). Another table of
-    that name, or one in a reserved schema, is left alone: the catalog row goes, and a
-    warning says so. Returns whether a table was dropped.
-    """
-    ownership.lock_name(conn, name)
-    rec = catalog.get_collection(conn, name)
-    ownership.lock(conn, rec.spec)
-    left_alone = ownership.drop_table(conn, rec, force=force)
-    catalog.unregister_collection(conn, name)
-    if left_alone:
-        warnings.warn(left_alone, TableLeftAloneWarning, stacklevel=3)
-        return False
-    return True
-
-
-class TableLeftAloneWarning(UserWarning):
-    """drop() removed a catalog entry but not the table, which the collection did not create."""
-
-
-def manifest_record(m: Any) -> catalog.EncoderRecord:
-    return catalog.EncoderRecord(
-        name=m.name,
-        fingerprint=m.fingerprint,
-        dim=m.dim,
-        max_length=m.max_length,
-        pooling=m.pooling,
-        normalized=m.normalization != "none",
-        query_prefix=m.query_prefix,
-        document_prefix=m.document_prefix,
-        matryoshka_dims=tuple(m.matryoshka_dims),
-    )
-
-
 def encoder_record(enc: Encoder) -> catalog.EncoderRecord:
     # A shallower (elastic-depth) graph is another vector space: its own fingerprint.
-    return replace(manifest_record(enc.manifest), fingerprint=enc.fingerprint)
+    return replace(catalog.EncoderRecord.of(enc.manifest), fingerprint=enc.fingerprint)
 
 
 def _no_bar(progress: bool | None, n: int) -> bool:

@@ -130,7 +130,7 @@ PY_CASES = [
     Case("whitespace text", lambda c: c.add(["  \n\t "], ids=[900]),
          EmptyInputError, r"text at index 0 is empty or only whitespace"),
     Case("text without tokens", lambda c: c.add(["\x01\x02\x03"], ids=[900]),
-         EmptyInputError, r"text at index 0 has no tokens after normalization"),
+         EmptyInputError, r"id 900 has no tokens after normalization"),
     Case("no texts", lambda c: c.add([]), EmptyInputError, r"at least one text"),
     Case("fewer ids than texts", lambda c: c.add(["a b c", "d e f"], ids=[900]),
          InputError, r"1 ids for 2 texts"),
@@ -217,10 +217,12 @@ PY_CASES = [
 
 
 def _declare(c: Collection, encoder: str) -> None:
-    from pgembed.pipeline import declare
+    """What ``op.create_collection("ghost", encoder=...)`` runs."""
+    from pgembed.alembic_ops import encoder_record
+    from pgembed.storage.declare import declare
 
     with c.engine.begin() as conn:
-        declare(conn, "ghost", encoder)
+        declare(conn, "ghost", encoder_record(conn, encoder))
 
 
 @pytest.mark.parametrize("case", PY_CASES, ids=[c.id for c in PY_CASES])

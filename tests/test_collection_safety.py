@@ -18,8 +18,14 @@ from sqlalchemy.engine import Engine
 
 import pgembed.alembic_ops  # noqa: F401  (registers the operations)
 from pgembed import Collection, FDEConfig, migrate, sqlfuncs
-from pgembed.errors import CollectionError, ConfigError, DimensionError, InputError
-from pgembed.pipeline import BlankTextWarning, TableLeftAloneWarning
+from pgembed.errors import (
+    BlankTextWarning,
+    CollectionError,
+    ConfigError,
+    DimensionError,
+    InputError,
+    TableLeftAloneWarning,
+)
 from pgembed.storage import catalog
 from pgembed.storage.schema import KINDS
 from pgembed.vectors import binary

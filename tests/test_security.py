@@ -169,7 +169,7 @@ def test_hostile_collection_name_in_the_cli(
         assert n == 3
     finally:
         with engine.begin() as conn:
-            from pgembed.pipeline import undeclare
+            from pgembed.storage.declare import undeclare
 
             undeclare(conn, name, force=True)
 

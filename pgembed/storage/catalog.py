@@ -95,6 +95,22 @@ class EncoderRecord:
     document_prefix: str = ""
     matryoshka_dims: tuple[int, ...] = ()
 
+    @classmethod
+    def of(cls, manifest: Any) -> EncoderRecord:
+        """The record of an exported model's manifest (``pgembed.encoders.manifest``)."""
+        m = manifest
+        return cls(
+            name=m.name,
+            fingerprint=m.fingerprint,
+            dim=m.dim,
+            max_length=m.max_length,
+            pooling=m.pooling,
+            normalized=m.normalization != "none",
+            query_prefix=m.query_prefix,
+            document_prefix=m.document_prefix,
+            matryoshka_dims=tuple(m.matryoshka_dims),
+        )
+
 
 def _require_schema(conn: Connection) -> None:
     installed, current = conn.execute(
