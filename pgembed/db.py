@@ -22,7 +22,8 @@ from pgembed.errors import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    import psycopg
+    from sqlalchemy.engine import Connection, Engine
 
 
 def normalize_url(url: str) -> str:
@@ -145,6 +146,14 @@ def translate_sql_errors(collection: str | None = None) -> Iterator[None]:
         if err is None:
             raise
         raise err from None
+
+
+def raw_connection(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy one: for COPY and multi-statement scripts."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise DatabaseUnavailableError("the database connection is closed; reconnect and retry")
+    return raw  # type: ignore[no-any-return]
 
 
 def create_engine(url: str | None = None, *, check: bool = True, **kwargs: Any) -> Engine:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from pgembed.db import raw_connection
 from pgembed.errors import ExtensionError, MigrationError
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def install_sql(conn: Connection, filename: str) -> None:
         sql = sql.replace(VECTOR_SCHEMA, vector_schema_identifier(conn))
     # The driver connection runs a parameterless multi-statement script as is, so the
     # '%' of format('%I') needs no escaping.
-    conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+    raw_connection(conn).execute(sql)
 
 
 def refuse_orphaning_collections(conn: Connection, force: bool) -> None:
@@ -196,7 +197,7 @@ def refuse_orphaning_collections(conn: Connection, force: bool) -> None:
 
 def drop_functions(conn: Connection) -> None:
     """Drop every function in schema pgembed (used by downgrades)."""
-    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+    raw_connection(conn).execute(
         """
         DO $$
         DECLARE f regprocedure;

@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-SCHEMA = "pgembed"
+from pgembed.storage import SCHEMA
 
 config = context.config
 connection = config.attributes["connection"]

@@ -19,6 +19,7 @@ from pgembed.errors import (
     MigrationError,
     UnknownCollectionError,
 )
+from pgembed.storage import SCHEMA
 from pgembed.storage.schema import CollectionSpec
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from pgembed.vectors.fde import FDEEncoder
 
-metadata = sa.MetaData(schema="pgembed")
+metadata = sa.MetaData(schema=SCHEMA)
 
 encoders = sa.Table(
     "encoders",

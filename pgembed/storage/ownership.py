@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from pgembed.errors import CollectionError
-from pgembed.storage import catalog
+from pgembed.storage import SCHEMA, catalog
 from pgembed.storage import schema as sch
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-RESERVED_SCHEMAS = ("pgembed", "information_schema")
+RESERVED_SCHEMAS = (SCHEMA, "information_schema")
 """Schemas no collection may live in; so is every ``pg_*`` schema (pg_catalog, pg_toast...)."""
 
 # Two-key advisory locks: the first key keeps pgembed's locks apart from other users'.

@@ -16,13 +16,12 @@ from pgembed.migrate import (
     refuse_orphaning_collections,
     require_pgvector,
 )
+from pgembed.storage import SCHEMA
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-S = "pgembed"
 
 
 def upgrade() -> None:
@@ -41,7 +40,7 @@ def upgrade() -> None:
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
-        schema=S,
+        schema=SCHEMA,
     )
     op.create_table(
         "fde_configs",
@@ -77,7 +76,7 @@ def upgrade() -> None:
             "seed",
             name="fde_configs_params_key",
         ),
-        schema=S,
+        schema=SCHEMA,
     )
     op.create_table(
         "collections",
@@ -89,13 +88,13 @@ def upgrade() -> None:
         sa.Column(
             "encoder",
             sa.Text,
-            sa.ForeignKey(f"{S}.encoders.name", ondelete="RESTRICT"),
+            sa.ForeignKey(f"{SCHEMA}.encoders.name", ondelete="RESTRICT"),
             nullable=False,
         ),
         sa.Column(
             "fde_config",
             sa.Integer,
-            sa.ForeignKey(f"{S}.fde_configs.id", ondelete="RESTRICT"),
+            sa.ForeignKey(f"{SCHEMA}.fde_configs.id", ondelete="RESTRICT"),
         ),
         # kind -> {"column": ..., "dims": ..., "bits": ..., "index": {...}}
         sa.Column("kinds", pg.JSONB, nullable=False, server_default="{}"),
@@ -103,7 +102,7 @@ def upgrade() -> None:
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
         sa.UniqueConstraint("table_schema", "table_name", name="collections_table_key"),
-        schema=S,
+        schema=SCHEMA,
     )
     install_sql(op.get_bind(), "pgembed--0.1.0.sql")
 
@@ -114,4 +113,4 @@ def downgrade() -> None:
     refuse_orphaning_collections(op.get_bind(), bool(context.config.attributes.get("force")))
     drop_functions(op.get_bind())
     for table in ("collections", "fde_configs", "encoders"):
-        op.drop_table(table, schema=S)
+        op.drop_table(table, schema=SCHEMA)
