@@ -37,9 +37,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from pgembed import migrate, sqlfuncs
+from pgembed import migrate
 from pgembed.db import resolve_url
 from pgembed.storage import ingest
+from pgembed.storage.columns import VectorArray
 from pgembed.storage.schema import CollectionSpec, table
 from pgembed.vectors.maxsim import maxsim
 
@@ -130,7 +131,7 @@ def main() -> None:
                 ingest.write(conn, spec, ingest.Rows(ids=ids, tokens=part))
             conn.execute(sa.text("ANALYZE bench_maxsim"))
 
-        q_param = {"q": sqlfuncs.VectorArray().bind_processor(None)(q)}
+        q_param = {"q": VectorArray().bind_processor(None)(q)}
         ours = sa.text(
             "SELECT sum(pgembed.maxsim(CAST(:q AS halfvec[]), tokens)) FROM bench_maxsim"
         )

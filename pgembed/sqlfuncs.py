@@ -18,19 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import Function
 from sqlalchemy.sql.selectable import TableValuedAlias
-from sqlalchemy.types import UserDefinedType
 
 from pgembed import strategies
-from pgembed.errors import EmptyInputError, NonFiniteError
+from pgembed.storage.columns import VectorArray
 
 __all__ = [
-    "VectorArray",
     "fde_query",
     "halfvec",
     "maxsim",
@@ -39,32 +36,6 @@ __all__ = [
     "search_knn",
     "search_multivector",
 ]
-
-
-class VectorArray(UserDefinedType[Any]):
-    """``vector[]``: a set of token vectors, bound from an (n, d) array."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return "VECTOR[]"
-
-    def bind_processor(self, dialect: Any) -> Any:
-        def process(value: Any) -> str | None:
-            return None if value is None else _vector_array_literal(value)
-
-        return process
-
-
-def _vector_array_literal(tokens: Any) -> str:
-    arr = np.asarray(tokens, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise EmptyInputError(f"a token set needs shape (n>0, d), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise NonFiniteError("token vectors hold NaN or infinity")
-    # repr of a float32 widened to float: round-trips exactly through vector's float4 input
-    rows = ('"[' + ",".join(repr(float(x)) for x in row) + ']"' for row in arr)
-    return "{" + ",".join(rows) + "}"
 
 
 def _is_sql(value: Any) -> bool:

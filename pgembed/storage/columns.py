@@ -20,7 +20,10 @@ from pgembed.errors import DimensionError, EmptyInputError, NonFiniteError
 
 
 def halfvec_array_literal(tokens: Any, dim: int | None = None) -> str:
-    """Text literal of a ``halfvec[]`` from an (n, d) array: ``{"[..]","[..]"}``."""
+    """Text literal of a ``halfvec[]`` or ``vector[]`` from an (n, d) array: ``{"[..]","[..]"}``.
+
+    The repr of each float32 widened to float round-trips exactly through the types' input.
+    """
     arr = np.asarray(tokens, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise EmptyInputError(f"a multi-vector needs shape (n>0, d), got {arr.shape}")
@@ -30,6 +33,21 @@ def halfvec_array_literal(tokens: Any, dim: int | None = None) -> str:
         raise NonFiniteError("token vectors hold NaN or infinity")
     rows = ('"[' + ",".join(repr(float(x)) for x in row) + ']"' for row in arr)
     return "{" + ",".join(rows) + "}"
+
+
+class VectorArray(UserDefinedType[Any]):
+    """``vector[]``: a set of token vectors, bound from an (n, d) array (query side)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "VECTOR[]"
+
+    def bind_processor(self, dialect: Any) -> Any:
+        def process(value: Any) -> str | None:
+            return None if value is None else halfvec_array_literal(value)
+
+        return process
 
 
 _ELEMENT = re.compile(r"\[([^\]]*)\]")
