@@ -852,6 +852,8 @@ def test_downgrade_0004_restores_0003s_functions(empty_engine: Engine) -> None:
         "pgembed.vector_schema()",
         "pgembed.to_halfvec(vector,text)",
         "pgembed.check_cosine_query(vector,halfvec)",
+        "pgembed.prepare_query(jsonb,vector,integer)",
+        "pgembed.distance_sql(text)",
     }
     assert all(r[2] == ["search_path=pg_catalog, pg_temp"] for r in at4), at4
     for _ in range(2):

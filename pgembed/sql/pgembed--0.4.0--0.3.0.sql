@@ -12,6 +12,8 @@ SELECT pg_catalog.set_config('search_path', pg_catalog.format('pg_catalog, %I, p
 FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'vector';
 
+DROP FUNCTION pgembed.distance_sql(text);
+DROP FUNCTION pgembed.prepare_query(jsonb, vector, integer);
 DROP FUNCTION pgembed.check_cosine_query(vector, halfvec);
 DROP FUNCTION pgembed.to_halfvec(vector, text);
 DROP FUNCTION pgembed.vector_schema();

@@ -591,8 +591,67 @@ COMMENT ON FUNCTION pgembed.residual_similarity(bit varying[], double precision[
 
 -- --- searches ----------------------------------------------------------------------------
 
+-- The three single-vector searches share their query preparation (pgembed.prepare_query)
+-- and their distance (pgembed.distance_sql). Each builds one statement, passes the query
+-- once as $1, of type vector, and casts it inside the statement to the column's type
+-- ($1::halfvec rounds exactly as pgembed.to_halfvec's cast, which prepare_query has already
+-- checked). The cast folds at plan time, so the index expressions still match.
+
 -- A cosine query must not be all zeros, nor become all zeros as halfvec (values below
 -- halfvec's smallest, about 6e-8): either would give NaN scores.
+CREATE OR REPLACE FUNCTION pgembed.prepare_query(
+    single jsonb, q @extschema:vector@.vector, k integer)
+    RETURNS text
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    qh @extschema:vector@.halfvec;
+BEGIN
+    PERFORM pgembed.check_vector(q, (single ->> 'dim'::text)::integer, 'query vector'::text);
+    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    IF single ->> 'type'::text = 'halfvec'::text THEN
+        qh := pgembed.to_halfvec(q, 'query vector'::text);
+    ELSIF single ->> 'type'::text IS DISTINCT FROM 'vector'::text THEN
+        RAISE EXCEPTION 'pgembed: the collection stores its single vectors as %; expected vector or halfvec',
+            coalesce(pg_catalog.quote_literal(single ->> 'type'::text), 'NULL'::text)
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    -- No "distance" (a row written by hand): cosine, as in pgembed.distance_sql.
+    IF coalesce(single ->> 'distance'::text, 'cosine'::text) = 'cosine'::text THEN
+        PERFORM pgembed.check_cosine_query(q, qh);
+    END IF;
+    RETURN pg_catalog.format('%I.%I', pgembed.vector_schema(), single ->> 'type'::text);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.prepare_query(jsonb, @extschema:vector@.vector, integer) IS
+    'Checks a search''s query vector q against a collection''s single-vector spec (non-NULL, its dimensions, fits halfvec when stored as halfvec, not all zeros for cosine) and k (1..100000); returns the column''s type, qualified, as SQL text, for the search''s statement to cast $1 to.';
+
+CREATE OR REPLACE FUNCTION pgembed.distance_sql(distance text, OUT op text, OUT score text)
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    -- score is a prefix, applied to a parenthesized distance: `%s(e %s q)`.
+    CASE coalesce(distance, 'cosine'::text)
+        WHEN 'ip'::text THEN
+            op := pg_catalog.format('OPERATOR(%I.<#>)', pgembed.vector_schema());
+            score := 'OPERATOR(pg_catalog.-) '::text;
+        WHEN 'cosine'::text THEN
+            op := pg_catalog.format('OPERATOR(%I.<=>)', pgembed.vector_schema());
+            score := '1::double precision OPERATOR(pg_catalog.-) '::text;
+        ELSE
+            RAISE EXCEPTION 'pgembed: distance % is not supported; use cosine or ip',
+                pg_catalog.quote_literal(distance)
+                USING ERRCODE = 'feature_not_supported';
+    END CASE;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.distance_sql(text) IS
+    'SQL text for a search statement (format %s) of a collection''s distance (NULL: cosine): op, the qualified pgvector distance operator (ip: <#>, cosine: <=>), and score, a prefix that turns a parenthesized distance into a score, higher is closer (ip: the inner product, cosine: 1 - the cosine distance).';
+
 CREATE OR REPLACE FUNCTION pgembed.search_knn(
     collection text, q @extschema:vector@.vector, k integer DEFAULT 10,
     ef_search integer DEFAULT NULL, iterative_scan text DEFAULT NULL)
@@ -603,38 +662,21 @@ AS $fn$
 DECLARE
     c record;
     s jsonb;
-    qh @extschema:vector@.halfvec;
-    vs name := pgembed.vector_schema();
+    qt text;
+    d record;
     saved text[];
-    stmt text;
 BEGIN
     SELECT * INTO c FROM pgembed.collection_info(collection, 'single'::text);
     s := c.kinds -> 'single'::text;
-    PERFORM pgembed.check_vector(q, (s ->> 'dim'::text)::integer, 'query vector'::text);
-    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
-    IF s ->> 'type'::text = 'halfvec'::text THEN
-        qh := pgembed.to_halfvec(q, 'query vector'::text);
-    END IF;
-    IF s ->> 'distance'::text = 'cosine'::text THEN
-        PERFORM pgembed.check_cosine_query(q, qh);
-    END IF;
+    qt := pgembed.prepare_query(s, q, k);
+    SELECT * INTO d FROM pgembed.distance_sql(s ->> 'distance'::text);
     saved := pgembed.hnsw_begin(ef_search, iterative_scan, k);
-    IF s ->> 'distance'::text = 'ip'::text THEN
-        stmt := pg_catalog.format('SELECT c.id, OPERATOR(pg_catalog.-) c.d FROM ('
-                       'SELECT %1$I::bigint AS id, %2$I OPERATOR(%5$I.<#>) $1 AS d '
-                       'FROM %3$I.%4$I ORDER BY d LIMIT $2) AS c ORDER BY c.d, c.id',
-                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, vs);
-    ELSE
-        stmt := pg_catalog.format('SELECT c.id, 1::double precision OPERATOR(pg_catalog.-) c.d FROM ('
-                       'SELECT %1$I::bigint AS id, %2$I OPERATOR(%5$I.<=>) $1 AS d '
-                       'FROM %3$I.%4$I ORDER BY d LIMIT $2) AS c ORDER BY c.d, c.id',
-                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, vs);
-    END IF;
-    IF qh IS NOT NULL THEN
-        RETURN QUERY EXECUTE stmt USING qh, k;
-    ELSE
-        RETURN QUERY EXECUTE stmt USING q, k;
-    END IF;
+    RETURN QUERY EXECUTE pg_catalog.format(
+        'SELECT c.id, %7$s(c.d) FROM ('
+        'SELECT %1$I::bigint AS id, %2$I %6$s $1::%5$s AS d '
+        'FROM %3$I.%4$I ORDER BY d LIMIT $2) AS c ORDER BY c.d, c.id',
+        c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, qt, d.op, d.score)
+        USING q, k;
     PERFORM pgembed.hnsw_end(saved);
 END
 $fn$;
@@ -653,18 +695,17 @@ AS $fn$
 DECLARE
     c record;
     s jsonb;
+    qt text;
+    d record;
     dims integer[];
     m integer;
     n integer;
-    qh @extschema:vector@.halfvec;
-    vs name := pgembed.vector_schema();
     saved text[];
-    stmt text;
 BEGIN
     SELECT * INTO c FROM pgembed.collection_info(collection, 'matryoshka'::text);
     s := c.kinds -> 'single'::text;
-    PERFORM pgembed.check_vector(q, (s ->> 'dim'::text)::integer, 'query vector'::text);
-    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    qt := pgembed.prepare_query(s, q, k);
+    SELECT * INTO d FROM pgembed.distance_sql(s ->> 'distance'::text);
     PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 8), 1, 1000);
     dims := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(c.kinds -> 'matryoshka'::text -> 'dims'::text)::integer
                   ORDER BY 1);
@@ -675,15 +716,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'pass one of the configured prefixes, or NULL for the smallest';
     END IF;
-    IF s ->> 'type'::text = 'halfvec'::text THEN
-        qh := pgembed.to_halfvec(q, 'query vector'::text);
-    END IF;
-    IF s ->> 'distance'::text = 'cosine'::text THEN
-        PERFORM pgembed.check_cosine_query(q, qh);
-    END IF;
-    -- Stage 1 is cosine on the prefix whatever the collection's distance.
-    IF (qh IS NULL AND @extschema:vector@.vector_norm(@extschema:vector@.subvector(q, 1, m)) = 0::double precision)
-       OR (qh IS NOT NULL AND @extschema:vector@.l2_norm(@extschema:vector@.subvector(qh, 1, m)) = 0::double precision) THEN
+    -- Stage 1 is cosine on the prefix whatever the collection's distance; prepare_query has
+    -- checked that q fits the column's type.
+    IF (CASE WHEN s ->> 'type'::text = 'halfvec'::text
+             THEN @extschema:vector@.l2_norm(@extschema:vector@.subvector(q::@extschema:vector@.halfvec, 1, m))
+             ELSE @extschema:vector@.vector_norm(@extschema:vector@.subvector(q, 1, m)) END)
+       = 0::double precision THEN
         RAISE EXCEPTION 'pgembed: the first % dimensions of the query vector are all zeros (as %); the prefix index''s cosine similarity is undefined',
             m, s ->> 'type'::text
             USING ERRCODE = 'invalid_parameter_value',
@@ -693,26 +731,15 @@ BEGIN
     saved := pgembed.hnsw_begin(ef_search, iterative_scan, n);
     -- Stage 1 uses the prefix index expression verbatim (cosine, like the index);
     -- stage 2 reranks the candidates on the full vector with the collection's distance.
-    IF s ->> 'distance'::text = 'ip'::text THEN
-        stmt := pg_catalog.format('SELECT c.id, OPERATOR(pg_catalog.-) (c.e OPERATOR(%7$I.<#>) $1) AS score FROM ('
-                       'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
-                       'ORDER BY %7$I.subvector(%2$I, 1, %5$s)::%7$I.%6$I(%5$s) OPERATOR(%7$I.<=>) $3 LIMIT $4) AS c '
-                       'ORDER BY score DESC, c.id LIMIT $2',
-                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, m,
-                       s ->> 'type'::text, vs);
-    ELSE
-        stmt := pg_catalog.format('SELECT c.id, 1::double precision OPERATOR(pg_catalog.-) (c.e OPERATOR(%7$I.<=>) $1) AS score FROM ('
-                       'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
-                       'ORDER BY %7$I.subvector(%2$I, 1, %5$s)::%7$I.%6$I(%5$s) OPERATOR(%7$I.<=>) $3 LIMIT $4) AS c '
-                       'ORDER BY score DESC, c.id LIMIT $2',
-                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, m,
-                       s ->> 'type'::text, vs);
-    END IF;
-    IF qh IS NOT NULL THEN
-        RETURN QUERY EXECUTE stmt USING qh, k, @extschema:vector@.subvector(qh, 1, m), n;
-    ELSE
-        RETURN QUERY EXECUTE stmt USING q, k, @extschema:vector@.subvector(q, 1, m), n;
-    END IF;
+    RETURN QUERY EXECUTE pg_catalog.format(
+        'SELECT c.id, %8$s(c.e %9$s $1::%6$s) AS score FROM ('
+        'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
+        'ORDER BY %7$I.subvector(%2$I, 1, %5$s)::%6$s(%5$s) OPERATOR(%7$I.<=>) '
+        '%7$I.subvector($1::%6$s, 1, %5$s) LIMIT $3) AS c '
+        'ORDER BY score DESC, c.id LIMIT $2',
+        c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, m, qt,
+        pgembed.vector_schema(), d.score, d.op)
+        USING q, k, n;
     PERFORM pgembed.hnsw_end(saved);
 END
 $fn$;
@@ -731,38 +758,31 @@ AS $fn$
 DECLARE
     c record;
     s jsonb;
+    b jsonb;
+    qt text;
+    d record;
     bits integer;
-    d integer;
     n integer;
     keep integer;
     codes bit varying[];  -- the query's residual levels, b > 1 only (else NULL)
     scales double precision[];
-    qh @extschema:vector@.halfvec;
-    vs name := pgembed.vector_schema();
     saved text[];
-    stmt text;
     ivf boolean;
 BEGIN
     SELECT * INTO c FROM pgembed.collection_info(collection, 'binary'::text);
     s := c.kinds -> 'single'::text;
-    d := (s ->> 'dim'::text)::integer;
-    PERFORM pgembed.check_vector(q, d, 'query vector'::text);
-    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    b := c.kinds -> 'binary'::text;
+    qt := pgembed.prepare_query(s, q, k);
+    SELECT * INTO d FROM pgembed.distance_sql(s ->> 'distance'::text);
     PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 10), 1, 1000);
     n := k * coalesce(oversample, 10);
-    bits := coalesce((c.kinds -> 'binary'::text ->> 'bits'::text)::integer, 1);
+    bits := coalesce((b ->> 'bits'::text)::integer, 1);
     keep := coalesce(rescore, greatest(k, n / 2));
     IF bits > 1 THEN
         PERFORM pgembed.check_range('rescore'::text, keep, k, n);
     END IF;
-    IF s ->> 'type'::text = 'halfvec'::text THEN
-        qh := pgembed.to_halfvec(q, 'query vector'::text);
-    END IF;
-    IF s ->> 'distance'::text = 'cosine'::text THEN
-        PERFORM pgembed.check_cosine_query(q, qh);
-    END IF;
     -- No "index" (a row written by hand): HNSW.
-    ivf := coalesce(c.kinds -> 'binary'::text ->> 'index'::text, 'hnsw'::text) = 'ivfflat'::text;
+    ivf := coalesce(b ->> 'index'::text, 'hnsw'::text) = 'ivfflat'::text;
     IF ivf AND ef_search IS NOT NULL THEN
         RAISE EXCEPTION 'pgembed: ef_search applies to an HNSW index, but collection % has an IVFFlat binary index', pg_catalog.quote_literal(collection)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass probes instead';
@@ -771,46 +791,33 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass ef_search instead';
     END IF;
     IF ivf THEN
-        saved := pgembed.ivfflat_begin(probes, iterative_scan,
-                                       (c.kinds -> 'binary'::text ->> 'lists'::text)::integer);
+        saved := pgembed.ivfflat_begin(probes, iterative_scan, (b ->> 'lists'::text)::integer);
     ELSE
         saved := pgembed.hnsw_begin(ef_search, iterative_scan, n);
     END IF;
-    -- Stage 1: Hamming ANN (HNSW or IVFFlat) on binary_quantize(embedding)::bit(d), the
-    -- index expression.
-    -- Stage 2 (b > 1 bits): keep the `rescore` best by residual_similarity.
-    -- Stage 3: exact rerank on the full vector, top k.
     IF bits > 1 THEN
         SELECT l.codes, l.scales INTO codes, scales FROM pgembed.residual_levels(q, bits) AS l;
-        stmt := pg_catalog.format('WITH cand AS MATERIALIZED ('
-                       'SELECT %1$I::bigint AS id, %2$I AS e, %5$I AS b FROM %3$I.%4$I '
-                       'ORDER BY %7$I.binary_quantize(%2$I)::bit(%6$s) OPERATOR(%7$I.<~>) $3 LIMIT $4), '
-                       'resc AS (SELECT cand.id, cand.e FROM cand ORDER BY '
-                       'pgembed.residual_similarity($5, $6, cand.b::bit varying) DESC, cand.id LIMIT $7) ',
-                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name,
-                       c.kinds -> 'binary'::text ->> 'column'::text, d, vs);
-    ELSE
-        stmt := pg_catalog.format('WITH resc AS MATERIALIZED ('
-                       'SELECT %1$I::bigint AS id, %2$I AS e FROM %3$I.%4$I '
-                       'ORDER BY %6$I.binary_quantize(%2$I)::bit(%5$s) OPERATOR(%6$I.<~>) $3 LIMIT $4) ',
-                       c.id_column, s ->> 'column'::text, c.table_schema, c.table_name, d, vs);
     END IF;
-    IF s ->> 'distance'::text = 'ip'::text THEN
-        stmt := stmt || pg_catalog.format(
-            'SELECT resc.id, OPERATOR(pg_catalog.-) (resc.e OPERATOR(%1$I.<#>) $1) AS score FROM resc '
-            'ORDER BY score DESC, resc.id LIMIT $2', vs);
-    ELSE
-        stmt := stmt || pg_catalog.format(
-            'SELECT resc.id, 1::double precision OPERATOR(pg_catalog.-) (resc.e OPERATOR(%1$I.<=>) $1) AS score FROM resc '
-            'ORDER BY score DESC, resc.id LIMIT $2', vs);
-    END IF;
-    IF qh IS NOT NULL THEN
-        RETURN QUERY EXECUTE stmt
-            USING qh, k, @extschema:vector@.binary_quantize(qh), n, codes, scales, keep;
-    ELSE
-        RETURN QUERY EXECUTE stmt
-            USING q, k, @extschema:vector@.binary_quantize(q), n, codes, scales, keep;
-    END IF;
+    -- Stage 1: Hamming ANN (HNSW or IVFFlat) on binary_quantize(embedding)::bit(d), the
+    -- index expression, k*oversample candidates.
+    -- Stage 2 (b > 1 bits): keep the `rescore` best by residual_similarity.
+    -- Stage 3: exact rerank on the full vector, top k.
+    RETURN QUERY EXECUTE pg_catalog.format(
+        'WITH cand AS MATERIALIZED ('
+        'SELECT %1$I::bigint AS id, %2$I AS e%5$s FROM %3$I.%4$I '
+        'ORDER BY %8$I.binary_quantize(%2$I)::bit(%6$s) OPERATOR(%8$I.<~>) '
+        '%8$I.binary_quantize($1::%7$s) LIMIT $3), '
+        'resc AS (SELECT cand.id, cand.e FROM cand%9$s) '
+        'SELECT resc.id, %10$s(resc.e %11$s $1::%7$s) AS score FROM resc '
+        'ORDER BY score DESC, resc.id LIMIT $2',
+        c.id_column, s ->> 'column'::text, c.table_schema, c.table_name,
+        CASE WHEN bits > 1 THEN pg_catalog.format(', %I AS b', b ->> 'column'::text) ELSE ''::text END,
+        (s ->> 'dim'::text)::integer, qt, pgembed.vector_schema(),
+        CASE WHEN bits > 1
+             THEN ' ORDER BY pgembed.residual_similarity($4, $5, cand.b::bit varying) DESC, cand.id LIMIT $6'::text
+             ELSE ''::text END,
+        d.score, d.op)
+        USING q, k, n, codes, scales, keep;
     IF ivf THEN
         PERFORM pgembed.ivfflat_end(saved);
     ELSE
