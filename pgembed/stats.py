@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from pgembed.db import translate_errors, translate_sql_errors
 from pgembed.errors import CollectionError
+from pgembed.storage import read
 
 if TYPE_CHECKING:
     from pgembed.pipeline import Collection
@@ -137,27 +138,76 @@ def _collect(coll: Collection, sample: int, seed: int) -> Stats:
         stats = Stats(spec.name, n, kind_rows, per_row, dim=spec.dim)
         if n == 0 or not spec.has("single"):
             return stats
+        n_emb = kind_rows["single"]  # rows that hold an embedding
+        if n_emb == 0:
+            return stats
         rng = np.random.default_rng(seed)
-        emb_rows = conn.execute(sa.select(t.c[spec.id_column], t.c.embedding)).all()
-        ids = np.array([r[0] for r in emb_rows])
-        emb = np.array([r[1] for r in emb_rows], dtype=np.float32)
-        pick = rng.choice(len(ids), size=min(sample, len(ids)), replace=False)
+        pick = np.sort(rng.choice(n_emb, size=min(sample, n_emb), replace=False))
+        ranked = np.sort(rng.choice(n_emb, size=min(n_emb, 4096), replace=False))
+        emb = t.c.embedding
+        stmt = sa.select(t.c[spec.id_column], emb).where(emb.is_not(None))
+        stmt = stmt.order_by(t.c[spec.id_column])  # positions and ties: in id order
+        seen = _read_embeddings(conn, stmt, pick, ranked)
+        k = min(10, n_emb)
+        exact = _exact_neighbours(conn, stmt, seen.queries, k)  # knn at least: single is here
         tokens = None
         if spec.has("fde"):
-            tok_rows = conn.execute(
-                sa.select(t.c.tokens).where(t.c[spec.id_column].in_(ids[pick].tolist()))
-            ).scalars()
-            tokens = [np.asarray(x, dtype=np.float32) for x in tok_rows]
-    norms = np.linalg.norm(emb, axis=1)
-    stats.effective_rank = effective_rank(emb[rng.choice(len(emb), min(len(emb), 4096), False)])
-    stats.norm_mean, stats.norm_min, stats.norm_max = (
-        float(norms.mean()), float(norms.min()), float(norms.max()),
-    )  # fmt: skip
-    stats.bit_balance_worst = float(np.abs((emb > 0).mean(axis=0) - 0.5).max())
+            tok = sa.select(t.c.tokens).where(t.c[spec.id_column].in_(seen.query_ids))
+            tokens = [r[0] for r in read.rows(conn, tok) if r[0] is not None]
+    stats.effective_rank = effective_rank(seen.ranked)
+    stats.norm_mean, stats.norm_min, stats.norm_max = seen.norms
+    stats.bit_balance_worst = float(np.abs(seen.positive / n_emb - 0.5).max())
     if tokens:
         stats.fde_fill_rate = fde_fill_rate(coll, tokens)
-    stats.recall10 = _recalls(coll, ids, emb, pick)
+    stats.recall10 = _recalls(coll, seen.queries, exact, k)
     return stats
+
+
+@dataclass
+class _Seen:
+    """What one pass over the stored embeddings keeps: sums and samples, not the rows."""
+
+    query_ids: list[int]
+    queries: np.ndarray[Any, Any]
+    ranked: np.ndarray[Any, Any]
+    norms: tuple[float, float, float]
+    positive: np.ndarray[Any, Any]
+
+
+def _read_embeddings(
+    conn: sa.Connection, stmt: sa.Select[Any], pick: np.ndarray[Any, Any],
+    ranked: np.ndarray[Any, Any],
+) -> _Seen:  # fmt: skip
+    """Stream the embeddings once: norms, signs, and the rows at positions pick and ranked."""
+    query_ids: list[int] = []
+    queries, ranked_rows = [], []
+    total, low, high, positive, at = 0.0, np.inf, -np.inf, 0, 0
+    for batch in read.batches(conn, stmt):
+        x = np.stack([r[1] for r in batch])
+        pos = np.arange(at, at + len(batch))
+        at += len(batch)
+        norms = np.linalg.norm(x, axis=1)
+        total, low, high = total + float(norms.sum()), min(low, norms.min()), max(high, norms.max())
+        positive = positive + (x > 0).sum(axis=0)
+        chosen = np.isin(pos, pick)
+        query_ids += [int(batch[i][0]) for i in np.flatnonzero(chosen)]
+        queries.append(x[chosen])
+        ranked_rows.append(x[np.isin(pos, ranked)])
+    return _Seen(
+        query_ids, np.concatenate(queries), np.concatenate(ranked_rows),
+        (total / at, float(low), float(high)), np.asarray(positive),
+    )  # fmt: skip
+
+
+def _exact_neighbours(
+    conn: sa.Connection, stmt: sa.Select[Any], queries: np.ndarray[Any, Any], k: int
+) -> list[set[int]]:
+    """Ids of each query's k nearest stored rows by exact inner product, streamed."""
+    top = read.TopK(len(queries), k)
+    for batch in read.batches(conn, stmt):
+        ids = np.array([r[0] for r in batch], dtype=np.int64)
+        top.push(ids, queries @ np.stack([r[1] for r in batch]).T)
+    return [set(row) for row in top.keys.tolist()]
 
 
 def fde_fill_rate(coll: Collection, tokens: list[np.ndarray[Any, Any]]) -> float:
@@ -168,24 +218,19 @@ def fde_fill_rate(coll: Collection, tokens: list[np.ndarray[Any, Any]]) -> float
 
 
 def _recalls(
-    coll: Collection,
-    ids: np.ndarray[Any, Any],
-    emb: np.ndarray[Any, Any],
-    pick: np.ndarray[Any, Any],
+    coll: Collection, queries: np.ndarray[Any, Any], exact: list[set[int]], k: int
 ) -> dict[str, float]:
     from pgembed.strategies import STRATEGIES
 
     out: dict[str, float] = {}
-    k = min(10, len(ids))
     for strategy, s in STRATEGIES.items():
         if s.tokens or not coll.spec.has(s.kind):
             continue  # multivector recall needs token queries: see the quickstart
         hits = 0.0
-        for i in pick:
-            exact = set(ids[np.argsort(-(emb @ emb[i]), kind="stable")[:k]].tolist())
-            got = {r for r, _ in coll.search(emb[i], k=k, strategy=strategy)}
-            hits += len(exact & got) / k
-        out[strategy] = hits / len(pick)
+        for q, want in zip(queries, exact, strict=True):
+            got = {r for r, _ in coll.search(q, k=k, strategy=strategy)}
+            hits += len(want & got) / k
+        out[strategy] = hits / len(queries)
     return out
 
 

@@ -75,3 +75,29 @@ def test_cli_stats(coll: Collection, engine: Engine) -> None:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["rows"] == 150 and report["collection"] == "stats docs"
+
+
+def test_rows_awaiting_sync_are_left_out(engine: Engine, tiny_encoder: Any) -> None:
+    """A row inserted with its text only (no embedding yet) counts as a row, not a vector."""
+    texts = [s for doc in lee_background()[:10] for s in doc.split(". ") if len(s.split()) > 4]
+    c = Collection(engine, "stats pending", tiny_encoder, kinds=("single",))
+    c.create()
+    try:
+        c.add(texts[:30], ids=range(30))
+        t = c.table()
+        with engine.begin() as conn:
+            conn.execute(sa.insert(t).values(id=99, content="not embedded yet"))
+            emb = np.array(
+                conn.execute(sa.select(t.c.embedding).where(t.c.id < 99)).scalars().all(),
+                dtype=np.float32,
+            )
+        st = stats.collect(c, sample=5)
+        assert st.rows == 31 and st.kind_rows["single"] == 30
+        norms = np.linalg.norm(emb, axis=1)
+        assert st.norm_mean == pytest.approx(norms.mean(), rel=1e-5)
+        assert st.norm_max == pytest.approx(norms.max(), rel=1e-6)
+        assert st.bit_balance_worst == pytest.approx(np.abs((emb > 0).mean(0) - 0.5).max())
+        assert st.effective_rank == pytest.approx(stats.effective_rank(emb), rel=1e-3)
+        assert st.recall10["knn"] > 0.5
+    finally:
+        c.drop(force=True)
