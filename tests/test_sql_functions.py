@@ -658,19 +658,33 @@ def _psql(pg_home: Path | None) -> str:
     return found
 
 
-def test_psql_script_matches_expected(make_database: Any, pg_home: Path | None) -> None:
+# One regression pair per function family, pgvector's test/sql + expected style: every
+# tests/sql/NAME.sql runs alone, in a fresh database, and prints exactly NAME.expected.
+SQL_SCRIPTS = sorted((HERE / "sql").glob("*.sql"))
+
+
+def test_every_regression_script_has_its_expected_output() -> None:
+    scripts = {p.stem for p in SQL_SCRIPTS}
+    expected = {p.stem for p in (HERE / "sql").glob("*.expected")}
+    assert scripts == expected, scripts ^ expected
+    assert {"search", "maxsim", "fde", "binary", "helpers"} <= scripts
+
+
+@pytest.mark.parametrize("script", SQL_SCRIPTS, ids=lambda p: p.stem)
+def test_psql_script_matches_expected(
+    make_database: Any, pg_home: Path | None, script: Path
+) -> None:
     url = make_database()  # a fresh database: the error messages list every collection
     eng = sa.create_engine(url)
     migrate.upgrade(eng)
     eng.dispose()
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     out = subprocess.run(
-        [_psql(pg_home), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-         "-f", str(HERE / "sql" / "search.sql"), libpq],
+        [_psql(pg_home), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), libpq],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert out.stdout == (HERE / "sql" / "search.expected").read_text()
+    assert out.stdout == script.with_suffix(".expected").read_text()
 
 
 def _expected() -> dict[str, str]:
