@@ -42,8 +42,32 @@ class StrategyResult:
     bytes_per_row: float
 
 
-def _exact_topk(scores: np.ndarray[Any, Any], k: int) -> np.ndarray[Any, Any]:
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+def _exact_top10(
+    engine: Engine,
+    t: sa.Table,
+    qvecs: np.ndarray[Any, Any],
+    qtoks: list[np.ndarray[Any, Any]],
+    *,
+    batch: int = 1024,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Ids of each query's 10 nearest rows by exact cosine and by exact MaxSim.
+
+    The ground truth comes from the stored (halfvec) vectors, exactly what the searches
+    see, read back in batches: memory follows the batch, not the corpus.
+    """
+    from pgembed.storage import read
+    from pgembed.vectors.maxsim import maxsim_matrix_packed, pack_token_sets
+
+    q_flat, q_offsets = pack_token_sets(qtoks, name="query")
+    dense, multi = read.TopK(len(qvecs), 10), read.TopK(len(qtoks), 10)
+    stmt = sa.select(t.c.id, t.c.embedding, t.c.tokens).order_by(t.c.id)
+    with engine.connect() as conn:
+        for rows in read.batches(conn, stmt, size=batch):
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            dense.push(ids, qvecs @ np.stack([r[1] for r in rows]).T)
+            flat, offsets = pack_token_sets([r[2] for r in rows], name="document")
+            multi.push(ids, maxsim_matrix_packed(q_flat, q_offsets, flat, offsets))
+    return dense.keys.tolist(), multi.keys.tolist()
 
 
 def _bytes_per_row(
@@ -88,7 +112,6 @@ def run(
 
     from pgembed import Collection, Encoder, corpus, db, migrate
     from pgembed.errors import UnknownCollectionError
-    from pgembed.vectors.maxsim import maxsim
 
     engine = engine or db.create_engine()
     migrate.upgrade(engine)
@@ -108,14 +131,7 @@ def run(
 
     qtexts = [q.text for q in data.queries]
     qvecs, qtoks = enc.encode_both(qtexts, "query", progress=False)
-    # Ground truth from the stored (halfvec) vectors: exactly what the searches see.
-    t = coll.table()
-    with engine.connect() as conn:
-        stored = conn.execute(sa.select(t.c.embedding, t.c.tokens).order_by(t.c.id)).all()
-    dvecs = np.array([r[0] for r in stored], dtype=np.float32)
-    dtoks = [np.asarray(r[1], dtype=np.float32) for r in stored]
-    exact_dense = _exact_topk(qvecs @ dvecs.T, 10)
-    exact_ms = _exact_topk(np.stack([maxsim(q, dtoks) for q in qtoks]), 10)
+    exact_dense, exact_ms = _exact_top10(engine, coll.table(), qvecs, qtoks)
 
     results = []
     bar = tqdm(total=len(STRATEGIES) * len(qtexts), desc="search", disable=not progress)
@@ -141,7 +157,7 @@ def run(
                     hits10 += 1
                     rr += 1.0 / (arts.index(target) + 1)
                 exact = exact_ms[qi] if strategy == "multivector" else exact_dense[qi]
-                rec += len(set(found) & set(exact.tolist())) / 10
+                rec += len(set(found) & set(exact)) / 10
                 bar.update()
             n = len(qtexts)
             results.append(StrategyResult(

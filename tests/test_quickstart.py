@@ -41,3 +41,31 @@ FLOORS = {
     "binary_exact_recall10": 0.9,
     "multivector_exact_recall10": 0.85,
 }
+
+
+def test_streamed_ground_truth_equals_in_memory(engine: Engine, tiny_encoder: Any) -> None:
+    """The exact top-10 computed batch by batch is the one of all stored vectors at once."""
+    import numpy as np
+    import sqlalchemy as sa
+
+    from pgembed import Collection
+    from pgembed.corpus import lee_background
+    from pgembed.vectors.maxsim import maxsim_matrix
+
+    docs = [s for d in lee_background()[:30] for s in d.split(". ") if len(s.split()) > 4][:70]
+    coll = Collection(engine, "quickstart truth", tiny_encoder, kinds=("single", "multivector"))
+    coll.create()
+    try:
+        coll.add(docs, ids=range(70))
+        qvecs, qtoks = tiny_encoder.encode_both(docs[:9], "query", progress=False)
+        t = coll.table()
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(t.c.embedding, t.c.tokens).order_by(t.c.id)).all()
+        emb = np.array([r[0] for r in stored], dtype=np.float32)
+        dense = np.argsort(-(qvecs @ emb.T), axis=1, kind="stable")[:, :10]
+        ms = np.argsort(-maxsim_matrix(qtoks, [r[1] for r in stored]), axis=1, kind="stable")
+        got_dense, got_ms = quickstart._exact_top10(engine, t, qvecs, qtoks, batch=16)
+        assert got_dense == dense.tolist()
+        assert got_ms == ms[:, :10].tolist()
+    finally:
+        coll.drop(force=True)

@@ -139,3 +139,15 @@ def test_empty_array_and_literal_roundtrip(engine: Engine) -> None:
         ((t, e),) = read.rows(conn, stmt)
     assert np.array_equal(t, tokens.astype(np.float16).astype(np.float32))
     assert e.shape == (0, 0)
+
+
+def test_topk_over_batches_equals_one_stable_sort() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, size=(4, 101)).astype(np.float32)  # many ties
+    keys = np.arange(1000, 1101)
+    top = read.TopK(4, 10)
+    for lo in range(0, 101, 17):
+        top.push(keys[lo : lo + 17], scores[:, lo : lo + 17])
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert np.array_equal(top.keys, keys[want])
+    assert np.array_equal(top.scores, np.take_along_axis(scores, want, axis=1))
