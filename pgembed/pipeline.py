@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -18,13 +20,15 @@ from pgembed.errors import (
     BlankTextWarning,
     CollectionError,
     DatabaseUnavailableError,
+    DimensionError,
     EmptyInputError,
     FingerprintMismatchError,
     IngestError,
     InputError,
+    NonFiniteError,
     UnknownKindError,
 )
-from pgembed.storage import catalog, declare, ingest, ownership
+from pgembed.storage import bulk, catalog, declare, ingest, ownership
 from pgembed.storage import schema as sch
 
 if TYPE_CHECKING:
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
 STRATEGIES = strategies.NAMES  # re-exported; pgembed.strategies owns them
 STRATEGY_KIND = strategies.KIND
 DEFAULT_BATCH = 256
+WRITE_BYTES = 32 * 2**20
+"""Most bytes of one write transaction (about): a batch of long texts with token arrays
+and FDE vectors is split, a batch of precomputed vectors is sized to it."""
 
 
 class Collection:
@@ -112,23 +119,54 @@ class Collection:
             self._fde_config_id = declare.declare_spec(
                 conn, self.spec, encoder_record(self.encoder), self._fde
             )
+        self.finish_bulk(progress=False)  # indexes an interrupted bulk load left missing
         return self
 
-    def reindex(self) -> list[str]:
-        """Rebuild the IVFFlat index, if any, and return the names of the rebuilt indexes.
+    def finish_bulk(
+        self,
+        *,
+        progress: bool | None = None,
+        on_progress: bulk.ProgressCallback | None = None,
+        maintenance_work_mem: str | None = None,
+        workers: int | None = None,
+    ) -> list[str]:
+        """Build the indexes a bulk load deferred, or an interrupted one left missing or
+        invalid; returns their names (none while a bulk load of the collection still runs:
+        its last loader builds them).
+
+        ``add()`` calls this itself; call it after an interrupted bulk load that you do not
+        re-run. Each index is one ``CREATE INDEX`` with ``maintenance_work_mem`` and
+        ``max_parallel_maintenance_workers`` from the server unless given (workers never
+        beyond what the server allows), and a progress bar from
+        ``pg_stat_progress_create_index``. Searches meanwhile answer from a sequential scan;
+        writes wait for each build.
+        """
+        with _write_errors(self.spec):
+            return bulk.finish(
+                self.engine, self.spec, check=self._check_recorded, show=progress is not False,
+                on_progress=on_progress, maintenance_work_mem=maintenance_work_mem,
+                workers=workers,
+            )  # fmt: skip
+
+    def reindex(self, *, progress: bool | None = None) -> list[str]:
+        """Build missing indexes and rebuild the IVFFlat index, if any; returns the names of
+        the indexes built.
 
         IVFFlat clusters its lists from the rows present when it is built, so build it
-        again after a bulk load (HNSW indexes need no rebuild; they are left alone).
+        again after incremental adds changed the data (a bulk load builds it at its end;
+        HNSW indexes need no rebuild and are left alone). Indexes a bulk load left missing
+        are built first (:meth:`finish_bulk`).
         """
+        built = self.finish_bulk(progress=progress)
         if self.spec.index.binary != "ivfflat" or not self.spec.has("binary"):
-            return []
+            return built
         with _connect(self.engine) as conn, conn.begin():
-            names = ownership.ivfflat_indexes(conn, self.spec)
+            names = [n for n in ownership.ivfflat_indexes(conn, self.spec) if n not in built]
             quote = conn.dialect.identifier_preparer.quote
             for name in names:
                 # REINDEX builds the index anew: IVFFlat clusters its lists from the rows.
                 conn.execute(sa.text(f"REINDEX INDEX {quote(self.spec.schema)}.{quote(name)}"))
-        return names
+        return built + names
 
     def drop(self, *, force: bool = False) -> bool:
         """Drop the table and the catalog entry; refuses a populated table unless forced.
@@ -175,8 +213,6 @@ class Collection:
 
     def rows(self, texts: Sequence[str], ids: np.ndarray[Any, Any]) -> ingest.Rows:
         """Encode a batch into every kind the collection stores."""
-        from pgembed.vectors import binary
-
         spec = self.spec
         need_tokens = spec.has("multivector")
         pooled: Any = None
@@ -187,12 +223,23 @@ class Collection:
             tokens = self.encoder.encode_tokens(texts, "document", progress=False)
         else:
             pooled = self.encoder.encode(texts, "document", progress=False)
-        rows = ingest.Rows(ids=ids, texts=texts, embedding=pooled, tokens=tokens)
+        return self._complete(ingest.Rows(ids=ids, texts=texts, embedding=pooled, tokens=tokens))
+
+    def _complete(self, rows: ingest.Rows) -> ingest.Rows:
+        """The kinds computed from the pooled and token vectors: binary codes, FDE."""
+        from pgembed.vectors import binary
+
+        spec = self.spec
+        if not spec.has("single"):
+            rows.embedding = None
+        if not spec.has("multivector"):
+            rows.tokens = None
         if spec.has("binary") and spec.binary_bits > 1:
-            rows.embedding_bits = binary.pack_residual(pooled, spec.binary_bits)
+            assert rows.embedding is not None
+            rows.embedding_bits = binary.pack_residual(rows.embedding, spec.binary_bits)
         if spec.has("fde"):
-            assert tokens is not None
-            rows.fde = self.fde.encode_document(tokens)
+            assert rows.tokens is not None
+            rows.fde = self.fde.encode_document(rows.tokens)
         return rows
 
     def add(
@@ -200,19 +247,51 @@ class Collection:
         texts: Iterable[str],
         ids: Iterable[int] | None = None,
         *,
+        vectors: Any = None,
+        fingerprint: str | None = None,
+        mode: bulk.Mode = "auto",
         batch_size: int = DEFAULT_BATCH,
         progress: bool | None = None,
+        on_progress: bulk.ProgressCallback | None = None,
     ) -> int:
-        """Encode and upsert texts by id, one transaction per batch; returns rows written.
+        """Encode and write texts by id; returns the rows written.
 
-        Re-running after an interruption is safe: ids already embedded from the same text
-        are skipped, the rest are (re)written, so no row is lost or duplicated. Writes
+        **Modes.** ``"incremental"`` upserts into the indexed table, one transaction per
+        batch (ids already stored are updated). ``"bulk"`` defers the collection's
+        indexes, COPYs straight into the table (one committed transaction per batch) and
+        builds every index at the end (:mod:`pgembed.storage.bulk`). ``"auto"`` (default)
+        goes bulk into an empty collection, when the new texts are at least
+        ``bulk.BULK_SHARE`` of the rows present (and at least ``bulk.BULK_MIN_ROWS``), or
+        when an interrupted bulk load left indexes missing; incremental otherwise. Both
+        modes store the same rows.
+
+        **Concurrent searches** never fail: during a bulk load they answer from a
+        sequential scan (exact, slower) and wait for the moment the indexes are dropped;
+        during an index build they read on while writes wait.
+
+        **Resuming.** Re-running after an interruption (even SIGKILL) is safe: ids already
+        embedded from the same text are skipped, the rest are (re)written, so no row is lost
+        or duplicated, and indexes a bulk load left missing are built at the end (also by
+        :meth:`create`, :meth:`finish_bulk`, :meth:`reindex`).
+
+        **Pipeline.** Batch k+1 is encoded while a writer thread, on its own connection,
+        writes batch k; write transactions are capped at about ``WRITE_BYTES``. Errors of
+        either side reach the caller as PgembedErrors; batches are written in order.
+
+        **Precomputed vectors.** ``vectors`` takes encoder outputs made elsewhere instead of
+        encoding: the pooled ``(n, dim)`` array, or ``(pooled, tokens)`` with one
+        ``(n_i, dim)`` token array per text when the collection stores multivector or fde
+        (``(None, tokens)`` when it stores no single). The caller vouches that they came from
+        this collection's encoder (its dimension, and its fingerprint against the catalog,
+        are checked; give ``fingerprint`` to have the vectors' own checked too).
+
+        Texts cut at the encoder's max_length give one TruncationWarning per call. Writes
         follow the catalog: a declaration other than the recorded one is refused with a
         CollectionError before anything is written (see the class docstring).
         """
         from tqdm.auto import tqdm
 
-        from pgembed.encoders.tokenize import check_texts
+        from pgembed.encoders.tokenize import check_texts, collect_truncations
 
         text_list = check_texts(texts)  # refuses a bare str before it is split into chars
         if not text_list:
@@ -227,26 +306,116 @@ class Collection:
         if len(id_arr) != len(text_list):
             raise InputError(f"{len(id_arr)} ids for {len(text_list)} texts")
         batch_size = _check_batch_size(batch_size)
-        written = 0
-        bar = tqdm(total=len(text_list), desc=f"ingest {self.spec.name}", unit="text",
-                   disable=_no_bar(progress, len(text_list)))  # fmt: skip
-        with bar:
-            for start in range(0, len(text_list), batch_size):
-                batch_ids = id_arr[start : start + batch_size]
-                batch_texts = text_list[start : start + batch_size]
-                written += self._write_batch(batch_ids, batch_texts)
-                bar.update(len(batch_ids))
-        return written
-
-    def _write_batch(self, ids: np.ndarray[Any, Any], texts: list[str]) -> int:
-        with _write_errors(self.spec), _connect(self.engine) as conn, conn.begin():
+        mode = bulk.check_mode(mode)
+        given = self._check_vectors(vectors, len(text_list), fingerprint)
+        n = len(text_list)
+        bar = tqdm(total=n, desc=f"ingest {self.spec.name}", unit="text",
+                   disable=_no_bar(progress, n))  # fmt: skip
+        with _write_errors(self.spec), _connect(self.engine) as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             self._check_recorded(conn)
-            done = ingest.already_embedded(conn, self.spec, ids, texts)
-            if done.all():
-                return 0
-            keep = np.flatnonzero(~done)
-            rows = self._rows_by_id([texts[i] for i in keep], ids[keep])
-            return ingest.write(conn, self.spec, rows)
+            missing = bool(bulk.missing(conn, self.spec))
+            chosen = bulk.choose(mode, n, self._count(conn), missing)
+            if given is not None:  # no encoding: batches as large as WRITE_BYTES allow
+                sizes = ingest.row_bytes(self.spec, ingest.Rows(id_arr, text_list, tokens=given[1]))
+                batch_size = max(batch_size, WRITE_BYTES // max(1, int(sizes.mean())))
+            writer = _Writer(self, chosen, bar, on_progress, n)
+            with bar, collect_truncations() as tally, writer:
+                for start in range(0, n, batch_size):
+                    b_ids = id_arr[start : start + batch_size]
+                    b_texts = text_list[start : start + batch_size]
+                    done, present = ingest.stored(conn, self.spec, b_ids, b_texts)
+                    writer.skipped(int(done.sum()))
+                    keep = np.flatnonzero(~done)
+                    if not len(keep):
+                        continue
+                    if given is None:
+                        rows = self._rows_by_id([b_texts[i] for i in keep], b_ids[keep])
+                    else:
+                        rows = self._given_rows(given, start + keep, b_ids[keep], b_texts, keep)
+                    writer.put(rows, present[keep])
+            self.last_mode = chosen
+        tally.warn(stacklevel=2)
+        if chosen == "bulk" or missing:
+            self.finish_bulk(progress=not _no_bar(progress, n), on_progress=on_progress)
+        return writer.written
+
+    last_mode: bulk.Mode | None = None
+    """The mode the last :meth:`add` of this object ran in (``bulk`` or ``incremental``)."""
+
+    def _check_vectors(
+        self, vectors: Any, n: int, fingerprint: str | None
+    ) -> tuple[np.ndarray[Any, Any] | None, list[np.ndarray[Any, Any]] | None] | None:
+        """``vectors`` of add() as (pooled, tokens), checked against the encoder."""
+        if vectors is None:
+            if fingerprint is not None:
+                raise InputError("fingerprint= describes precomputed vectors; give vectors= too")
+            return None
+        enc, spec = self.encoder, self.spec
+        if fingerprint is not None and fingerprint != enc.fingerprint:
+            raise FingerprintMismatchError(
+                f"the vectors were made by an encoder with fingerprint {str(fingerprint)[:12]}…, "
+                f"but collection {spec.name!r} holds vectors of {enc.name!r} "
+                f"({enc.fingerprint[:12]}…); encode with that model, or use another collection"
+            )
+        pooled_in, tokens_in = vectors if isinstance(vectors, tuple) else (vectors, None)
+        if isinstance(vectors, tuple) and len(vectors) != 2:
+            raise InputError(f"vectors=(pooled, tokens) has {len(vectors)} items, not 2")
+        if spec.has("single") and pooled_in is None:
+            raise InputError(
+                f"collection {spec.name!r} stores single vectors: give vectors=pooled, an "
+                f"({n}, {enc.dim}) array"
+            )
+        if spec.has("multivector") and tokens_in is None:
+            raise InputError(
+                f"collection {spec.name!r} stores {'fde and ' if spec.has('fde') else ''}"
+                f"multivector: give vectors=(pooled, tokens), tokens one (n_i, {enc.dim}) array "
+                "of token vectors per text"
+            )
+        pooled = None
+        if pooled_in is not None:
+            pooled = np.asarray(pooled_in, dtype=np.float32)
+            if pooled.ndim != 2 or pooled.shape != (n, enc.dim) or enc.dim != spec.dim:
+                raise DimensionError(
+                    f"vectors has shape {pooled.shape}; encoder {enc.name!r} of collection "
+                    f"{spec.name!r} makes {enc.dim}-dim vectors, so ({n}, {enc.dim}) is "
+                    "expected (one row per text)"
+                )
+            bad = np.flatnonzero(~np.isfinite(pooled).all(axis=1))
+            if len(bad):
+                raise NonFiniteError(f"vectors holds NaN or infinity in rows {bad[:5].tolist()}")
+        tokens = None
+        if tokens_in is not None:
+            tokens = [np.asarray(t, dtype=np.float32) for t in tokens_in]
+            if len(tokens) != n:
+                raise InputError(f"{len(tokens)} token arrays for {n} texts")
+            for i, t in enumerate(tokens):
+                if t.ndim != 2 or t.shape[1] != enc.dim or t.shape[0] == 0:
+                    raise DimensionError(
+                        f"token array {i} has shape {t.shape}; encoder {enc.name!r} makes "
+                        f"(n_tokens, {enc.dim}) arrays with at least one token"
+                    )
+                if not np.isfinite(t).all():
+                    raise NonFiniteError(f"token array {i} holds NaN or infinity")
+        return pooled, tokens
+
+    def _given_rows(
+        self,
+        given: tuple[np.ndarray[Any, Any] | None, list[np.ndarray[Any, Any]] | None],
+        at: np.ndarray[Any, Any],
+        ids: np.ndarray[Any, Any],
+        texts: list[str],
+        keep: np.ndarray[Any, Any],
+    ) -> ingest.Rows:
+        pooled, tokens = given
+        return self._complete(
+            ingest.Rows(
+                ids=ids,
+                texts=[texts[i] for i in keep],
+                embedding=None if pooled is None else pooled[at],
+                tokens=None if tokens is None else [tokens[i] for i in at],
+            )
+        )
 
     def sync(self, *, batch_size: int = DEFAULT_BATCH, progress: bool | None = None) -> int:
         """Embed rows whose text is new or changed; safe to run in several workers at once.
@@ -257,11 +426,16 @@ class Collection:
         """
         from tqdm.auto import tqdm
 
+        from pgembed.encoders.tokenize import collect_truncations
+
         if self.spec.text_column is None:
             raise CollectionError(f"collection {self.spec.name!r} has no text column to sync")
         batch_size = _check_batch_size(batch_size)
         total, blank, first = 0, [], True
-        with tqdm(desc=f"sync {self.spec.name}", unit="row", disable=progress is False) as bar:
+        with (
+            tqdm(desc=f"sync {self.spec.name}", unit="row", disable=progress is False) as bar,
+            collect_truncations() as tally,
+        ):
             while True:
                 with _write_errors(self.spec), _connect(self.engine) as conn, conn.begin():
                     self._check_recorded(conn)
@@ -279,6 +453,7 @@ class Collection:
                         rows = self._rows_by_id([c[1] for c in todo], ids)
                         total += ingest.write(conn, self.spec, rows)
                 bar.update(len(claimed))
+        tally.warn(stacklevel=2)
         if blank:
             warnings.warn(
                 f"sync left {len(blank)} row(s) of {self.spec.name!r} without vectors: their "
@@ -352,6 +527,126 @@ class Collection:
         stmt = sa.select(getattr(sqlfuncs, plan.function)(self.spec.name, q, k=int(k), **opts))
         with _connect(self.engine) as conn, translate_sql_errors(self.spec.name):
             return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
+
+
+class _Writer:
+    """The write side of ``add``: a thread with its own connection, writing the batches
+    put to it in order (one committed transaction each, at most ``WRITE_BYTES``) while the
+    caller encodes the next. Its first error stops it and is raised in the caller's
+    thread, at the next :meth:`put` or on leaving the ``with`` block."""
+
+    def __init__(
+        self,
+        coll: Collection,
+        mode: bulk.Mode,
+        bar: Any,
+        on_progress: bulk.ProgressCallback | None,
+        total: int,
+    ) -> None:
+        self.coll = coll
+        self.mode = mode
+        self.bar = bar
+        self.on_progress = on_progress
+        self.total = total
+        self.written = 0
+        self._done = 0
+        self._queue: queue.Queue[tuple[ingest.Rows, np.ndarray[Any, Any]] | None] = queue.Queue(2)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._load: bulk.Load | None = None
+        self._thread = threading.Thread(target=self._run, name="pgembed writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        if self.mode == "bulk":
+            self._load = bulk.Load(self.coll.engine, self.coll.spec, self.coll._check_recorded)
+            self._load.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if kind is not None:
+            self._stop.set()  # the batches already put are dropped: a re-run writes them
+        self._put(None)
+        self._thread.join()
+        if self._load is not None:
+            self._load.end()
+        if kind is None and self._error is not None:
+            raise self._error
+
+    def skipped(self, n: int) -> None:
+        """Count ``n`` texts already embedded (nothing to write) on the bar."""
+        if n:
+            with self._lock:
+                self.bar.update(n)
+                self._done += n
+
+    def put(self, rows: ingest.Rows, present: np.ndarray[Any, Any]) -> None:
+        """Queue a batch (``present``: which of its ids the table holds already)."""
+        if self._error is not None:
+            raise self._error
+        self._put((rows, present))
+        if self._error is not None:
+            raise self._error
+
+    def _put(self, item: tuple[ingest.Rows, np.ndarray[Any, Any]] | None) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            with _connect(self.coll.engine) as conn:
+                while True:
+                    item = self._queue.get()
+                    if item is None or self._stop.is_set():
+                        return
+                    rows, present = item
+                    for part in ingest.split_by_bytes(self.coll.spec, rows, WRITE_BYTES):
+                        mask = np.isin(part.ids, rows.ids[present])
+                        self._write(conn, part, mask)
+                        self._report(len(part))
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def _write(self, conn: Connection, rows: ingest.Rows, present: np.ndarray[Any, Any]) -> None:
+        coll, spec = self.coll, self.coll.spec
+        if self._load is None:
+            with _write_errors(spec), conn.begin():
+                coll._check_recorded(conn)
+                ingest.write(conn, spec, rows)
+            return
+        import psycopg
+
+        self._load.drop_indexes()
+        order = np.argsort(rows.ids, kind="stable")  # one order: concurrent loads wait
+        rows, present = ingest.take(rows, order), present[order]
+        with _write_errors(spec):
+            try:
+                with conn.begin():
+                    coll._check_recorded(conn)
+                    ingest.copy_new(conn, spec, ingest.take(rows, np.flatnonzero(~present)))
+                    ingest.write(conn, spec, ingest.take(rows, np.flatnonzero(present)))
+                return
+            except (psycopg.errors.UniqueViolation, sa.exc.IntegrityError) as exc:
+                if not isinstance(getattr(exc, "orig", exc), psycopg.errors.UniqueViolation):
+                    raise
+            # another writer inserted some of these ids since they were looked up: upsert
+            with conn.begin():
+                coll._check_recorded(conn)
+                ingest.write(conn, spec, rows)
+
+    def _report(self, n: int) -> None:
+        with self._lock:
+            self.written += n
+            self._done += n
+            self.bar.update(n)
+            done = self._done
+        if self.on_progress is not None:
+            self.on_progress(bulk.Progress("write", self.coll.spec.name, done, self.total))
 
 
 def _check_batch_size(value: Any) -> int:

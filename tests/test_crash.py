@@ -45,10 +45,14 @@ def _sentences(n: int) -> list[str]:
     return sentences(n)
 
 
-def _start(url: str, model_dir: Path, name: str, hold: Path | None = None) -> subprocess.Popen[str]:
+def _start(
+    url: str, model_dir: Path, name: str, hold: Path | None = None, *bulk: str
+) -> subprocess.Popen[str]:
+    """The helper; ``bulk``: its MODE [STOP] arguments (one add() of all N texts)."""
     args = [sys.executable, str(HELPER), url, str(model_dir), name, str(N), str(BATCH)]
-    if hold is not None:
-        args.append(str(hold))
+    if hold is not None or bulk:
+        args.append(str(hold) if hold is not None else "-")
+    args += bulk
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -223,3 +227,117 @@ def _stop_when_blocked(engine: Engine, server: EmbeddedServer) -> None:
         else:
             raise AssertionError("the ingest never blocked on the row lock")
     assert server.stop() is True
+
+
+def _indexes(engine: Engine, coll: Collection) -> dict[str, bool]:
+    """The collection's indexes (the primary key aside): name -> pg_index.indisvalid."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, i.indisvalid FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = to_regclass(:t) AND NOT i.indisprimary"
+            ),
+            {"t": f'"{coll.spec.table_name}"'},
+        ).all()
+    return {str(name): bool(valid) for name, valid in rows}
+
+
+def _expected_indexes(coll: Collection) -> set[str]:
+    return {str(i.name) for i in coll.table().indexes}
+
+
+def _check_indexes(engine: Engine, coll: Collection) -> None:
+    got = _indexes(engine, coll)
+    assert set(got) == _expected_indexes(coll), got
+    assert all(got.values()), got  # every one valid
+    assert len(got) == 2  # HNSW on the embedding and on its binary code
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_bulk_load_killed_in_its_copy_phase_resumes(
+    crash_db: tuple[Engine, Collection], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL while a bulk load COPYs (once at a known batch, once at a random moment):
+    committed batches stay, searches answer meanwhile, a re-run completes the rows and
+    builds every index."""
+    engine, coll = crash_db
+    url = engine.url.render_as_string(hide_password=False)
+    texts = _sentences(N)
+    hold = tmp_path / "hold"
+    hold.touch()
+    proc = _start(url, tiny_model_dir, coll.spec.name, hold, "bulk", f"write:{12 * BATCH}")
+    _wait_for(proc, "holding")
+    _kill(proc)
+    assert _count(engine, coll.spec.name) == 12 * BATCH  # whole committed batches
+    assert _indexes(engine, coll) == {}  # deferred by the load
+    # the interrupted load leaves a searchable collection (sequential scan, exact)
+    hits = coll.search("a storm hit the coast", k=5)
+    assert len(hits) == 5 and all(0 <= i < 12 * BATCH for i, _ in hits)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+
+    proc = _start(url, tiny_model_dir, coll.spec.name, None, "bulk")  # killed mid-COPY
+    _wait_for(proc, f"written {20 * BATCH}")
+    time.sleep(random.Random(7).uniform(0.0, 0.03))
+    _kill(proc)
+    partial = _count(engine, coll.spec.name)
+    assert 20 * BATCH <= partial < N and partial % BATCH == 0
+
+    proc = _start(url, tiny_model_dir, coll.spec.name, None, "auto")
+    rc, result = _finish(proc)
+    assert rc == 0, result
+    assert result == {"written": N - partial, "mode": "bulk"}  # missing indexes: bulk again
+    _check_complete(engine, coll, texts)
+    _check_indexes(engine, coll)
+
+
+def test_bulk_load_killed_in_its_index_build_resumes(
+    crash_db: tuple[Engine, Collection], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL while CREATE INDEX runs (held on a table lock, so the server goes on
+    building for the dead client), then a re-run: it waits for that build and makes the
+    rest; every index present and valid, each row once."""
+    engine, coll = crash_db
+    url = engine.url.render_as_string(hide_password=False)
+    texts = _sentences(N)
+    hold = tmp_path / "hold"
+    hold.touch()
+    proc = _start(url, tiny_model_dir, coll.spec.name, hold, "bulk", f"write:{N}")
+    _wait_for(proc, "holding")
+    assert _count(engine, coll.spec.name) == N
+    blocker = engine.connect()
+    blocker.begin()  # ROW EXCLUSIVE: CREATE INDEX (SHARE) waits for it
+    blocker.execute(sa.text(f'LOCK TABLE "{coll.spec.table_name}" IN ROW EXCLUSIVE MODE'))
+    try:
+        hold.unlink()
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("index ")
+        with engine.connect() as conn:
+            for _ in range(600):
+                waiting = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'CREATE INDEX%' AND datname = current_database()"
+                    )
+                ).scalar_one()
+                if waiting:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the index build never waited on the table lock")
+        _kill(proc)
+        rerun = _start(url, tiny_model_dir, coll.spec.name, None, "auto")
+        time.sleep(0.3)  # the re-run waits for the orphaned build, which waits for us
+    finally:
+        blocker.commit()
+        blocker.close()
+    rc, result = _finish(rerun)
+    assert rc == 0, result
+    assert result == {"written": 0, "mode": "bulk"}  # every row was there: indexes only
+    _check_complete(engine, coll, texts)
+    _check_indexes(engine, coll)

@@ -44,6 +44,61 @@ def checked(check: Callable[[Any], Any], convert: Callable[[str], Any] = int) ->
     return parse
 
 
+def vectors_path(value: str) -> Path:
+    """A ``.npy`` or ``.npz`` file name (read later, with the other input)."""
+    path = Path(value)
+    if path.suffix not in (".npy", ".npz"):
+        raise argparse.ArgumentTypeError(
+            f"expected a .npy file (pooled vectors, e.g. from `pgembed encode`) or a .npz "
+            f"file (pooled, tokens, token_counts), got {value!r}"
+        )
+    return path
+
+
+def read_vectors(path: Path) -> dict[str, Any]:
+    """Precomputed encoder outputs: ``pooled`` (n, d), and from a .npz optionally
+    ``tokens`` (all token vectors stacked, (sum n_i, d)) with ``token_counts`` (n,), and
+    ``fingerprint`` (the encoder's, checked against the collection's)."""
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise InputError(
+            f"cannot read --vectors {path}: {why}; give a .npy or .npz file written by numpy"
+        ) from None
+    if path.suffix == ".npy":
+        return {"pooled": data}
+    with data:
+        found = {k: data[k] for k in data.files}
+    unknown = sorted(set(found) - {"pooled", "tokens", "token_counts", "fingerprint"})
+    if unknown or ("tokens" in found) != ("token_counts" in found):
+        raise InputError(
+            f"--vectors {path} holds arrays {sorted(found)}; expected 'pooled' and/or "
+            "'tokens' with 'token_counts', and optionally 'fingerprint'"
+        )
+    out: dict[str, Any] = {"pooled": found.get("pooled")}
+    if "tokens" in found:
+        counts = np.asarray(found["token_counts"])
+        tokens = np.asarray(found["tokens"])
+        if (
+            counts.ndim != 1
+            or not np.issubdtype(counts.dtype, np.integer)
+            or (counts < 1).any()
+            or tokens.ndim != 2
+            or int(counts.sum()) != tokens.shape[0]
+        ):
+            raise InputError(
+                f"--vectors {path}: 'token_counts' must be positive integers that sum to the "
+                f"rows of 'tokens' ({tokens.shape[0] if tokens.ndim == 2 else tokens.shape})"
+            )
+        out["tokens"] = np.split(tokens, np.cumsum(counts)[:-1])
+    if "fingerprint" in found:
+        out["fingerprint"] = str(found["fingerprint"])
+    return out
+
+
 def int_list(value: str) -> list[int]:
     """Comma-separated positive integers, e.g. ``64,128``."""
     try:

@@ -8,7 +8,14 @@ import json
 from typing import Any
 
 from pgembed import strategies
-from pgembed._cli.args import checked, int_in, positive_int, read_lines
+from pgembed._cli.args import (
+    checked,
+    int_in,
+    positive_int,
+    read_lines,
+    read_vectors,
+    vectors_path,
+)
 from pgembed.errors import EmptyInputError, InputError
 
 
@@ -42,6 +49,16 @@ def register(sub: Any) -> None:
         help="IVFFlat lists (about rows/300)",
     )  # fmt: skip
     ing.add_argument("--jsonl", action="store_true", help="input is JSON lines {id, text}")
+    ing.add_argument(
+        "--vectors", type=vectors_path,
+        help="precomputed encoder outputs, row i for input text i: .npy pooled (n, dim), e.g. "
+        "from `pgembed encode`, or .npz with pooled, tokens + token_counts (multivector, "
+        "fde) and an optional fingerprint; you vouch they come from the collection's model",
+    )  # fmt: skip
+    ing.add_argument(
+        "--mode", choices=("auto", "bulk", "incremental"), default="auto",
+        help="bulk: indexes deferred and rebuilt; auto: bulk for large loads (default)",
+    )  # fmt: skip
     ing.add_argument("--batch-size", type=positive_int, default=256)
     ing.add_argument("--no-progress", action="store_true")
     ing.set_defaults(func=_ingest)
@@ -132,6 +149,18 @@ def _ingest(args: argparse.Namespace) -> int:
     from pgembed.storage.schema import IndexParams
 
     ids, texts = _pairs(args.input, args.jsonl)
+    vectors: Any = None
+    fingerprint = None
+    if args.vectors is not None:
+        got = read_vectors(args.vectors)
+        fingerprint = got.get("fingerprint")
+        vectors = (got["pooled"], got["tokens"]) if "tokens" in got else got["pooled"]
+        pooled = got["pooled"]
+        if pooled is not None and len(pooled) != len(texts):
+            raise InputError(
+                f"--vectors {args.vectors} has {len(pooled)} rows for {len(texts)} texts; "
+                "give one row per input text, in the same order"
+            )
     engine = db.create_engine()
     created = False
     try:
@@ -145,15 +174,18 @@ def _ingest(args: argparse.Namespace) -> int:
         coll.create()
         created = True
     try:
-        n = coll.add(texts, ids, batch_size=args.batch_size, progress=not args.no_progress)
+        n = coll.add(
+            texts, ids, vectors=vectors, fingerprint=fingerprint, mode=args.mode,
+            batch_size=args.batch_size, progress=not args.no_progress,
+        )  # fmt: skip
     except BaseException:
         if created:  # leave no empty table behind; a partly filled one resumes on re-run
             with contextlib.suppress(Exception):
                 coll.drop()
         raise
     print(f"{n} rows written to {args.collection} ({len(texts) - n} already up to date)")
-    if n:
-        for name in coll.reindex():  # IVFFlat lists follow the data
+    if n and coll.last_mode == "incremental":
+        for name in coll.reindex():  # IVFFlat lists follow the data (bulk builds them)
             print(f"rebuilt index {name}")
     return 0
 

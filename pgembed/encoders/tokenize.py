@@ -7,8 +7,10 @@ not padded to the length of long ones.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,46 @@ class TextTokenizer:
         return Tokenized(ids=ids, special=special, truncated=truncated)
 
 
+@dataclass
+class TruncationTally:
+    """Truncations counted over several encode calls, to be reported in one warning."""
+
+    count: int = 0
+    total: int = 0
+    max_length: int = 0
+
+    def warn(self, stacklevel: int = 2) -> None:
+        """One TruncationWarning with the totals, if any text was cut; ``stacklevel`` as
+        for ``warnings.warn`` called where this is called."""
+        _warn(self.count, self.total, self.max_length, stacklevel + 2)
+
+
+_TALLY: ContextVar[TruncationTally | None] = ContextVar("pgembed_truncation_tally", default=None)
+
+
+@contextlib.contextmanager
+def collect_truncations() -> Iterator[TruncationTally]:
+    """Count truncations instead of warning once per encode call (``Collection.add`` runs
+    one encode per batch, and warns once per call with the totals: ``tally.warn()``)."""
+    tally = TruncationTally()
+    token = _TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _TALLY.reset(token)
+
+
 def warn_truncated(count: int, total: int, max_length: int, stacklevel: int = 3) -> None:
+    tally = _TALLY.get()
+    if tally is not None:
+        tally.count += count
+        tally.total += total
+        tally.max_length = max_length
+        return
+    _warn(count, total, max_length, stacklevel + 1)
+
+
+def _warn(count: int, total: int, max_length: int, stacklevel: int) -> None:
     if count:
         warnings.warn(
             f"{count} of {total} texts were longer than max_length={max_length} tokens and "

@@ -8,6 +8,7 @@ floats) and PostgreSQL's ``bit_send`` (int32 bit length, packed bytes) and ``arr
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
 _NULL = struct.pack(">i", -1)
+_MD5_LEN = struct.pack(">i", 32)
 
 
 def _framed(payload: np.ndarray[Any, Any]) -> list[bytes]:
@@ -40,6 +42,19 @@ def text_fields(values: Sequence[str | None]) -> list[bytes]:
         else:
             b = v.encode("utf-8")
             out.append(struct.pack(">i", len(b)) + b)
+    return out
+
+
+def md5_fields(values: Sequence[str | None]) -> list[bytes]:
+    """md5 hex digests of UTF-8 texts as text values: what PostgreSQL's ``md5(text)`` gives
+    in a UTF8 database (NULL for NULL)."""
+    out = []
+    for v in values:
+        if v is None:
+            out.append(_NULL)
+        else:
+            digest = hashlib.md5(v.encode("utf-8"), usedforsecurity=False).hexdigest()
+            out.append(_MD5_LEN + digest.encode())
     return out
 
 

@@ -1,17 +1,21 @@
-"""Writing rows into a collection: binary COPY into a staging table, then an upsert by id.
+"""Writing rows into a collection: binary COPY into a staging table, then an upsert by id
+(:func:`write`), or for bulk loads binary COPY straight into the table (:func:`copy_new`).
 
 Each call is one transaction of the caller's, so a batch lands whole or not at all, and
 re-running an interrupted ingest gives exactly the rows: ids already embedded from the same
-text are skipped (:func:`already_embedded`), the rest are upserted.
+text are skipped (:func:`stored`, :func:`already_embedded`), the rest are written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from psycopg import sql
 
 from pgembed.errors import DimensionError, EmptyInputError, InputError, NonFiniteError
 from pgembed.storage import _pgcopy
@@ -109,27 +113,19 @@ def _elem_oid(raw: PgConnection[Any]) -> int:
     return int(row[0])
 
 
-def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
-    """Upsert the rows (binary COPY + INSERT ... ON CONFLICT); returns the row count.
-
-    Writes exactly the vector columns of ``spec``'s kinds; arrays of other kinds in
-    ``rows`` are ignored (the table has no column for them).
-    """
-    from psycopg import sql
-
-    validate(spec, rows)
-    if len(rows) == 0:
-        return 0
-    raw = _raw(conn)
-    target = sql.Identifier(spec.schema, spec.table_name)
-    stage = sql.Identifier(_STAGE)
+def _fields(
+    raw: PgConnection[Any], spec: CollectionSpec, rows: Rows, *, with_hash: bool = False
+) -> tuple[list[str], list[list[bytes]]]:
+    """The COPY columns of ``spec`` and their binary fields; ``with_hash`` adds
+    ``embedded_hash`` computed here (md5 of the UTF-8 text, as the server's md5 gives)."""
     cols: list[str] = [spec.id_column]
     fields: list[list[bytes]] = [_pgcopy.bigint_fields(rows.ids)]
-    with_text = spec.text_column is not None and rows.texts is not None
-    if with_text:
-        assert spec.text_column is not None and rows.texts is not None
+    if spec.text_column is not None and rows.texts is not None:
         cols.append(spec.text_column)
         fields.append(_pgcopy.text_fields(rows.texts))
+        if with_hash:
+            cols.append("embedded_hash")
+            fields.append(_pgcopy.md5_fields(rows.texts))
     half = spec.precision == "halfvec"
     columns = spec.vector_columns()
     if "embedding" in columns:
@@ -148,19 +144,58 @@ def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
         assert rows.tokens is not None
         cols.append("tokens")
         fields.append(_pgcopy.vector_array_fields(rows.tokens, _elem_oid(raw), half=True))
+    return cols, fields
 
+
+def _stage_name(spec: CollectionSpec) -> str:
+    """The session's staging table for ``spec``: one per table layout, so a collection
+    re-declared with other columns in the same session gets a staging table of its own."""
+    layout = json.dumps([spec.to_catalog(), spec.precision, spec.binary_bits], sort_keys=True)
+    return f"{_STAGE}_{hashlib.sha256(layout.encode()).hexdigest()[:16]}"
+
+
+def _stage(raw: PgConnection[Any], spec: CollectionSpec) -> sql.Identifier:
+    """The session-lifetime staging table (``ON COMMIT DELETE ROWS``), created on a
+    connection's first write and reused by every later batch: no DDL per batch."""
+    name = _stage_name(spec)
+    found = raw.execute("SELECT to_regclass(%s)", [f"pg_temp.{name}"]).fetchone()
+    stage = sql.Identifier(name)
+    if found is None or found[0] is None:
+        raw.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DELETE ROWS").format(
+                stage, sql.Identifier(spec.schema, spec.table_name)
+            )
+        )
+    else:
+        # earlier writes of this transaction (rows stay until it commits)
+        raw.execute(sql.SQL("DELETE FROM pg_temp.{}").format(stage))
+    return stage
+
+
+def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
+    """Upsert the rows (binary COPY + INSERT ... ON CONFLICT); returns the row count.
+
+    The COPY goes into a temporary staging table that lives as long as the connection
+    (``ON COMMIT DELETE ROWS``): created on the connection's first write, reused after, so
+    a batch runs no DDL. Writes exactly the vector columns of ``spec``'s kinds; arrays of
+    other kinds in ``rows`` are ignored (the table has no column for them).
+    """
+    validate(spec, rows)
+    if len(rows) == 0:
+        return 0
+    raw = _raw(conn)
+    target = sql.Identifier(spec.schema, spec.table_name)
+    cols, fields = _fields(raw, spec, rows)
+    stage = _stage(raw, spec)
     idents = sql.SQL(", ").join(map(sql.Identifier, cols))
-    raw.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
-    raw.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, target))
     with raw.cursor().copy(
-        sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(stage, idents)
+        sql.SQL("COPY pg_temp.{} ({}) FROM STDIN (FORMAT binary)").format(stage, idents)
     ) as copy:
         copy.write(_pgcopy.rows(fields))
 
     insert_cols = list(cols)
     select_exprs: list[sql.Composable] = [sql.Identifier(c) for c in cols]
-    if with_text:
-        assert spec.text_column is not None
+    if spec.text_column is not None and rows.texts is not None:
         insert_cols.append("embedded_hash")
         select_exprs.append(sql.SQL("md5({})").format(sql.Identifier(spec.text_column)))
     updates = sql.SQL(", ").join(
@@ -170,7 +205,7 @@ def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
         sql.SQL(
             # id order: concurrent upserts of the same ids take row locks in one global
             # order, so they wait for each other instead of deadlocking.
-            "INSERT INTO {target} ({cols}) SELECT {exprs} FROM {stage} ORDER BY {id} "
+            "INSERT INTO {target} ({cols}) SELECT {exprs} FROM pg_temp.{stage} ORDER BY {id} "
             "ON CONFLICT ({id}) DO UPDATE SET {updates}"
         ).format(
             target=target,
@@ -181,30 +216,140 @@ def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
             updates=updates,
         )
     )
-    raw.execute(sql.SQL("DROP TABLE {}").format(stage))
     return len(rows)
+
+
+def copy_new(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
+    """Binary COPY straight into the collection's table: rows whose ids are not there yet.
+
+    The bulk path (:mod:`pgembed.storage.bulk`): no staging table, no upsert. An id that
+    is already there fails the COPY with a unique violation (the caller's transaction is
+    then lost; :func:`write` upserts instead). ``embedded_hash`` is computed here, so a
+    database whose encoding is not UTF8 goes through :func:`write`.
+    """
+    validate(spec, rows)
+    if len(rows) == 0:
+        return 0
+    raw = _raw(conn)
+    if spec.text_column is not None and raw.info.parameter_status("server_encoding") != "UTF8":
+        return write(conn, spec, rows)
+    cols, fields = _fields(raw, spec, rows, with_hash=True)
+    with raw.cursor().copy(
+        sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            sql.Identifier(spec.schema, spec.table_name),
+            sql.SQL(", ").join(map(sql.Identifier, cols)),
+        )
+    ) as copy:
+        copy.write(_pgcopy.rows(fields))
+    return len(rows)
+
+
+def stored(
+    conn: Connection, spec: CollectionSpec, ids: np.ndarray[Any, Any], texts: Sequence[str] | None
+) -> tuple[np.ndarray[Any, np.dtype[np.bool_]], np.ndarray[Any, np.dtype[np.bool_]]]:
+    """``(done, present)`` masks of ``ids``: embedded from that very text (skip on re-run),
+    and present at all (an upsert, not a plain insert)."""
+    import sqlalchemy as sa
+
+    from pgembed.storage.schema import table
+
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+    t = table(spec)
+    id_col = t.c[spec.id_column]
+    if spec.text_column is None or texts is None:
+        found = conn.execute(sa.select(id_col).where(_any_id(id_col, ids))).scalars()
+        present_ids = {int(i) for i in found}
+        present = np.array([int(i) in present_ids for i in ids], dtype=bool)
+        return np.zeros(n, dtype=bool), present
+    text_col = t.c[spec.text_column]
+    got: dict[int, str | None] = {
+        int(i): text
+        for i, text in conn.execute(
+            sa.select(
+                id_col,
+                sa.case((t.c.embedded_hash == sa.func.md5(text_col), text_col), else_=None),
+            ).where(_any_id(id_col, ids))
+        ).all()
+    }
+    present = np.array([int(i) in got for i in ids], dtype=bool)
+    done = np.array(
+        [got.get(int(i)) == text for i, text in zip(ids, texts, strict=True)], dtype=bool
+    )
+    return done, present
+
+
+def _any_id(id_col: Any, ids: np.ndarray[Any, Any]) -> Any:
+    """``id = ANY(:ids)``: one array parameter, however many ids."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql as pg
+
+    values = sa.bindparam("ids", np.asarray(ids).tolist(), type_=pg.ARRAY(sa.BigInteger))
+    return id_col == sa.any_(values)
 
 
 def already_embedded(
     conn: Connection, spec: CollectionSpec, ids: np.ndarray[Any, Any], texts: Sequence[str]
 ) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Mask of (id, text) pairs stored and embedded from that very text: skip on re-run."""
-    import sqlalchemy as sa
-
-    from pgembed.storage.schema import table
-
-    if spec.text_column is None or len(ids) == 0:
+    if spec.text_column is None:
         return np.zeros(len(ids), dtype=bool)
-    t = table(spec)
-    id_col, text_col = t.c[spec.id_column], t.c[spec.text_column]
-    stored: dict[int, str] = dict(
-        conn.execute(
-            sa.select(id_col, text_col).where(
-                id_col.in_(np.asarray(ids).tolist()), t.c.embedded_hash == sa.func.md5(text_col)
-            )
-        ).all()
+    return stored(conn, spec, ids, texts)[0]
+
+
+def row_bytes(spec: CollectionSpec, rows: Rows) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """About how many bytes each row takes in a COPY (to size transactions by bytes)."""
+    n = len(rows)
+    size = np.full(n, 8 + 4, dtype=np.int64)
+    if spec.text_column is not None and rows.texts is not None:
+        size += np.fromiter((len(t) for t in rows.texts), dtype=np.int64, count=n) + 40
+    columns = spec.vector_columns()
+    if "embedding" in columns:
+        size += (2 if spec.precision == "halfvec" else 4) * spec.dim + 8
+    if "embedding_bits" in columns:
+        size += (spec.binary_bits * spec.dim + 7) // 8 + 8
+    if "fde" in columns and spec.fde_dim is not None:
+        size += 2 * spec.fde_dim + 8
+    if "tokens" in columns and rows.tokens is not None:
+        size += (
+            np.fromiter((len(t) for t in rows.tokens), dtype=np.int64, count=n) * (2 * spec.dim + 8)
+            + 24
+        )
+    return size
+
+
+def take(rows: Rows, index: np.ndarray[Any, Any] | slice) -> Rows:
+    """The rows at ``index`` (an index array or a slice), every column alike."""
+    idx = np.arange(len(rows))[index] if isinstance(index, slice) else np.asarray(index)
+
+    def pick(a: Any) -> Any:
+        return None if a is None else a[idx]
+
+    return Rows(
+        ids=rows.ids[idx],
+        texts=None if rows.texts is None else [rows.texts[int(i)] for i in idx],
+        embedding=pick(rows.embedding),
+        embedding_bits=pick(rows.embedding_bits),
+        fde=pick(rows.fde),
+        tokens=None if rows.tokens is None else [rows.tokens[int(i)] for i in idx],
     )
-    return np.array([stored.get(int(i)) == text for i, text in zip(ids, texts, strict=True)])
+
+
+def split_by_bytes(spec: CollectionSpec, rows: Rows, budget: int) -> list[Rows]:
+    """Consecutive slices of ``rows`` of at most ``budget`` bytes each (at least one row)."""
+    sizes = row_bytes(spec, rows)
+    if int(sizes.sum()) <= budget:
+        return [rows]
+    out: list[Rows] = []
+    start, acc = 0, 0
+    for i, b in enumerate(sizes.tolist()):
+        if acc and acc + b > budget:
+            out.append(take(rows, slice(start, i)))
+            start, acc = i, 0
+        acc += b
+    out.append(take(rows, slice(start, len(rows))))
+    return out
 
 
 def claim_stale(conn: Connection, spec: CollectionSpec, limit: int) -> list[tuple[int, str]]:
