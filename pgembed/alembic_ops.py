@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from alembic.autogenerate import comparators, renderers
@@ -512,7 +512,7 @@ def include_object(
 _PGVECTOR_TYPES = ("VECTOR", "HALFVEC", "BIT", "SPARSEVEC")
 
 
-def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Render pgvector types and MultiVector with an import, e.g. ``HALFVEC(384)``."""
     if type_ != "type":
         return False

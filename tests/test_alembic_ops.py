@@ -66,12 +66,16 @@ def _name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-def _autogen(conn: sa.Connection, md: sa.MetaData, **opts: Any) -> ops.MigrationScript:
+def _autogen(
+    conn: sa.Connection, md: sa.MetaData, **opts: Any
+) -> tuple[ops.UpgradeOps, ops.DowngradeOps]:
     ctx = MigrationContext.configure(conn, opts={"target_metadata": md, **opts})
-    return produce_migrations(ctx, md)
+    script = produce_migrations(ctx, md)
+    assert script.upgrade_ops is not None and script.downgrade_ops is not None
+    return script.upgrade_ops, script.downgrade_ops
 
 
-def _code(up_or_down: Any) -> str:
+def _code(up_or_down: ops.UpgradeOps | ops.DowngradeOps) -> str:
     return render_python_code(up_or_down, render_item=render_item)
 
 
@@ -144,9 +148,7 @@ def test_autogenerate_renders_types_and_is_clean_after(engine: Engine) -> None:
     collection_tables([spec], md)
     opts = {"include_object": include_object, "render_item": render_item, "target_metadata": md}
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts=opts)
-        script = produce_migrations(ctx, md)
-        code = render_python_code(script.upgrade_ops, render_item=render_item)
+        code = _code(_autogen(conn, md, include_object=include_object)[0])
     assert "pgvector.sqlalchemy.HALFVEC(32)" in code
     assert "pgvector.sqlalchemy.BIT(64)" in code
     assert "pgembed.storage.columns.MultiVector(32)" in code
@@ -192,7 +194,7 @@ def test_declare_collection_builds_the_table(model_dir: Path) -> None:
     with pytest.raises(UnknownModelError, match="pass dim="):
         declare_collection(md, "elsewhere", encoder="not-exported-here")
     other = declare_collection(md, "elsewhere", encoder="not-exported-here", dim=48)
-    assert other.c.embedding.type.dim == 48
+    assert other.c.embedding.type.dim == 48  # type: ignore[attr-defined]
     with pytest.raises(DimensionError, match="makes 32-dim"):
         declare_collection(md, "wrong", encoder="tiny-bert", dim=48)
     with pytest.raises(ConfigError, match="unknown field"):
@@ -265,7 +267,7 @@ def test_autogenerate_writes_create_collection_and_upgrade_runs_it(
     with fresh.connect() as conn:  # a second autogenerate finds nothing to do
         cfg.attributes["connection"] = conn
         command.check(cfg)
-        assert _autogen(conn, md).upgrade_ops.is_empty()
+        assert _autogen(conn, md)[0].is_empty()
     with fresh.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "base")  # force=True: the populated collection goes too
@@ -290,9 +292,11 @@ def test_dropped_declaration_renders_drop_collection_whose_reverse_recreates_it(
     md = sa.MetaData()
     manage_collections(md)  # declares collections, none of them any more
     with fresh.connect() as conn:
-        script = _autogen(conn, md, include_object=include_object)
-    up, down = _code(script.upgrade_ops), _code(script.downgrade_ops)
-    assert [type(o) for o in script.upgrade_ops.ops] == [DropCollectionOp]
+        upgrade, downgrade = _autogen(conn, md, include_object=include_object)
+        diff = compare_metadata(MigrationContext.configure(conn), md)  # what `alembic check` reads
+    assert diff == [("drop_collection", name)]
+    up, down = _code(upgrade), _code(downgrade)
+    assert [type(o) for o in upgrade.ops] == [DropCollectionOp]
     assert f"op.drop_collection('{name}')" in up
     assert "drop_table" not in up and "drop_index" not in up
     assert f"op.create_collection('{name}', encoder='tiny-bert'" in down
@@ -316,7 +320,7 @@ def test_changed_declaration_warns_and_alters_nothing(fresh: Engine, model_dir: 
     declare_collection(md, name, encoder="tiny-bert", kinds=("single",))
     with fresh.connect() as conn, warnings.catch_warnings():
         warnings.simplefilter("error", CollectionChangeWarning)
-        assert _autogen(conn, md).upgrade_ops.is_empty()  # no index ops, no table ops
+        assert _autogen(conn, md)[0].is_empty()  # no index ops, no table ops
     changed = sa.MetaData()
     declare_collection(changed, name, encoder="tiny-bert", kinds=("single", "binary"),
                        binary_bits=2, index={"m": 24})  # fmt: skip
@@ -324,8 +328,8 @@ def test_changed_declaration_warns_and_alters_nothing(fresh: Engine, model_dir: 
         fresh.connect() as conn,
         pytest.warns(CollectionChangeWarning, match=r"\(kinds, index differ\).*not alter"),
     ):
-        script = _autogen(conn, changed, include_object=include_object)
-    assert script.upgrade_ops.is_empty(), _code(script.upgrade_ops)  # no add_column either
+        upgrade, _ = _autogen(conn, changed, include_object=include_object)
+    assert upgrade.is_empty(), _code(upgrade)  # no add_column either
 
 
 def test_metadata_without_declarations_leaves_collections_alone(
@@ -338,10 +342,10 @@ def test_metadata_without_declarations_leaves_collections_alone(
     sa.Table("notes", md, sa.Column("id", sa.Integer, primary_key=True))
     for opts in ({}, {"include_object": include_object}):
         with fresh.connect() as conn:
-            script = _autogen(conn, md, **opts)
-        found = script.upgrade_ops.ops
-        assert [type(o) for o in found] == [ops.CreateTableOp], _code(script.upgrade_ops)
-        assert found[0].table_name == "notes"
+            upgrade, _ = _autogen(conn, md, **opts)
+        found = upgrade.ops
+        assert [type(o) for o in found] == [ops.CreateTableOp], _code(upgrade)
+        assert isinstance(found[0], ops.CreateTableOp) and found[0].table_name == "notes"
     # Before alembic's table comparison, a collection table would have been dropped:
     with fresh.connect() as conn:
         assert sa.inspect(conn).has_table(name)
@@ -351,7 +355,7 @@ def test_declarations_need_pgembed_installed(empty_engine: Engine, model_dir: Pa
     md = sa.MetaData()
     sa.Table("notes", md, sa.Column("id", sa.Integer, primary_key=True))
     with empty_engine.connect() as conn:  # no declarations: nothing asked of pgembed
-        assert [type(o) for o in _autogen(conn, md).upgrade_ops.ops] == [ops.CreateTableOp]
+        assert [type(o) for o in _autogen(conn, md)[0].ops] == [ops.CreateTableOp]
     declare_collection(md, "docs", encoder="tiny-bert")
     with pytest.raises(MigrationError, match="pgembed db upgrade"), empty_engine.connect() as c:
         _autogen(c, md)
