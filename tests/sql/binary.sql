@@ -3,18 +3,8 @@
 --   psql -X -q -v ON_ERROR_STOP=1 -f tests/sql/binary.sql <database at pgembed head>
 -- Everything happens in one transaction that is rolled back. Output: one `check|value`
 -- line per check, compared with binary.expected.
-\pset format unaligned
-\pset tuples_only on
 BEGIN;
-
--- errors as values (SQLSTATE and message), so ON_ERROR_STOP can stay on
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ' ' || SQLERRM;
-END $$;
+\ir _try.psql
 
 \set q '''[-2,-0.9,0.7,1.2,-2.2,-0.5,0.3,-0.6]''::vector'
 

@@ -2,18 +2,8 @@
 --   psql -X -q -v ON_ERROR_STOP=1 -f tests/sql/fde.sql <database at pgembed head>
 -- Everything happens in one transaction that is rolled back. Output: one `check|value`
 -- line per check, compared with fde.expected.
-\pset format unaligned
-\pset tuples_only on
 BEGIN;
-
--- errors as values (SQLSTATE and message), so ON_ERROR_STOP can stay on
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ' ' || SQLERRM;
-END $$;
+\ir _try.psql
 
 -- ams_vectors: vector r*d_proj + t holds ams_sign[r, j] where ams_index[r, j] = t, else 0
 SELECT 'ams_vectors R=1', pgembed.ams_vectors('{0,1,1,0}', '{1,-1,1,1}', 1, 2);

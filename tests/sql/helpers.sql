@@ -3,21 +3,8 @@
 --   psql -X -q -v ON_ERROR_STOP=1 -f tests/sql/helpers.sql <database at pgembed head>
 -- Everything happens in one transaction that is rolled back. Output: one `check|value`
 -- line per check, compared with helpers.expected.
-\pset format unaligned
-\pset tuples_only on
 BEGIN;
-
--- errors as values (SQLSTATE, message, hint), so ON_ERROR_STOP can stay on
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    hint text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
-    RETURN SQLSTATE || ' ' || SQLERRM || CASE WHEN hint <> '' THEN ' (hint: ' || hint || ')' ELSE '' END;
-END $$;
+\ir _try.psql
 
 SELECT 'version', pgembed.version();
 SELECT 'vector_schema', pgembed.vector_schema() = extnamespace::regnamespace::name

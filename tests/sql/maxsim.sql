@@ -2,18 +2,8 @@
 --   psql -X -q -v ON_ERROR_STOP=1 -f tests/sql/maxsim.sql <database at pgembed head>
 -- Everything happens in one transaction that is rolled back. Output: one `check|value`
 -- line per check, compared with maxsim.expected.
-\pset format unaligned
-\pset tuples_only on
 BEGIN;
-
--- errors as values (SQLSTATE and message), so ON_ERROR_STOP can stay on
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ' ' || SQLERRM;
-END $$;
+\ir _try.psql
 
 -- MaxSim(q, d) = sum over query tokens of the max inner product with any document token
 CREATE TEMP TABLE docs (id integer PRIMARY KEY, tokens vector(2)[]);

@@ -3,18 +3,8 @@
 -- Everything happens in one transaction that is rolled back. Output: one `check|value`
 -- line per check, compared with search.expected; tests/test_sql_functions.py recomputes
 -- every value with numpy.
-\pset format unaligned
-\pset tuples_only on
 BEGIN;
-
--- errors as values, so ON_ERROR_STOP can stay on
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLERRM;
-END $$;
+\ir _try.psql
 
 -- d = 4; Matryoshka prefix 2; 2-bit residual codes; FDE: R = 1, k_sim = 1 (SimHash on
 -- the first coordinate), identity projection, so D = 1 * 2 * 4 = 8.
