@@ -65,6 +65,7 @@ from pgembed.errors import (
     PgembedWarning,
     UnknownModelError,
 )
+from pgembed.storage import SCHEMA
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -73,7 +74,6 @@ if TYPE_CHECKING:
     from pgembed.storage.schema import CollectionSpec
     from pgembed.vectors.fde import FDEConfig
 
-PGEMBED_SCHEMA = "pgembed"
 COLLECTIONS_KEY = "pgembed.collections"
 """Key of ``MetaData.info`` under which :func:`declare_collection` keeps declarations."""
 
@@ -506,7 +506,7 @@ def include_object(
 ) -> bool:
     """Skip pgembed's own schema and the vector indexes pgembed creates on collections."""
     table = obj if type_ == "table" else getattr(obj, "table", None)
-    if table is not None and getattr(table, "schema", None) == PGEMBED_SCHEMA:
+    if table is not None and getattr(table, "schema", None) == SCHEMA:
         return False
     return not (type_ == "index" and name is not None and name.endswith(("_hnsw", "_ivfflat")))
 
