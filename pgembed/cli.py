@@ -1,8 +1,14 @@
-"""The ``pgembed`` command line: parses arguments, calls public functions, prints.
+"""pgembed: text embeddings in PostgreSQL, from the command line.
 
-Each group of subcommands lives in ``pgembed/_cli/<group>.py`` and exposes
-``register(subparsers)``, which adds its parsers with ``set_defaults(func=...)``.
+Ingest texts into a collection (one table) with any mix of vector kinds (single vectors,
+Matryoshka prefixes, binary codes, multi-vector tokens and their FDEs), keep it in sync
+with edited rows, and search it with every strategy; the database is your PostgreSQL
+(PGEMBED_DATABASE_URL) or an embedded one that pgembed starts on demand.
 """
+
+# For developers: this module parses arguments, calls public functions and prints. Each
+# group of subcommands lives in ``pgembed/_cli/<group>.py`` and exposes
+# ``register(subparsers)``, which adds its parsers with ``set_defaults(func=...)``.
 
 from __future__ import annotations
 
@@ -14,7 +20,16 @@ from typing import Any, NoReturn
 
 from pgembed.errors import PgembedError
 
-_GROUPS = ("db", "models", "collections", "report")
+_GROUPS = ("db", "models", "collections", "search", "report")
+
+_EXAMPLES = """\
+examples:
+  pgembed quickstart                    build a sample collection and measure every strategy
+  pgembed ingest docs texts.txt         embed one text per line into collection "docs"
+  pgembed search docs "a query"         the 10 best rows of "docs", with their text
+  pgembed search docs "a query" --json  the same as JSON lines, for scripts
+  pgembed <command> --help              the options of one command
+"""
 
 
 def _one_line(text: str) -> str:
@@ -34,11 +49,48 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = ArgumentParser(prog="pgembed", description=__doc__)
+    parser = ArgumentParser(
+        prog="pgembed",
+        description=__doc__,
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=version(), help="print the versions and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for group in _GROUPS:
         importlib.import_module(f"pgembed._cli.{group}").register(sub)
     return parser
+
+
+def version() -> str:
+    """The package's version and the version of the SQL functions it installs."""
+    from importlib import metadata
+
+    import pgembed
+
+    try:
+        package = metadata.version("pgembed")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        package = pgembed.__version__
+    stale = ""
+    if package != pgembed.__version__:  # an editable install made before a version bump
+        stale = f"; the code is {pgembed.__version__}: reinstall pgembed to refresh its metadata"
+    return f"pgembed {package} (SQL {sql_version()}{stale})"
+
+
+def sql_version() -> str:
+    """The newest full install script shipped, ``pgembed--X.Y.Z.sql``: what upgrade installs."""
+    import re
+    from importlib import resources
+
+    found = [
+        m.group(1)
+        for f in resources.files("pgembed").joinpath("sql").iterdir()
+        if (m := re.fullmatch(r"pgembed--(\d+(?:\.\d+)*)\.sql", f.name))
+    ]
+    return max(found, key=lambda v: tuple(int(x) for x in v.split("."))) if found else "unknown"
 
 
 def _warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:

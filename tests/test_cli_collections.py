@@ -54,6 +54,33 @@ def test_ingest_search_sync(
             texts[3], 3, strategy=strategy
         )
         assert [h["id"] for h in hits] == [i for i, _ in want]
+        by_id = {i: t for i, t in enumerate(texts)} | {1000 + i: t for i, t in enumerate(texts)}
+        assert [h["text"] for h in hits] == [by_id[h["id"]] for h in hits]
+
+    # the plain output: rank, id, score and a one-line snippet cut to the terminal
+    plain = _cli({**env, "COLUMNS": "70"}, "search", "cli docs", texts[3], "-k", "5")
+    as_json = _cli(env, "search", "cli docs", texts[3], "-k", "5", "--json")
+    assert plain.returncode == 0 and as_json.returncode == 0, plain.stderr + as_json.stderr
+    rows = [line.split(maxsplit=3) for line in plain.stdout.splitlines()]
+    hits = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(int(r[0]), int(r[1]), r[2]) for r in rows] == [
+        (h["rank"], h["id"], f"{h['score']:.4f}") for h in hits
+    ]
+    assert all(len(line) <= 70 for line in plain.stdout.splitlines())
+    for (*_, snippet), h in zip(rows, hits, strict=True):
+        text = " ".join(h["text"].split())
+        assert snippet == text or (snippet.endswith("…") and text.startswith(snippet[:-1]))
+    assert any(r[3].endswith("…") for r in rows)  # the lee sentences are longer than 40
+
+    folded = "Rain fell all night\non the quiet\tharbour town"
+    record = json.dumps({"id": 2000, "text": folded})
+    _cli(env, "ingest", "cli docs", "-", "--jsonl", "--no-progress", stdin=record)
+    one = _cli(env, "search", "cli docs", folded, "-k", "1")
+    assert one.stdout.strip().split(maxsplit=3)[1:] == [
+        "2000",
+        one.stdout.split()[2],
+        "Rain fell all night on the quiet harbour town",
+    ], one.stderr
 
     with engine.begin() as conn:
         conn.execute(
@@ -80,3 +107,27 @@ def test_ingest_search_sync(
         conn.execute(
             sa.text("DELETE FROM pgembed.collections WHERE name IN ('cli docs', 'cli bits')")
         )
+
+
+def test_help_and_version() -> None:
+    import re
+    from importlib import metadata, resources
+
+    import pgembed
+
+    top = _cli(dict(os.environ), "--help")
+    assert top.returncode == 0
+    assert "text embeddings in PostgreSQL" in top.stdout
+    assert 'pgembed search docs "a query"' in top.stdout and "pgembed quickstart" in top.stdout
+    assert "calls public functions" not in top.stdout  # the developer note stays in the code
+    search = _cli(dict(os.environ), "search", "--help")
+    assert "--json" in search.stdout and "one JSON object per line" in search.stdout
+    assert "--oversample" in search.stdout  # the strategy options, from pgembed.strategies
+
+    out = _cli(dict(os.environ), "--version")
+    assert out.returncode == 0, out.stderr
+    scripts = [f.name for f in resources.files("pgembed").joinpath("sql").iterdir()]
+    full = [m.group(1) for n in scripts if (m := re.fullmatch(r"pgembed--([\d.]+)\.sql", n))]
+    newest = max(full, key=lambda v: tuple(map(int, v.split("."))))
+    assert out.stdout.startswith(f"pgembed {metadata.version('pgembed')} (SQL {newest}")
+    assert pgembed.__version__ in out.stdout

@@ -1,4 +1,4 @@
-"""`pgembed ingest | sync | search | collections`: collections from the command line."""
+"""`pgembed ingest | sync | collections`: collections from the command line."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import contextlib
 import json
 from typing import Any
 
-from pgembed import strategies
 from pgembed._cli.args import (
-    checked,
     int_in,
     positive_int,
     read_lines,
@@ -73,22 +71,6 @@ def register(sub: Any) -> None:
     syn.add_argument("--batch-size", type=positive_int, default=256)
     syn.add_argument("--no-progress", action="store_true")
     syn.set_defaults(func=_sync)
-
-    sea = sub.add_parser("search", help="search a collection with a text query")
-    sea.add_argument("collection")
-    sea.add_argument("query")
-    sea.add_argument("-k", type=checked(strategies.check_k), default=10, help="results")
-    sea.add_argument("--strategy", choices=strategies.NAMES, default="knn")
-    for opt in strategies.OPTIONS.values():
-        used = ", ".join(strategies.accepting(opt.name))
-        sea.add_argument(
-            opt.flag,
-            dest=opt.name,
-            type=checked(opt.check, str if opt.choices else int),
-            help=f"{opt.help} ({used})",
-        )
-    sea.add_argument("--json", action="store_true", help="print JSON lines")
-    sea.set_defaults(func=_search)
 
     lst = sub.add_parser("collections", help="list the collections in the catalog")
     lst.set_defaults(func=_list)
@@ -196,23 +178,6 @@ def _sync(args: argparse.Namespace) -> int:
     coll = Collection.open(db.create_engine(), args.collection)
     n = coll.sync(batch_size=args.batch_size, progress=not args.no_progress)
     print(f"{n} rows embedded in {args.collection}")
-    return 0
-
-
-def _search(args: argparse.Namespace) -> int:
-    from pgembed import Collection, db
-
-    given = {name: getattr(args, name) for name in strategies.OPTIONS}
-    opts = {name: v for name, v in given.items() if v is not None}
-    strategies.check_options(args.strategy, opts, k=args.k)  # before a model loads
-    coll = Collection.open(db.create_engine(), args.collection)
-    for rank, (id_, score) in enumerate(
-        coll.search(args.query, k=args.k, strategy=args.strategy, **opts), 1
-    ):
-        if args.json:
-            print(json.dumps({"rank": rank, "id": id_, "score": score}))
-        else:
-            print(f"{rank:>3}  {id_:>10}  {score:.4f}")
     return 0
 
 

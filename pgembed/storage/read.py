@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,9 @@ from pgembed.errors import DatabaseError
 if TYPE_CHECKING:
     import psycopg
     import sqlalchemy as sa
+    from sqlalchemy.engine import Engine
+
+    from pgembed.storage.schema import CollectionSpec
 
 DEFAULT_BATCH = 1024
 """Rows fetched per round trip: bounds memory by the batch, not the table."""
@@ -73,6 +76,27 @@ def rows(
     """The rows of ``stmt`` one by one, decoded as :func:`batches` does."""
     for batch in batches(conn, stmt, size=size):
         yield from batch
+
+
+def texts(engine: Engine, spec: CollectionSpec, ids: Sequence[int]) -> dict[int, str | None]:
+    """The text column of the rows with these ids (all None when the collection has none)."""
+    import sqlalchemy as sa
+
+    from pgembed.db import translate_errors, translate_sql_errors
+    from pgembed.storage.schema import table
+
+    if spec.text_column is None or not ids:
+        return dict.fromkeys(ids)
+    t = table(spec)
+    key, text = t.c[spec.id_column], t.c[spec.text_column]
+    stmt = sa.select(key, text).where(key.in_(list(ids)))
+    with (
+        translate_errors(str(engine.url)),
+        translate_sql_errors(spec.name),
+        engine.connect() as conn,
+    ):
+        found: dict[int, str | None] = dict(conn.execute(stmt).tuples().all())
+    return {i: found.get(i) for i in ids}
 
 
 def _raw(conn: sa.Connection) -> psycopg.Connection[Any]:
