@@ -53,21 +53,28 @@ def batches(
     """
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
     raw = _raw(conn)
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    with raw.cursor(name=next(_names), binary=True, withhold=raw.autocommit) as cur:
-        cur.itersize = size
-        cur.execute(str(compiled), compiled.params)
-        decoders: list[Decoder | None] | None = None
-        while rows := cur.fetchmany(size):
-            if decoders is None:
-                assert cur.description is not None
-                decoders = _decoders(raw, [c.type_code for c in cur.description])
-            columns = [
-                dec([r[j] for r in rows]) if dec else [r[j] for r in rows]
-                for j, dec in enumerate(decoders)
-            ]
-            yield list(zip(*columns, strict=True))
+    sql, params = str(compiled), compiled.params
+    try:
+        with raw.cursor(name=next(_names), binary=True, withhold=raw.autocommit) as cur:
+            cur.itersize = size
+            cur.execute(sql, params)
+            decoders: list[Decoder | None] | None = None
+            while rows := cur.fetchmany(size):
+                if decoders is None:
+                    assert cur.description is not None
+                    decoders = _decoders(raw, [c.type_code for c in cur.description])
+                columns = [
+                    dec([r[j] for r in rows]) if dec else [r[j] for r in rows]
+                    for j, dec in enumerate(decoders)
+                ]
+                yield list(zip(*columns, strict=True))
+    except psycopg.Error as exc:  # as SQLAlchemy raises it: db.error_for and callers know it
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
 
 
 def rows(

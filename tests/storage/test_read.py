@@ -151,3 +151,22 @@ def test_topk_over_batches_equals_one_stable_sort() -> None:
     want = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     assert np.array_equal(top.keys, keys[want])
     assert np.array_equal(top.scores, np.take_along_axis(scores, want, axis=1))
+
+
+def test_database_errors_come_as_sqlalchemy_raises_them(engine: Engine, table: sa.Table) -> None:
+    """So that db.translate_sql_errors turns them into pgembed's errors."""
+    from pgembed.db import translate_sql_errors
+    from pgembed.errors import CollectionError
+
+    gone = sa.select(table.c.id, sa.literal_column("no_such_column"))
+    with (
+        pytest.raises(sa.exc.ProgrammingError, match="no_such_column"),
+        engine.connect() as conn,
+    ):
+        list(read.rows(conn, gone))
+    with (
+        pytest.raises(CollectionError, match="no longer matches its catalog entry"),
+        engine.connect() as conn,
+        translate_sql_errors("docs"),
+    ):
+        list(read.rows(conn, gone))
