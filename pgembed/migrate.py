@@ -45,8 +45,16 @@ def _run(engine: Engine, fn_name: str, revision: str, **attrs: object) -> None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring pgembed's schema up to ``revision`` (default: the newest)."""
+    """Bring pgembed's schema up to ``revision`` (default: the newest), then wire
+    ``pgembed.maxsim`` to the scoring extension's C functions when the database has the
+    extension, or to the SQL ones when it has not (:func:`pgembed.scoring.wire`; for the
+    embedded server the extension is built first where a C compiler exists).
+    """
+    from pgembed import scoring
+
+    scoring.mode()  # a bad PGEMBED_SCORING fails before anything runs
     _run(engine, "upgrade", revision)
+    scoring.wire(engine)
 
 
 def downgrade(engine: Engine, revision: str, force: bool = False) -> None:
@@ -57,7 +65,39 @@ def downgrade(engine: Engine, revision: str, force: bool = False) -> None:
     as ordinary tables with their rows (pgvector stays installed too); only pgembed's
     catalog entries, functions and schema go.
     """
-    _run(engine, "downgrade", revision, drop_schema_at_base=True, force=force)
+    from pgembed import scoring
+
+    # The revisions' downgrade scripts expect the SQL maxsim they installed: unwire first.
+    # A downgrade that stays at or above 0.4.0 wires it again after.
+    _unwire(engine)
+    try:
+        _run(engine, "downgrade", revision, drop_schema_at_base=True, force=force)
+    except BaseException:
+        scoring.wire(engine)  # refused or failed: the schema is where it was
+        raise
+    if current(engine) is None:
+        _drop_scoring_extension(engine)
+    else:
+        scoring.wire(engine)
+
+
+def _unwire(engine: Engine) -> None:
+    from pgembed import scoring
+    from pgembed.db import translate_errors
+
+    with translate_errors(str(engine.url)), engine.begin() as conn:
+        scoring.unwire(conn)
+
+
+def _drop_scoring_extension(engine: Engine) -> None:
+    """At base every pgembed object goes, the scoring extension too (pgvector stays)."""
+    import sqlalchemy as sa
+
+    from pgembed import scoring
+    from pgembed.db import translate_errors
+
+    with translate_errors(str(engine.url)), engine.begin() as conn:
+        conn.execute(sa.text(f"DROP EXTENSION IF EXISTS {scoring.EXTENSION}"))
 
 
 def current(engine: Engine) -> str | None:

@@ -31,10 +31,12 @@ PGEMBED_HOME at this directory gets a :class:`ServerError` naming the owner.
 
 Settings sized to the machine: on every start pgembed writes ``data/pgembed.conf`` from
 :func:`sized_settings` (the machine's memory and cores, cgroup limits included) with
-``PGEMBED_PG_SETTINGS`` on top, and ``postgresql.conf`` includes it last, so
-``ALTER SYSTEM`` (``postgresql.auto.conf``) still wins over both. A server that is already
-running is never restarted for them: when the file changed, pgembed asks it to reload, which
-applies at once the settings PostgreSQL can change live (``work_mem``,
+``PGEMBED_PG_SETTINGS`` on top, after ``extension_control_path`` and
+``dynamic_library_path``, which add ``ext/<version>/`` (the scoring extension's build,
+:mod:`pgembed.scoring`) to PostgreSQL's own directories, and ``postgresql.conf``
+includes it last, so ``ALTER SYSTEM`` (``postgresql.auto.conf``) still wins over both. A
+server that is already running is never restarted for them: when the file changed, pgembed
+asks it to reload, which applies at once the settings PostgreSQL can change live (``work_mem``,
 ``maintenance_work_mem``, ``effective_cache_size``, ``max_wal_size``, the parallel worker
 counts); ``shared_buffers``, ``max_worker_processes`` and ``dynamic_shared_memory_type``
 take effect at the server's next start (``pgembed db stop``; the next use starts it again).
@@ -476,7 +478,11 @@ class EmbeddedServer:
 
     def _write_settings(self) -> bool:
         """Write data/pgembed.conf and include it from postgresql.conf; True when it changed."""
-        settings = self.settings()
+        from pgembed import scoring
+
+        # Where the scoring extension is built (pgembed.scoring), before the sized settings
+        # and PGEMBED_PG_SETTINGS, which win.
+        settings = {**scoring.path_settings(self.home), **self.settings()}
         lines = [
             "# Written by pgembed on every start: settings sized to this machine, then\n",
             "# PGEMBED_PG_SETTINGS. Edits here are lost: use PGEMBED_PG_SETTINGS\n",

@@ -54,11 +54,13 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from pgembed import scoring
     from pgembed.server import default_server
 
     st = default_server().status()
     state = f"running (pid {st.pid})" if st.running else "stopped"
     print(f"embedded server: {state}\nhome: {st.home}\nurl: {st.url}")
+    print(scoring.status_line(config.database_url() or (st.url if st.running else None)))
     if config.database_url():
         print("note: PGEMBED_DATABASE_URL is set, so pgembed uses that database instead")
     return 0 if st.running else 3
