@@ -302,6 +302,10 @@ def finish(
                     f"index build settings {settings} were refused by the server: "
                     f"{str(exc.orig).strip().splitlines()[0]}; give a size such as '1GB'"
                 ) from None
+            # fresh statistics: the builds report progress against reltuples, and searches
+            # after a bulk load plan with them
+            quote = conn.dialect.identifier_preparer.quote
+            conn.exec_driver_sql(f"ANALYZE {quote(spec.schema)}.{quote(spec.table_name)}")
             built = []
             for idx, leftovers in todo:
                 _drop(conn, spec, leftovers)
