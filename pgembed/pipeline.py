@@ -57,7 +57,8 @@ class Collection:
     when this object's declaration (kinds, table, schema, columns, options, FDE config) is
     the recorded one, into the table the collection created; otherwise they raise
     CollectionError, before writing anything. To write into a recorded collection without
-    repeating its declaration, use ``Collection.open(engine, name)``.
+    repeating its declaration, use ``Collection.open(engine, name)``, which passes the
+    recorded spec as ``recorded=`` (the declaration keywords are then not used).
     """
 
     def __init__(
@@ -76,10 +77,14 @@ class Collection:
         precision: sch.Precision = "halfvec",
         distance: sch.Distance = "cosine",
         index: sch.IndexParams | None = None,
+        recorded: sch.CollectionSpec | None = None,
     ) -> None:
         self.engine = engine
         self.encoder = encoder
         self._fde_config_id: int | None = None
+        if recorded is not None:  # Collection.open: the catalog's declaration, not ours
+            self.spec, self._fde = recorded, None
+            return
         self.spec, self._fde = declare.spec_for(
             name, encoder_record(encoder), kinds, fde, matryoshka_dims,
             binary_bits=binary_bits, table=table, schema=schema, text_column=text_column,
@@ -98,12 +103,9 @@ class Collection:
             from pgembed.encoders import Encoder
 
             encoder = Encoder.load(rec.spec.encoder)
-        self = cls.__new__(cls)
-        self.engine = engine
-        self.encoder = encoder
-        self._fde = fde
+        self = cls(engine, name, encoder, recorded=rec.spec)
+        self._fde = fde  # the stored matrices, as the SQL functions read them
         self._fde_config_id = rec.fde_config
-        self.spec = rec.spec
         self._check_encoder(rec.fingerprint)
         return self
 
