@@ -48,7 +48,7 @@ def _exact_top10(
     qvecs: np.ndarray[Any, Any],
     qtoks: list[np.ndarray[Any, Any]],
     *,
-    batch: int = 1024,
+    batch: int = 256,
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Ids of each query's 10 nearest rows by exact cosine and by exact MaxSim.
 
