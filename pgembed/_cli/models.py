@@ -46,7 +46,10 @@ def register(sub: Any) -> None:
     )
     e.add_argument("--input", "-i", default="-", help="text file, one text per line; - = stdin")
     e.add_argument("--output", "-o", type=Path, required=True, help="output .npy file")
-    e.add_argument("--kind", choices=("document", "query"), default="document")
+    e.add_argument(
+        "--role", "--kind", dest="role", choices=("document", "query"), default="document",
+        help="which side of a search the texts are on: it picks the model's text prefix",
+    )  # fmt: skip
     e.add_argument("--dims", type=positive_int, help="Matryoshka prefix length (renormalized)")
     e.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     e.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto")
@@ -101,7 +104,7 @@ def _encode(args: argparse.Namespace) -> int:
         layers=args.layers,
         model_dir=args.model_dir,
     )
-    vecs = enc.encode(lines, kind=args.kind, dims=args.dims, progress=not args.no_progress)
+    vecs = enc.encode(lines, role=args.role, dims=args.dims, progress=not args.no_progress)
     try:
         np.save(args.output, vecs)
     except OSError as exc:

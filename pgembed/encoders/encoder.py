@@ -33,7 +33,7 @@ from pgembed.encoders.tokens import split_tokens
 from pgembed.errors import ConfigError, ModelError, UnknownModelError
 from pgembed.vectors.matryoshka import check_prefix
 
-KINDS = ("document", "query")
+ROLES = ("document", "query")  # which side of a search a text is on (its prefix)
 PRECISIONS = ("auto", *mf.PRECISIONS)
 CHUNK = 8192  # texts tokenized and length-sorted together when streaming
 # Padded tokens per batch: CPU gains little past a few thousand; a GPU wants many more.
@@ -175,16 +175,16 @@ class Encoder:
         tag = None if self.layers == self.manifest.num_layers else self.layers
         return self.manifest.graphs[mf.graph_filename("fp32", tag)].sha256
 
-    def count_tokens(self, texts: Iterable[str], kind: str = "document") -> Int64Array:
+    def count_tokens(self, texts: Iterable[str], role: str = "document") -> Int64Array:
         """Tokens per text as the model sees them (prefix and [CLS]/[SEP] in, truncated)."""
         checked = check_texts(texts)
-        prefix = self.prefix(kind)
+        prefix = self.prefix(role)
         return self._tokenizer.tokenize([prefix + t for t in checked]).lengths
 
-    def prefix(self, kind: str) -> str:
-        if kind not in KINDS:
-            raise ConfigError(f"kind must be 'document' or 'query', got {kind!r}")
-        return self.manifest.query_prefix if kind == "query" else self.manifest.document_prefix
+    def prefix(self, role: str) -> str:
+        if role not in ROLES:
+            raise ConfigError(f"role must be 'document' or 'query', got {role!r}")
+        return self.manifest.query_prefix if role == "query" else self.manifest.document_prefix
 
     def __repr__(self) -> str:
         return (
@@ -198,7 +198,7 @@ class Encoder:
     def encode(
         self,
         texts: Iterable[str],
-        kind: str = "document",
+        role: str = "document",
         dims: int | None = None,
         *,
         batch_size: int | None = None,
@@ -214,7 +214,7 @@ class Encoder:
         parts: list[Float32Array] = []
         # A plain loop, not a comprehension: the truncation warning's stacklevel counts frames.
         want = _Want(True, False, True, batch_size, token_budget, progress)
-        for p, _ in self._chunks(texts, kind, want):
+        for p, _ in self._chunks(texts, role, want):
             if p is not None:
                 parts.append(p)
         if not parts:
@@ -224,7 +224,7 @@ class Encoder:
     def encode_tokens(
         self,
         texts: Iterable[str],
-        kind: str = "document",
+        role: str = "document",
         *,
         drop_special: bool = True,
         batch_size: int | None = None,
@@ -237,14 +237,14 @@ class Encoder:
         """
         out: list[Float32Array] = []
         want = _Want(False, True, drop_special, batch_size, token_budget, progress)
-        for _, t in self._chunks(texts, kind, want):
+        for _, t in self._chunks(texts, role, want):
             out.extend(t or [])
         return out
 
     def encode_both(
         self,
         texts: Iterable[str],
-        kind: str = "document",
+        role: str = "document",
         dims: int | None = None,
         *,
         drop_special: bool = True,
@@ -257,7 +257,7 @@ class Encoder:
         pooled: list[Float32Array] = []
         tokens: list[Float32Array] = []
         want = _Want(True, True, drop_special, batch_size, token_budget, progress)
-        for p, t in self._chunks(texts, kind, want):
+        for p, t in self._chunks(texts, role, want):
             if p is not None:
                 pooled.append(p)
             tokens.extend(t or [])
@@ -268,7 +268,7 @@ class Encoder:
     def iter_encode(
         self,
         texts: Iterable[str],
-        kind: str = "document",
+        role: str = "document",
         dims: int | None = None,
         *,
         chunk_size: int = CHUNK,
@@ -281,15 +281,15 @@ class Encoder:
         Arguments are checked now; texts are read, checked and encoded as you iterate.
         """
         self._check_dims(dims)
-        self.prefix(kind)
+        self.prefix(role)
         want = _Want(True, False, True, batch_size, token_budget, progress, chunk_size)
-        chunks = self._chunks(texts, kind, want)
+        chunks = self._chunks(texts, role, want)
         return (matryoshka(p, dims) for p, _ in chunks if p is not None)
 
     def iter_encode_both(
         self,
         texts: Iterable[str],
-        kind: str = "document",
+        role: str = "document",
         dims: int | None = None,
         *,
         drop_special: bool = True,
@@ -300,9 +300,9 @@ class Encoder:
     ) -> Iterator[tuple[Float32Array, list[Float32Array]]]:
         """Stream ``(pooled, tokens)`` per chunk of ``chunk_size`` texts (see iter_encode)."""
         self._check_dims(dims)
-        self.prefix(kind)
+        self.prefix(role)
         want = _Want(True, True, drop_special, batch_size, token_budget, progress, chunk_size)
-        chunks = self._chunks(texts, kind, want)
+        chunks = self._chunks(texts, role, want)
         return ((matryoshka(p, dims), t) for p, t in chunks if p is not None and t is not None)
 
     # --- internals -----------------------------------------------------------------------
@@ -311,8 +311,8 @@ class Encoder:
         if dims is not None:
             check_prefix(dims, self.dim)
 
-    def _chunks(self, texts: Iterable[str], kind: str, want: _Want) -> Iterator[_Chunk]:
-        prefix = self.prefix(kind)
+    def _chunks(self, texts: Iterable[str], role: str, want: _Want) -> Iterator[_Chunk]:
+        prefix = self.prefix(role)
         if isinstance(texts, str | bytes):
             check_texts(texts)  # raises: a bare string is a common mistake
         total = len(texts) if isinstance(texts, Sized) else None

@@ -34,9 +34,9 @@ def test_cli_encode(tiny_root: Path, tmp_path: Path, tiny: Encoder) -> None:
     src.write_text("\n".join(SAMPLE) + "\n", encoding="utf-8")
     out = tmp_path / "out.npy"
     argv = ["encode", TINY_NAME, "--model-dir", str(tiny_root), "--input", str(src)]
-    rc = main([*argv, "--output", str(out), "--device", "cpu", "--kind", "query", "--dims", "8"])
+    rc = main([*argv, "--output", str(out), "--device", "cpu", "--role", "query", "--dims", "8"])
     assert rc == 0
-    np.testing.assert_allclose(np.load(out), tiny.encode(SAMPLE, kind="query", dims=8), atol=1e-6)
+    np.testing.assert_allclose(np.load(out), tiny.encode(SAMPLE, role="query", dims=8), atol=1e-6)
 
 
 def test_cli_errors(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,7 +43,7 @@ def test_manifest_and_identity(tiny: Encoder, tiny_root: Path) -> None:
     assert tiny.precision == "fp32" and tiny.device == "cpu" and tiny.layers == 4
     assert not tiny.graph.optimized  # CPU runs the plain graph (faster there)
     assert tiny.count_tokens(["hello world"]).tolist() == [4]
-    assert tiny.count_tokens(["hello world"], kind="query").tolist() == [6]  # "query: "
+    assert tiny.count_tokens(["hello world"], role="query").tolist() == [6]  # "query: "
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
@@ -125,8 +125,8 @@ def test_outputs_shapes_norms_and_both(tiny: Encoder) -> None:
 
 
 def test_query_prefix_from_manifest(tiny: Encoder) -> None:
-    q = tiny.encode(["capital of France"], kind="query")
-    d = tiny.encode(["query: capital of France"], kind="document")
+    q = tiny.encode(["capital of France"], role="query")
+    d = tiny.encode(["query: capital of France"], role="document")
     np.testing.assert_allclose(q, d, atol=1e-6)
     assert not np.allclose(q, tiny.encode(["capital of France"]))
 
