@@ -128,6 +128,64 @@ class CreateCollectionOp(MigrateOperation):
         return ("create_collection", self.name, self.encoder, _plain(self.options))
 
 
+@Operations.register_operation("add_lexical")
+class AddLexicalOp(MigrateOperation):
+    """Add the lexical kind (BM25) to a collection: its tsvector column, GIN index,
+    statistics table (filled from the stored texts) and triggers."""
+
+    def __init__(self, name: str, config: str = "english") -> None:
+        self.name = name
+        self.config = config
+
+    @classmethod
+    def add_lexical(cls, operations: Operations, name: str, config: str = "english") -> None:
+        """``op.add_lexical("docs", config="english")``: the collection's texts become
+        searchable by ``strategy="bm25"`` and ``"hybrid"``. ``config`` is a text search
+        configuration (a name in pg_catalog, or schema-qualified). Rewrites the table under
+        an exclusive lock."""
+        operations.invoke(cls(name, config))
+
+    def reverse(self) -> DropLexicalOp:
+        return DropLexicalOp(self.name, config=self.config)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("add_lexical", self.name, self.config)
+
+
+@Operations.register_operation("drop_lexical")
+class DropLexicalOp(MigrateOperation):
+    """Remove a collection's lexical kind (column, index, statistics, triggers)."""
+
+    def __init__(self, name: str, config: str = "english") -> None:
+        self.name = name
+        self.config = config
+
+    @classmethod
+    def drop_lexical(cls, operations: Operations, name: str, config: str = "english") -> None:
+        """``op.drop_lexical("docs")``; ``config`` only serves to reverse it."""
+        operations.invoke(cls(name, config))
+
+    def reverse(self) -> AddLexicalOp:
+        return AddLexicalOp(self.name, config=self.config)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("drop_lexical", self.name, self.config)
+
+
+@Operations.implementation_for(AddLexicalOp)
+def _add_lexical(operations: Operations, op: AddLexicalOp) -> None:
+    from pgembed.storage import declare
+
+    declare.add_lexical(operations.get_bind(), op.name, op.config)
+
+
+@Operations.implementation_for(DropLexicalOp)
+def _drop_lexical(operations: Operations, op: DropLexicalOp) -> None:
+    from pgembed.storage import declare
+
+    declare.drop_lexical(operations.get_bind(), op.name)
+
+
 @Operations.register_operation("drop_collection")
 class DropCollectionOp(MigrateOperation):
     """Drop a collection's table and catalog entry; refuses a populated one unless forced.
@@ -383,6 +441,7 @@ def declaration_of(conn: Connection, rec: CollectionRecord) -> tuple[str, dict[s
         ("text_column", s.text_column),
         ("precision", s.precision),
         ("distance", s.distance),
+        ("lexical_config", s.lexical_config if s.has("lexical") else defaults["lexical_config"]),
     ):
         if value != defaults[key]:
             opts[key] = value
@@ -422,6 +481,15 @@ def _owned(spec: CollectionSpec) -> tuple[tuple[str, str], set[str]]:
     t = schema.table(spec, sa.MetaData())
     return (spec.schema, spec.table_name), {c.name for c in t.columns} | {
         str(i.name) for i in t.indexes
+    }
+
+
+def _stats_tables(specs: Iterable[CollectionSpec]) -> dict[tuple[str, str], set[str]]:
+    """The lexical kind's statistics tables, which pgembed owns like the collection tables."""
+    return {
+        (s.schema, s.lexical_stats_table): {"lexeme", "docs", "tokens"}
+        for s in specs
+        if s.has("lexical")
     }
 
 
@@ -471,12 +539,14 @@ def compare_collections(
     if not recorded and declared is None:
         return _CONTINUE
     owned = dict(_owned(rec.spec) for rec in recorded.values())
+    owned.update(_stats_tables(rec.spec for rec in recorded.values()))
     creates: list[MigrateOperation] = []
     drops: list[MigrateOperation] = []
     for name, decl in (declared or {}).items():
         spec, cfg = _spec(name, encoder_record(conn, decl["encoder"]), decl["options"])
         key, names = _owned(spec)
         owned[key] = owned.get(key, set()) | names
+        owned.update(_stats_tables([spec]))
         if name not in recorded:
             creates.append(CreateCollectionOp(name, decl["encoder"], **decl["options"]))
             continue

@@ -78,6 +78,7 @@ class Collection:
         distance: sch.Distance = "cosine",
         index: sch.IndexParams | None = None,
         recorded: sch.CollectionSpec | None = None,
+        lexical_config: str = "english",
     ) -> None:
         self.engine = engine
         self.encoder = encoder
@@ -89,6 +90,7 @@ class Collection:
             name, encoder_record(encoder), kinds, fde, matryoshka_dims,
             binary_bits=binary_bits, table=table, schema=schema, text_column=text_column,
             precision=precision, distance=distance, index=index or sch.IndexParams(),
+            lexical_config=lexical_config,
         )  # fmt: skip
 
     # --- construction -------------------------------------------------------------------
@@ -514,10 +516,27 @@ class Collection:
         ``query`` is a text (encoded as a query) or a vector (for multivector: an (n, d)
         array of token vectors). ``options`` go to the SQL function: ``oversample``,
         ``prefix``, ``rescore``, ``candidates``, ``ef_search``, ``iterative_scan``, ``probes``.
+        ``strategy="bm25"`` searches the text lexically; ``strategy="hybrid"`` fuses BM25 of
+        the text with the ``dense`` strategy of its encoding (``fusion``, ``rrf_k``,
+        ``bm25_weight``, ``dense_weight``, ``alpha``, ``depth``, ``k1``, ``b``).
         """
         from pgembed import sqlfuncs
 
         plan, opts = strategies.check_search(self.spec, strategy, k, options)
+        if plan.text:
+            text = strategies.query_text(query)
+            fn = getattr(sqlfuncs, plan.function)
+            if plan.name == "hybrid":
+                if plan.takes_tokens(opts):
+                    dense = self.encoder.encode_tokens([text], "query", progress=False)[0]
+                else:
+                    dense = self.encoder.encode([text], "query", progress=False)[0]
+                dense = strategies.check_query(self.spec, plan, dense, opts)
+                stmt = sa.select(fn(self.spec.name, text, dense, k=int(k), **opts))
+            else:
+                stmt = sa.select(fn(self.spec.name, text, k=int(k), **opts))
+            with _connect(self.engine) as conn, translate_sql_errors(self.spec.name):
+                return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
         if isinstance(query, str):
             if plan.tokens:
                 q: Any = self.encoder.encode_tokens([query], "query", progress=False)[0]

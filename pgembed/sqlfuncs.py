@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, VECTOR
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import Function
 from sqlalchemy.sql.selectable import TableValuedAlias
@@ -29,10 +30,13 @@ from pgembed.storage.columns import VectorArray
 
 __all__ = [
     "fde_query",
+    "fuse",
     "halfvec",
     "maxsim",
     "search_binary",
+    "search_bm25",
     "search_funnel",
+    "search_hybrid",
     "search_knn",
     "search_multivector",
 ]
@@ -73,6 +77,14 @@ def _int(value: int | None) -> Any:
 
 def _text(value: str | None) -> Any:
     return sa.cast(sa.bindparam(None, value, type_=sa.Text), sa.Text)
+
+
+def _float(value: float | None) -> Any:
+    return sa.cast(sa.bindparam(None, value, type_=sa.Float), sa.Float)
+
+
+def _query_text(q: Any) -> Any:
+    return q if _is_sql(q) else _text(strategies.query_text(q))
 
 
 def _hits(fn: Function[Any]) -> TableValuedAlias:
@@ -227,6 +239,122 @@ def search_multivector(
             _int(oversample),
             _int(ef_search),
             _text(iterative_scan),
+        )
+    )
+
+
+def search_bm25(
+    collection: str, query: Any, k: int = 10, *, k1: float = 1.2, b: float = 0.75
+) -> TableValuedAlias:
+    """``pgembed.search_bm25``: exact Okapi BM25 over the lexical kind; (id, score) best
+    first. ``query`` is the text (or a text expression)."""
+    _options("bm25", k, k1=k1, b=b)
+    return _hits(
+        sa.func.pgembed.search_bm25(
+            _text(collection), _query_text(query), _int(k), _float(k1), _float(b)
+        )
+    )
+
+
+def search_hybrid(
+    collection: str,
+    query: Any,
+    q: Any,
+    k: int = 10,
+    *,
+    dense: str = "knn",
+    fusion: str = "rrf",
+    rrf_k: int = 60,
+    bm25_weight: float = 1.0,
+    dense_weight: float = 1.0,
+    alpha: float = 0.5,
+    depth: int | None = None,
+    k1: float = 1.2,
+    b: float = 0.75,
+    ef_search: int | None = None,
+) -> TableValuedAlias:
+    """``pgembed.search_hybrid``: BM25 of the text ``query`` fused with the dense search
+    ``dense`` of ``q`` (a vector; for ``dense="multivector"`` the query's token vectors),
+    each side ``depth`` rows deep; ``fusion`` is ``rrf`` (``rrf_k``, per-side weights) or
+    ``convex`` (``alpha``, the dense side's weight over min-max normalised scores)."""
+    _options(
+        "hybrid",
+        k,
+        dense=dense,
+        fusion=fusion,
+        rrf_k=rrf_k,
+        bm25_weight=bm25_weight,
+        dense_weight=dense_weight,
+        alpha=alpha,
+        depth=depth,
+        k1=k1,
+        b=b,
+        ef_search=ef_search,
+    )
+    qv = _tokens(q) if strategies.STRATEGIES[dense].tokens else _vector(q)
+    return _hits(
+        sa.func.pgembed.search_hybrid(
+            _text(collection),
+            _query_text(query),
+            qv,
+            _int(k),
+            _text(dense),
+            _text(fusion),
+            _int(rrf_k),
+            _float(bm25_weight),
+            _float(dense_weight),
+            _float(alpha),
+            _int(depth),
+            _float(k1),
+            _float(b),
+            _int(ef_search),
+        )
+    )
+
+
+def fuse(
+    lexical: Sequence[tuple[int, float]],
+    dense: Sequence[tuple[int, float]],
+    k: int = 10,
+    *,
+    fusion: str = "rrf",
+    rrf_k: int = 60,
+    bm25_weight: float = 1.0,
+    dense_weight: float = 1.0,
+    alpha: float = 0.5,
+) -> TableValuedAlias:
+    """``pgembed.fuse``: two ranked lists of (id, score), best first, fused as in
+    :func:`search_hybrid`."""
+    _options(
+        "hybrid",
+        k,
+        fusion=fusion,
+        rrf_k=rrf_k,
+        bm25_weight=bm25_weight,
+        dense_weight=dense_weight,
+        alpha=alpha,
+    )
+
+    def ids(rows: Sequence[tuple[int, float]]) -> Any:
+        t = pg.ARRAY(sa.BigInteger)
+        return sa.cast(sa.bindparam(None, [int(i) for i, _ in rows], type_=t), t)
+
+    def scores(rows: Sequence[tuple[int, float]]) -> Any:
+        t = pg.ARRAY(sa.Float)
+        return sa.cast(sa.bindparam(None, [float(s) for _, s in rows], type_=t), t)
+
+    return _hits(
+        sa.func.pgembed.fuse(
+            ids(lexical),
+            scores(lexical),
+            ids(dense),
+            scores(dense),
+            _int(k),
+            _text(fusion),
+            _int(rrf_k),
+            _float(bm25_weight),
+            _float(dense_weight),
+            _float(alpha),
         )
     )
 

@@ -38,17 +38,24 @@ Vector = np.ndarray[Any, np.dtype[np.float32]]
 
 @dataclass(frozen=True)
 class Option:
-    """A search option: an integer in ``low..high``, or one of ``choices``."""
+    """A search option: an integer in ``low..high``, a number in ``low..high`` (``real``),
+    or one of ``choices``."""
 
     name: str
     help: str
-    low: int = 1
-    high: int = MAX_K
+    low: float = 1
+    high: float = MAX_K
     choices: tuple[str, ...] = ()
+    real: bool = False
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def type(self) -> type:
+        """The type a command line flag parses its text to."""
+        return str if self.choices else float if self.real else int
 
     def check(self, value: Any) -> Any:
         if self.choices:
@@ -57,7 +64,9 @@ class Option:
                     f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
                 )
             return value
-        return check_int(self.name, value, self.low, self.high)
+        if self.real:
+            return check_real(self.name, value, self.low, self.high)
+        return check_int(self.name, value, int(self.low), int(self.high))
 
 
 OPTIONS: dict[str, Option] = {
@@ -74,8 +83,23 @@ OPTIONS: dict[str, Option] = {
         Option("rescore", "rows kept by the multi-bit score, in k..k*oversample", 1, 10**8),
         Option("probes", "IVFFlat lists to probe (a binary IVFFlat index)", 1, 32768),
         Option("candidates", "FDE candidates reranked by exact MaxSim, at least k", 1, MAX_K),
+        Option("k1", "BM25 term frequency saturation (default 1.2)", 0, 100, real=True),
+        Option("b", "BM25 document length normalization (default 0.75)", 0, 1, real=True),
+        Option("dense", "hybrid: the dense side's strategy (default knn)",
+               choices=("knn", "funnel", "binary", "multivector")),
+        Option("fusion", "hybrid: reciprocal rank fusion or a convex combination (default rrf)",
+               choices=("rrf", "convex")),
+        Option("rrf_k", "hybrid rrf: the constant k of 1/(k + rank) (default 60)", 0, MAX_K),
+        Option("bm25_weight", "hybrid rrf: weight of the BM25 side (default 1)", 0, 1000,
+               real=True),
+        Option("dense_weight", "hybrid rrf: weight of the dense side (default 1)", 0, 1000,
+               real=True),
+        Option("alpha", "hybrid convex: weight of the dense side, BM25 gets 1 - alpha "
+               "(default 0.5)", 0, 1, real=True),
+        Option("depth", "hybrid: rows each side fetches before fusion, at least k "
+               "(default max(k, 100))", 1, MAX_K),
     )
-}
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -91,6 +115,14 @@ class Strategy:
     """The SQL function's defaults of the options that have one."""
     tokens: bool = False
     """The query is a set of token vectors, not one vector."""
+    text: bool = False
+    """The query is a text searched lexically (bm25; hybrid with a vector beside it)."""
+
+    def takes_tokens(self, options: Mapping[str, Any]) -> bool:
+        """Whether the dense query is token vectors (for hybrid: its ``dense`` strategy)."""
+        if self.name == "hybrid":
+            return STRATEGIES[options.get("dense") or "knn"].tokens
+        return self.tokens
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -105,10 +137,16 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("multivector", "fde", "search_multivector",
                  ("candidates", "oversample", "ef_search", "iterative_scan"),
                  {"candidates": 100, "oversample": 10}, tokens=True),
+        Strategy("bm25", "lexical", "search_bm25", ("k1", "b"), text=True),
+        Strategy("hybrid", "lexical", "search_hybrid",
+                 ("dense", "fusion", "rrf_k", "bm25_weight", "dense_weight", "alpha", "depth",
+                  "k1", "b", "ef_search"), {"rrf_k": 60}, text=True),
     )
 }  # fmt: skip
 NAMES = tuple(STRATEGIES)
 KIND = {s.name: s.kind for s in STRATEGIES.values()}
+DENSE = ("knn", "funnel", "binary", "multivector")
+"""The strategies hybrid search can fuse with BM25."""
 
 
 def get(name: str) -> Strategy:
@@ -132,6 +170,18 @@ def check_int(name: str, value: Any, low: int, high: int) -> int:
     if not low <= int(value) <= high:
         raise ConfigError(f"{name} must be an integer in {low}..{high}, got {value!r}")
     return int(value)
+
+
+def check_real(name: str, value: Any, low: float, high: float) -> float:
+    """A real number (int or float, not bool or str, not NaN) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(
+            f"{name} must be a number in {low:g}..{high:g}, got {value!r} "
+            f"({type(value).__name__}); pass a float"
+        )
+    if not low <= float(value) <= high:
+        raise ConfigError(f"{name} must be a number in {low:g}..{high:g}, got {value!r}")
+    return float(value)
 
 
 def check_k(k: Any) -> int:
@@ -158,6 +208,17 @@ def check_options(name: str, options: Mapping[str, Any], *, k: int) -> dict[str,
         raise ConfigError(
             f"rescore must be in k..k*oversample = {k}..{k * oversample}, got {out['rescore']}"
         )
+    if name == "hybrid":
+        if out.get("depth", max(k, 100)) < k:
+            raise ConfigError(
+                f"depth ({out['depth']}) must be at least k ({k}); each side fetches depth "
+                "rows before fusion"
+            )
+        if out.get("bm25_weight") == 0 and out.get("dense_weight") == 0:
+            raise ConfigError(
+                "bm25_weight and dense_weight are both 0, so every score would be 0; give "
+                "at least one side a positive weight"
+            )
     if "candidates" in s.options and out.get("candidates", s.defaults["candidates"]) < k:
         raise ConfigError(
             f"candidates ({out.get('candidates', s.defaults['candidates'])}) must be at least "
@@ -171,6 +232,21 @@ def check_search(
 ) -> tuple[Strategy, dict[str, Any]]:
     """Strategy, kind, k and options of a search on collection ``spec``."""
     s = get(name)
+    if name == "hybrid" and isinstance(options.get("dense"), str):
+        dense = options["dense"]
+        need = KIND.get(dense)
+        if need is not None and not spec.has(need):
+            raise UnknownKindError(
+                f"hybrid with dense={dense!r} needs the {need!r} kind, which collection "
+                f"{spec.name!r} does not store (it has {list(spec.all_kinds)}); choose dense "
+                f"from {[n for n, kind in KIND.items() if spec.has(kind) and n in DENSE]}"
+            )
+    if name == "hybrid" and options.get("dense") is None and not spec.has("single"):
+        raise UnknownKindError(
+            f"hybrid's default dense side is knn, which needs the 'single' kind; collection "
+            f"{spec.name!r} stores {list(spec.all_kinds)}: pass dense="
+            f"{[n for n, kind in KIND.items() if spec.has(kind) and n in DENSE]}"
+        )
     if not spec.has(s.kind):
         raise UnknownKindError(
             f"strategy {name!r} needs the {s.kind!r} kind, which collection {spec.name!r} "
@@ -296,8 +372,24 @@ def query_tokens(q: Any, dim: int | None = None, *, what: str = "query") -> Vect
     return arr
 
 
+def query_text(q: Any) -> str:
+    """A lexical query: a non-blank str (PostgreSQL says whether it holds a searchable word)."""
+    if not isinstance(q, str):
+        raise InputError(
+            f"a lexical search takes the query as text, got {type(q).__name__}; pass a str"
+        )
+    if not q.strip():
+        raise EmptyInputError("the query text is empty; pass words to search for")
+    if "\x00" in q:
+        raise InputError("the query text holds a NUL character, which PostgreSQL refuses")
+    return q
+
+
 def check_query(spec: CollectionSpec, s: Strategy, q: Any, opts: Mapping[str, Any]) -> Vector:
-    """The query of strategy ``s`` on collection ``spec``, checked."""
+    """The (dense) query of strategy ``s`` on collection ``spec``, checked."""
+    if s.name == "hybrid":
+        dense = STRATEGIES[opts.get("dense") or "knn"]
+        return check_query(spec, dense, q, {})
     if s.tokens:
         return query_tokens(q, spec.dim)
     prefix = opts.get("prefix") or (min(spec.matryoshka_dims) if s.name == "funnel" else None)

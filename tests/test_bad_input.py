@@ -182,8 +182,8 @@ PY_CASES = [
          CollectionError, r"needs at least one kind"),
     Case("strategy lacks kind", lambda c: c.search("rain", strategy="multivector"),
          UnknownKindError, r"needs the 'fde' kind"),
-    Case("unknown strategy", lambda c: c.search("rain", strategy="hybrid"),
-         ConfigError, r"unknown strategy 'hybrid'"),
+    Case("unknown strategy", lambda c: c.search("rain", strategy="sparse"),
+         ConfigError, r"unknown strategy 'sparse'"),
     Case("unknown model", lambda c: __import__("pgembed").Encoder.load("no-such-model"),
          UnknownModelError, r"no-such-model"),
     Case("declare unknown encoder", lambda c: _declare(c, "ghost-encoder"),
@@ -271,7 +271,9 @@ def test_search_options_out_of_range(
 
 
 _VALID = {"ef_search": 40, "iterative_scan": "off", "prefix": 8, "oversample": 4,
-          "rescore": 10, "probes": 2, "candidates": 50}  # fmt: skip
+          "rescore": 10, "probes": 2, "candidates": 50, "k1": 1.2, "b": 0.75, "dense": "knn",
+          "fusion": "rrf", "rrf_k": 60, "bm25_weight": 1.0, "dense_weight": 1.0, "alpha": 0.5,
+          "depth": 100}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -305,15 +307,19 @@ def test_strategy_table_matches_sql_and_builders(engine: Engine) -> None:
 
     with engine.connect() as conn:
         for s in strategies.STRATEGIES.values():
-            args = conn.execute(
+            overloads = conn.execute(
                 sa.text("SELECT pg_get_function_arguments(p.oid) FROM pg_proc p "
                         "JOIN pg_namespace n ON n.oid = p.pronamespace "
                         "WHERE n.nspname = 'pgembed' AND p.proname = :f"), {"f": s.function},
-            ).scalar_one()  # fmt: skip
-            params = [a.strip().split(" ")[0] for a in args.split(",")]
-            assert params == ["collection", "q", "k", *s.options], args
-            for opt, default in s.defaults.items():
-                assert f"{opt} integer DEFAULT {default}" in args
+            ).scalars().all()  # fmt: skip
+            # hybrid has two: a query vector, or the query's token vectors (multivector)
+            assert len(overloads) == (2 if s.name == "hybrid" else 1)
+            lead = {"bm25": ["query"], "hybrid": ["query", "q"]}.get(s.name, ["q"])
+            for args in overloads:
+                params = [a.strip().split(" ")[0] for a in args.split(",")]
+                assert params == ["collection", *lead, "k", *s.options], args
+                for opt, default in s.defaults.items():
+                    assert f"{opt} integer DEFAULT {default}" in args
             sig = inspect.signature(getattr(sqlfuncs, s.function)).parameters
             kw = [n for n, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
             assert kw == list(s.options)

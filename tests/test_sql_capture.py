@@ -162,10 +162,11 @@ def _texts() -> list[str]:
 def make_collections(engine: Engine, enc: Any) -> None:
     texts = _texts()
     ids = range(len(texts))
-    a = Collection(engine, "cap a", enc, kinds=("single", "matryoshka", "binary", "fde"),
+    a = Collection(engine, "cap a", enc, kinds=("single", "matryoshka", "binary", "fde", "lexical"),
                    fde=FDE_HALF, matryoshka_dims=(8, 16), binary_bits=2).create()  # fmt: skip
-    b = Collection(engine, "cap b", enc, kinds=("single", "matryoshka", "binary", "fde"),
+    b = Collection(engine, "cap b", enc, kinds=("single", "matryoshka", "binary", "fde", "lexical"),
                    fde=FDE_BIT, matryoshka_dims=(8,), precision="vector", distance="ip",
+                   lexical_config="simple",
                    text_column="content").create()  # fmt: skip
     c = Collection(engine, "cap c", enc, kinds=("single", "binary"),
                    index=IndexParams(binary="ivfflat", lists=4)).create()  # fmt: skip
@@ -264,6 +265,36 @@ def workload(enc: Any) -> list[tuple[str, str, dict[str, Any]]]:
          "CAST('{\"[1,2,3]\"}' AS public.halfvec[]))", {}),
         ("multivector zero", f"SELECT * FROM pgembed.search_multivector(CAST('cap a' AS text), "
          f"{T})", {"t": _toks(np.zeros((2, 32)))}),
+        # the lexical kind: BM25, fusion, hybrid with every dense side, the statistics
+        ("bm25 a", "SELECT * FROM pgembed.search_bm25(CAST('cap a' AS text), "
+         "CAST('storm damage in the city' AS text), 5)", {}),
+        ("bm25 b", "SELECT * FROM pgembed.search_bm25(CAST('cap b' AS text), "
+         "CAST('the fire near Sydney' AS text), 5, CAST(0.9 AS float8), CAST(0.4 AS float8))", {}),
+        ("bm25 stop words", "SELECT * FROM pgembed.search_bm25(CAST('cap a' AS text), "
+         "CAST('the of and' AS text))", {}),
+        *[(f"hybrid {d} {f}", "SELECT * FROM pgembed.search_hybrid(CAST('cap a' AS text), "
+           f"CAST('storm damage' AS text), {V}, 5, CAST(:d AS text), CAST(:f AS text))",
+           {**qd, "d": d, "f": f})
+          for d in ("knn", "funnel", "binary") for f in ("rrf", "convex")],
+        ("hybrid multivector", "SELECT * FROM pgembed.search_hybrid(CAST('cap b' AS text), "
+         f"CAST('storm damage' AS text), {T}, 5)", both),
+        ("hybrid bad weight", "SELECT * FROM pgembed.search_hybrid(CAST('cap a' AS text), "
+         f"CAST('storm' AS text), {V}, 5, CAST('knn' AS text), CAST('rrf' AS text), 60, "
+         "CAST(-1 AS float8))", qd),
+        ("fuse", "SELECT * FROM pgembed.fuse(CAST('{1,2}' AS bigint[]), "
+         "CAST('{2.0,1.0}' AS float8[]), CAST('{2,3}' AS bigint[]), CAST('{0.5,0.1}' AS float8[]))",
+         {}),
+        ("check_real", "SELECT pgembed.check_real(CAST('x' AS text), CAST(0.5 AS float8), "
+         "CAST(0 AS float8), CAST(1 AS float8))", {}),
+        ("bm25_tf_table", "SELECT pgembed.bm25_tf_table()", {}),
+        ("lexical writes", "WITH i AS (INSERT INTO \"cap a\" (id, content) VALUES "
+         "(1000, CAST('a storm again' AS text)) RETURNING id) SELECT count(*) FROM i", {}),
+        ("lexical update", "WITH u AS (UPDATE \"cap a\" SET content = CAST('rain' AS text) "
+         "WHERE id = 1000 RETURNING id) SELECT count(*) FROM u", {}),
+        ("lexical delete", "WITH d AS (DELETE FROM \"cap a\" WHERE id = 1000 RETURNING id) "
+         "SELECT count(*) FROM d", {}),
+        ("lexical stats", "SELECT * FROM pgembed.lexical_stats_recompute(CAST('cap b' AS text)) "
+         "ORDER BY lexeme", {}),
     ]  # fmt: skip
     return calls
 
@@ -529,12 +560,13 @@ def test_superuser_runs_every_function_and_no_plant_fires(planted: dict[str, Any
     assert after == planted["before"]
     # the error paths raised pgembed's own errors, before and after
     for label in ("halfvec overflow", "halfvec underflow", "zero", "maxsim null", "maxsim dims",
-                  "multivector zero", "fail"):  # fmt: skip
+                  "multivector zero", "fail", "bm25 stop words", "hybrid bad weight"):  # fmt: skip
         result = after[label]
         assert result[0] == "error" and "planted" not in result[2], (label, result)
     assert all(not (isinstance(r, tuple) and r[0] == "error") for k, r in after.items()
                if k not in {"halfvec overflow", "halfvec underflow", "zero", "maxsim null",
-                            "maxsim dims", "multivector zero", "fail"}), after  # fmt: skip
+                            "maxsim dims", "multivector zero", "fail", "bm25 stop words",
+                            "hybrid bad weight"}), after  # fmt: skip
 
 
 def test_collection_search_through_python_is_not_captured(planted: dict[str, Any]) -> None:

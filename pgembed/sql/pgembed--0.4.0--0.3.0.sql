@@ -12,6 +12,17 @@ SELECT pg_catalog.set_config('search_path', pg_catalog.format('pg_catalog, %I, p
 FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'vector';
 
+-- The lexical kind's functions. Its statistics triggers on collection tables go with
+-- pgembed.lexical_stats_update (CASCADE): drop the lexical kind of each collection first
+-- (op.drop_lexical) to keep its statistics table consistent.
+DROP FUNCTION pgembed.search_hybrid(text, text, vector[], integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer);
+DROP FUNCTION pgembed.search_hybrid(text, text, vector, integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer);
+DROP FUNCTION pgembed.fuse(bigint[], double precision[], bigint[], double precision[], integer, text, integer, double precision, double precision, double precision);
+DROP FUNCTION pgembed.search_bm25(text, text, integer, double precision, double precision);
+DROP FUNCTION pgembed.check_real(text, double precision, double precision, double precision);
+DROP FUNCTION pgembed.bm25_tf_table();
+DROP FUNCTION pgembed.lexical_stats_recompute(text);
+DROP FUNCTION pgembed.lexical_stats_update() CASCADE;
 DROP FUNCTION pgembed.distance_sql(text);
 DROP FUNCTION pgembed.prepare_query(jsonb, vector, integer);
 DROP FUNCTION pgembed.check_cosine_query(vector, halfvec);

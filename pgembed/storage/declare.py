@@ -1,17 +1,28 @@
 """Declaring collections: the spec from an encoder's record, the table, the catalog row.
 
 Storage only (no encoder runtime): ``pgembed.Collection`` and alembic's
-``op.create_collection`` / ``op.drop_collection`` both declare through here.
+``op.create_collection`` / ``op.drop_collection`` both declare through here, and
+``op.add_lexical`` / ``op.drop_lexical`` add the lexical kind to a collection or remove it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pgembed.errors import ConfigError, DimensionError, TableLeftAloneWarning
+import sqlalchemy as sa
+
+from pgembed.errors import (
+    CollectionError,
+    ConfigError,
+    DimensionError,
+    TableLeftAloneWarning,
+    UnknownKindError,
+)
 from pgembed.storage import catalog, ownership
+from pgembed.storage import schema as sch
 from pgembed.storage.schema import CollectionSpec, IndexParams
 
 if TYPE_CHECKING:
@@ -28,11 +39,164 @@ def declare_spec(
 ) -> int | None:
     ownership.check_schema(spec.schema)
     ownership.lock(conn, spec)  # concurrent declarations of this name or table wait here
+    if spec.has("lexical"):
+        check_ts_config(conn, spec.lexical_config)
     catalog.register_encoder(conn, enc)
     fde_id = catalog.save_fde_config(conn, fde) if fde is not None else None
     _, recorded = catalog.register_collection(conn, spec, fde_id)
+    new = ownership.table_oid(conn, spec) is None
     ownership.create_table(conn, spec, recorded)
+    if spec.has("lexical"):
+        _lexical_stats(conn, spec, new_table=new)
     return fde_id
+
+
+# --- the lexical kind -------------------------------------------------------------------
+
+_TRIGGERS = (
+    ("insert", "INSERT", "REFERENCING NEW TABLE AS new_rows"),
+    ("update", "UPDATE", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+    ("delete", "DELETE", "REFERENCING OLD TABLE AS old_rows"),
+    ("truncate", "TRUNCATE", ""),
+)
+
+
+def check_ts_config(conn: Connection, config: str) -> None:
+    """Refuse a text search configuration that pg_ts_config does not hold: a bare name must
+    be in pg_catalog (pgembed's functions see only pg_catalog), others schema-qualified."""
+    schema, _, name = config.rpartition(".")
+    found = conn.execute(
+        sa.text(
+            "SELECT 1 FROM pg_catalog.pg_ts_config c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.cfgnamespace WHERE n.nspname = :s AND c.cfgname = :n"
+        ),
+        {"s": schema or "pg_catalog", "n": name},
+    ).scalar()
+    if found is None:
+        known = conn.execute(
+            sa.text(
+                "SELECT pg_catalog.string_agg(CASE WHEN n.nspname = 'pg_catalog' THEN c.cfgname "
+                "ELSE n.nspname || '.' || c.cfgname END, ', ' ORDER BY n.nspname <> "
+                "'pg_catalog', n.nspname, c.cfgname) FROM pg_catalog.pg_ts_config c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace"
+            )
+        ).scalar()
+        raise ConfigError(
+            f"unknown text search configuration {config!r} for the lexical kind; installed "
+            f"ones: {known}. Qualify a configuration outside pg_catalog with its schema "
+            "('myschema.myconfig')"
+        )
+
+
+def _quote(conn: Connection, *names: str) -> str:
+    return ".".join(conn.dialect.identifier_preparer.quote(n) for n in names)
+
+
+def _stats_table(spec: CollectionSpec) -> sa.Table:
+    return sa.Table(
+        spec.lexical_stats_table,
+        sa.MetaData(),
+        sa.Column("lexeme", sa.Text(collation="C"), primary_key=True),
+        sa.Column("docs", sa.BigInteger, nullable=False),
+        sa.Column("tokens", sa.BigInteger, nullable=False),
+        schema=spec.schema,
+    )
+
+
+def _lexical_stats(conn: Connection, spec: CollectionSpec, *, new_table: bool) -> None:
+    """The statistics table, filled from the rows, and the triggers that keep it exact
+    (pgembed.lexical_stats_update); idempotent for a collection that has them."""
+    stats = _stats_table(spec)
+    exists = sa.inspect(conn).has_table(stats.name, schema=spec.schema)
+    if exists and new_table:
+        raise CollectionError(
+            f"table {_quote(conn, spec.schema, stats.name)} exists, and the lexical kind of "
+            f"collection {spec.name!r} keeps its statistics there; drop or rename it, or "
+            "pass table='...' to name the collection's table otherwise"
+        )
+    if not exists:
+        stats.create(conn)
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {_quote(conn, spec.schema, stats.name)} (lexeme, docs, tokens) "
+                "SELECT s.lexeme, s.docs, s.tokens FROM pgembed.lexical_stats_recompute(:c) AS s"
+            ),
+            {"c": spec.name},
+        )
+    table = _quote(conn, spec.schema, spec.table_name)
+    for suffix, event, referencing in _TRIGGERS:
+        name = _quote(conn, f"{sch.index_base(spec.table_name)}_lexical_{suffix}")
+        conn.execute(
+            sa.text(
+                f"CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} {referencing} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION pgembed.lexical_stats_update()"
+            )
+        )
+
+
+def add_lexical(conn: Connection, name: str, config: str = "english") -> CollectionSpec:
+    """Add the lexical kind to collection ``name`` inside an open transaction: the generated
+    tsvector column (computed for every row as the table is rewritten), its GIN index, the
+    statistics table filled from the stored texts, the triggers. Holds the table's ACCESS
+    EXCLUSIVE lock until the transaction ends."""
+    ownership.lock_name(conn, name)
+    rec = catalog.get_collection(conn, name)
+    ownership.lock(conn, rec.spec)
+    if rec.spec.has("lexical"):
+        if rec.spec.lexical_config == config:
+            return rec.spec
+        raise CollectionError(
+            f"collection {name!r} already stores the lexical kind under text search "
+            f"configuration {rec.spec.lexical_config!r}; drop it first (op.drop_lexical) "
+            f"to use {config!r}"
+        )
+    spec = dataclasses.replace(rec.spec, kinds=(*rec.spec.kinds, "lexical"), lexical_config=config)
+    check_ts_config(conn, config)
+    ownership.check_writable(conn, rec)
+    t = sch.table(spec, sa.MetaData())
+    column = sa.schema.CreateColumn(t.c[sch.LEXICAL_COLUMN]).compile(dialect=conn.dialect)
+    conn.execute(
+        sa.text(f"ALTER TABLE {_quote(conn, spec.schema, spec.table_name)} ADD COLUMN {column}")
+    )
+    for index in t.indexes:
+        if index.name == f"{sch.index_base(spec.table_name)}_{sch.LEXICAL_COLUMN}_gin":
+            index.create(conn)
+    conn.execute(
+        catalog.collections.update()
+        .where(catalog.collections.c.name == name)
+        .values(kinds=spec.kinds_json())
+    )
+    _lexical_stats(conn, spec, new_table=False)
+    return spec
+
+
+def drop_lexical(conn: Connection, name: str) -> CollectionSpec:
+    """Remove the lexical kind of collection ``name``: triggers, statistics table, GIN index
+    and column, and the kind from the catalog."""
+    ownership.lock_name(conn, name)
+    rec = catalog.get_collection(conn, name)
+    ownership.lock(conn, rec.spec)
+    if not rec.spec.has("lexical"):
+        raise UnknownKindError(f"collection {name!r} stores no lexical kind to drop")
+    ownership.check_writable(conn, rec)
+    spec = dataclasses.replace(rec.spec, kinds=tuple(k for k in rec.spec.kinds if k != "lexical"))
+    table = _quote(conn, spec.schema, spec.table_name)
+    for suffix, _, _ in _TRIGGERS:
+        trigger = _quote(conn, f"{sch.index_base(spec.table_name)}_lexical_{suffix}")
+        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"))
+    conn.execute(
+        sa.text(f"DROP TABLE IF EXISTS {_quote(conn, spec.schema, rec.spec.lexical_stats_table)}")
+    )
+    # the GIN index goes with its column
+    conn.execute(
+        sa.text(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {_quote(conn, sch.LEXICAL_COLUMN)}")
+    )
+    conn.execute(
+        catalog.collections.update()
+        .where(catalog.collections.c.name == name)
+        .values(kinds=spec.kinds_json())
+    )
+    return spec
 
 
 def declare(
@@ -116,6 +280,9 @@ def undeclare(conn: Connection, name: str, *, force: bool = False) -> bool:
     rec = catalog.get_collection(conn, name)
     ownership.lock(conn, rec.spec)
     left_alone = ownership.drop_table(conn, rec, force=force)
+    if rec.spec.has("lexical") and not left_alone:
+        stats = _quote(conn, rec.spec.schema, rec.spec.lexical_stats_table)
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {stats}"))
     catalog.unregister_collection(conn, name)
     if left_alone:
         warnings.warn(left_alone, TableLeftAloneWarning, stacklevel=3)

@@ -12,6 +12,10 @@ SQL functions read the same facts back from ``pgembed.collections.kinds``:
 - fde: ``fde halfvec(D)``; HNSW inner product when D <= 4000, else hamming on
   ``binary_quantize(fde)::bit(D)``.
 - multivector: ``tokens halfvec(t)[]``, no index: MaxSim reranks candidates.
+- lexical: ``lexemes tsvector``, a STORED generated column ``to_tsvector('<config>'::regconfig,
+  coalesce(text, ''))`` (every write path keeps it exact), with a GIN index, and the table
+  ``<table>_lexical_stats`` of exact BM25 statistics, kept by triggers (pgembed--0.4.0.sql).
+  Needs the text column and a vector kind beside it.
 
 Kinds imply others: matryoshka and binary search rerank on ``embedding`` (so they imply
 single), and fde reranks with exact MaxSim on ``tokens`` (so it implies multivector).
@@ -28,7 +32,7 @@ from typing import Any, Literal
 
 from pgembed.errors import CollectionError, ConfigError, DimensionError
 
-KINDS = ("single", "matryoshka", "binary", "fde", "multivector")
+KINDS = ("single", "matryoshka", "binary", "fde", "multivector", "lexical")
 _IMPLIES = {"matryoshka": "single", "binary": "single", "fde": "multivector"}
 
 # pgvector's index limits, checked here so the error is ours and names the fix.
@@ -39,10 +43,12 @@ _STORE_MAX_DIMS = {"vector": 16000, "halfvec": 16000}
 # PostgreSQL cuts identifiers at 63 bytes (NAMEDATALEN - 1), not characters.
 MAX_IDENTIFIER_BYTES = 63
 # Columns pgembed adds to every collection table: the id and text columns must differ.
-RESERVED_COLUMNS = ("embedded_hash", "embedding", "embedding_bits", "fde", "tokens")
+RESERVED_COLUMNS = ("embedded_hash", "embedding", "embedding_bits", "fde", "tokens", "lexemes")
 # Index names are <base><suffix>; the longest suffix ("_embedding_bq_ivfflat",
 # "_embedding_15999_hnsw") is 21 bytes, so a base of 40 bytes always fits.
 _INDEX_BASE_BYTES = 40
+LEXICAL_COLUMN = "lexemes"
+"""The lexical kind's tsvector column."""
 
 Precision = Literal["halfvec", "vector"]
 Distance = Literal["cosine", "ip"]
@@ -159,6 +165,10 @@ class CollectionSpec:
     """Output dimension D of the FDE config; required with the fde kind."""
     index: IndexParams = field(default_factory=IndexParams)
     """Build parameters of the collection's indexes."""
+    lexical_config: str = "english"
+    """Text search configuration of the lexical kind: a name in pg_catalog (``english``,
+    ``simple``...) or schema-qualified (``myschema.myconfig``), checked against
+    pg_ts_config when the collection is created."""
 
     def __post_init__(self) -> None:
         check_name(self.name, "collection name")
@@ -206,6 +216,8 @@ class CollectionSpec:
             or not 1 <= self.binary_bits <= 8
         ):
             raise ConfigError(f"binary_bits={self.binary_bits!r} must be an integer in 1..8")
+        if self.has("lexical"):
+            self._check_lexical()
         if self.has("fde"):
             if self.fde_dim is None or self.fde_dim < 1:
                 raise ConfigError("the fde kind needs fde_dim, the FDE config's output dimension")
@@ -214,6 +226,27 @@ class CollectionSpec:
                     f"fde_dim {self.fde_dim} exceeds halfvec's 16000; "
                     "set final_projection_dimension in the FDE config"
                 )
+
+    def _check_lexical(self) -> None:
+        if self.text_column is None:
+            raise CollectionError(
+                f"collection {self.name!r}: the lexical kind indexes the text column, but "
+                "text_column is None; give the collection a text column (text_column="
+                "'content') or leave lexical out"
+            )
+        if not set(self.all_kinds) - {"lexical"}:
+            raise CollectionError(
+                f"collection {self.name!r}: the lexical kind is stored beside a vector kind; "
+                "add one, e.g. kinds=('single', 'lexical')"
+            )
+        cfg = self.lexical_config
+        if not isinstance(cfg, str) or not cfg or "\x00" in cfg or cfg.count(".") > 1:
+            raise ConfigError(
+                f"lexical_config {cfg!r}: name a text search configuration, e.g. 'english', "
+                "'simple' or 'myschema.myconfig'"
+            )
+        for part in cfg.split("."):
+            check_name(part, "text search configuration name")
 
     def _check_matryoshka(self) -> None:
         try:
@@ -286,7 +319,18 @@ class CollectionSpec:
             out["fde"] = {"column": "fde", "dim": self.fde_dim, "index": self.fde_index}
         if self.has("multivector"):
             out["multivector"] = {"column": "tokens", "dim": self.dim}
+        if self.has("lexical"):
+            out["lexical"] = {
+                "column": LEXICAL_COLUMN,
+                "config": self.lexical_config,
+                "stats": self.lexical_stats_table,
+            }
         return out
+
+    @property
+    def lexical_stats_table(self) -> str:
+        """The lexical kind's statistics table, in the collection's schema."""
+        return f"{index_base(self.table_name)}_lexical_stats"
 
     def to_catalog(self) -> dict[str, Any]:
         return {
@@ -319,6 +363,7 @@ class CollectionSpec:
             matryoshka_dims=tuple(kinds.get("matryoshka", {}).get("dims", ())),
             binary_bits=int(binary.get("bits", 1)),
             fde_dim=kinds.get("fde", {}).get("dim"),
+            lexical_config=kinds.get("lexical", {}).get("config", "english"),
             index=IndexParams(
                 binary=binary.get("index", IndexParams.binary),
                 lists=binary.get("lists", IndexParams.lists),
@@ -354,6 +399,8 @@ def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
         cols.append(sa.Column("fde", HALFVEC(spec.fde_dim)))
     if spec.has("multivector"):
         cols.append(sa.Column("tokens", MultiVector(spec.dim)))
+    if spec.has("lexical"):
+        cols.append(lexical_column(spec))
     t = sa.Table(spec.table_name, md, *cols, schema=spec.schema)
 
     base = index_base(spec.table_name)
@@ -393,4 +440,21 @@ def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
             sa.Index(
                 f"{base}_fde_bq_hnsw", expr, postgresql_ops={"fde_bq": "bit_hamming_ops"}, **hnsw
             )
+    if spec.has("lexical"):
+        sa.Index(f"{base}_{LEXICAL_COLUMN}_gin", t.c[LEXICAL_COLUMN], postgresql_using="gin")
     return t
+
+
+def lexical_column(spec: CollectionSpec) -> Any:
+    """``lexemes tsvector GENERATED ALWAYS AS (to_tsvector(CAST('<config>' AS
+    pg_catalog.regconfig), coalesce(<text>, ''))) STORED``: the configuration is rendered as
+    a literal by SQLAlchemy (DDL takes no parameters), the text column as an identifier."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
+
+    assert spec.text_column is not None
+    expr = sa.func.to_tsvector(
+        sa.cast(sa.literal(spec.lexical_config, sa.Text), REGCONFIG),
+        sa.func.coalesce(sa.column(spec.text_column, sa.Text), sa.literal("", sa.Text)),
+    )
+    return sa.Column(LEXICAL_COLUMN, TSVECTOR, sa.Computed(expr, persisted=True))
