@@ -2,7 +2,7 @@
 
 Starts (or reuses) the database, exports the default model if needed, builds a collection
 with every vector kind from the Wikipedia sample that ships in gensim, then runs each
-article's held-out lead sentence as a known-item query with every strategy. For each it
+article's held-out lead sentence as a known-item query with every vector strategy. For each it
 reports known-item recall@1/10 and MRR, recall@10 against exact search (exact cosine for
 the single-vector strategies, exact MaxSim for multivector), latency and bytes per row,
 and writes a PNG of quality against latency and storage.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
-from pgembed.strategies import NAMES
+from pgembed.strategies import DENSE
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from pgembed.encoders import Encoder
 
 COLLECTION = "quickstart_wikipedia"
-STRATEGIES = NAMES  # pgembed.strategies owns the names
+# pgembed.strategies owns the names. The quickstart measures the vector strategies against
+# exact search; bm25 and hybrid need the lexical kind and text queries, which it does not
+# build (yet).
+STRATEGIES = DENSE
 
 
 @dataclass
