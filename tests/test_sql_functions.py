@@ -868,6 +868,18 @@ def test_downgrade_0004_restores_0003s_functions(empty_engine: Engine) -> None:
         "pgembed.vector_schema()",
         "pgembed.to_halfvec(vector,text)",
         "pgembed.check_cosine_query(vector,halfvec)",
+        # the lexical kind (test_hybrid.py)
+        "pgembed.lexical_stats_update()",
+        "pgembed.lexical_stats_recompute(text)",
+        "pgembed.bm25_tf_table()",
+        "pgembed.check_real(text,double precision,double precision,double precision)",
+        "pgembed.search_bm25(text,text,integer,double precision,double precision)",
+        "pgembed.fuse(bigint[],double precision[],bigint[],double precision[],integer,text,"
+        "integer,double precision,double precision,double precision)",
+        "pgembed.search_hybrid(text,text,vector,integer,text,text,integer,double precision,"
+        "double precision,double precision,integer,double precision,double precision,integer)",
+        "pgembed.search_hybrid(text,text,vector[],integer,text,text,integer,double precision,"
+        "double precision,double precision,integer,double precision,double precision,integer)",
         "pgembed.prepare_query(jsonb,vector,integer)",
         "pgembed.distance_sql(text)",
     }
