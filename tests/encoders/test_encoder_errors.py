@@ -71,9 +71,9 @@ def test_dims_out_of_range(tiny: Encoder) -> None:
         tiny.iter_encode(["x"], dims=64)  # at the call, not at the first next()
 
 
-def test_bad_kind_and_options(tiny: Encoder, tiny_root: Path) -> None:
-    with pytest.raises(ConfigError, match="kind"):
-        tiny.encode(["x"], kind="passage")
+def test_bad_role_and_options(tiny: Encoder, tiny_root: Path) -> None:
+    with pytest.raises(ConfigError, match="role must be 'document' or 'query'"):
+        tiny.encode(["x"], role="passage")
     with pytest.raises(ConfigError, match="device"):
         Encoder.load(TINY_NAME, device="tpu", model_dir=tiny_root)
     with pytest.raises(ConfigError, match="precision"):
