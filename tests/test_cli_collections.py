@@ -131,3 +131,17 @@ def test_help_and_version() -> None:
     newest = max(full, key=lambda v: tuple(map(int, v.split("."))))
     assert out.stdout.startswith(f"pgembed {metadata.version('pgembed')} (SQL {newest}")
     assert pgembed.__version__ in out.stdout
+
+
+def test_search_flags_follow_the_strategy_options() -> None:
+    """Each option's flag parses to its own type: a number, an integer or a choice."""
+    from pgembed import strategies
+    from pgembed.cli import build_parser
+
+    argv = ["search", "docs", "q", "--strategy", "hybrid", "--alpha", "0.25", "--depth", "50",
+            "--fusion", "convex"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    assert (args.alpha, args.depth, args.fusion) == (0.25, 50, "convex")
+    assert {o.name for o in strategies.OPTIONS.values()} <= set(vars(args))
+    bad = _cli(dict(os.environ), *argv[:-2], "--alpha", "2.5")
+    assert bad.returncode == 2 and bad.stderr.startswith("pgembed: error: argument --alpha")

@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
         sea.add_argument(
             opt.flag,
             dest=opt.name,
-            type=checked(opt.check, str if opt.choices else int),
+            type=checked(opt.check, opt.type),
             help=f"{opt.help} ({used})",
         )
     sea.add_argument(
