@@ -574,11 +574,17 @@ def compare_collections(
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
-    """Skip pgembed's own schema and the vector indexes pgembed creates on collections."""
+    """Skip pgembed's own schema and the indexes pgembed creates on collections.
+
+    pgembed's indexes carry ``info["kind"]`` (see ``storage.schema.table``); a reflected
+    one is recognised through the declared index it is compared to.
+    """
     table = obj if type_ == "table" else getattr(obj, "table", None)
     if table is not None and getattr(table, "schema", None) == SCHEMA:
         return False
-    return not (type_ == "index" and name is not None and name.endswith(("_hnsw", "_ivfflat")))
+    if type_ != "index":
+        return True
+    return not any("kind" in getattr(o, "info", {}) for o in (obj, compare_to))
 
 
 _PGVECTOR_TYPES = ("VECTOR", "HALFVEC", "BIT", "SPARSEVEC")

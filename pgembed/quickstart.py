@@ -19,12 +19,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
+from pgembed import strategies
+from pgembed.storage import sizes
+from pgembed.storage.schema import with_implied
 from pgembed.strategies import DENSE
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from pgembed.encoders import Encoder
+    from pgembed.storage.schema import CollectionSpec
 
 COLLECTION = "quickstart_wikipedia"
 # pgembed.strategies owns the names. The quickstart measures the vector strategies against
@@ -73,32 +77,15 @@ def _exact_top10(
     return dense.keys.tolist(), multi.keys.tolist()
 
 
-def _bytes_per_row(
-    engine: Engine, table: sa.Table, parts: dict[str, list[str]]
-) -> dict[str, float]:
-    """Average stored bytes per row of each strategy's columns plus its index."""
+def _bytes_per_row(engine: Engine, spec: CollectionSpec) -> dict[str, float]:
+    """Bytes per row of what each strategy reads: its kind's columns and indexes, and the
+    columns of the kind it reranks on (not that kind's indexes)."""
     with engine.connect() as conn:
-        quote = conn.dialect.identifier_preparer.quote
-        n = max(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one(), 1)
-        index_bytes: dict[str, int] = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT c.relname, pg_relation_size(c.oid) FROM pg_index i "
-                    "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(:t)"
-                ),
-                {"t": f"{quote(table.schema or 'public')}.{quote(table.name)}"},
-            ).all()
-        )
-        out = {}
-        for strategy, names in parts.items():
-            total = 0.0
-            for name in names:
-                if name in table.c:
-                    avg = sa.func.avg(sa.func.pg_column_size(table.c[name]))
-                    total += float(conn.execute(sa.select(avg)).scalar_one() or 0)
-                else:
-                    total += sum(v for k, v in index_bytes.items() if k.endswith(name)) / n
-            out[strategy] = total
+        parts = sizes.breakdown(conn, spec)
+    out = {}
+    for s in STRATEGIES:
+        kind, *rerank = with_implied(strategies.KIND[s])
+        out[s] = sum(parts[kind]) + sum(parts[k][0] for k in rerank)
     return out
 
 
@@ -138,12 +125,7 @@ def run(
 
     results = []
     bar = tqdm(total=len(STRATEGIES) * len(qtexts), desc="search", disable=not progress)
-    sizes = _bytes_per_row(engine, coll.table(), {
-        "knn": ["embedding", "_embedding_hnsw"],
-        "funnel": ["embedding", "_embedding_64_hnsw"],
-        "binary": ["embedding", "embedding_bits", "_embedding_bq_hnsw"],
-        "multivector": ["fde", "tokens", "_fde_hnsw"],
-    })  # fmt: skip
+    sizes = _bytes_per_row(engine, coll.spec)
     with bar:
         for strategy in STRATEGIES:
             lat, hits1, hits10, rr, rec = [], 0, 0, 0.0, 0.0

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from pgembed.db import translate_errors, translate_sql_errors
 from pgembed.errors import CollectionError
-from pgembed.storage import read
+from pgembed.storage import read, sizes
 
 if TYPE_CHECKING:
     from pgembed.pipeline import Collection
@@ -52,27 +52,6 @@ def effective_rank(x: np.ndarray[Any, Any]) -> float:
     s = np.linalg.svd(np.asarray(x, dtype=np.float64), compute_uv=False)
     p = s / max(s.sum(), 1e-12) + 1e-12
     return float(np.exp(-(p * np.log(p)).sum()))
-
-
-def _index_bytes(conn: sa.Connection, table: sa.Table) -> dict[str, int]:
-    quote = conn.dialect.identifier_preparer.quote
-    rows = conn.execute(
-        sa.text(
-            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_index i "
-            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(:t)"
-        ),
-        {"t": f"{quote(table.schema or 'public')}.{quote(table.name)}"},
-    ).all()
-    return {str(name): int(size) for name, size in rows}
-
-
-_KIND_PARTS = {
-    "single": ("embedding", ("_embedding_hnsw",)),
-    "matryoshka": (None, ("_hnsw",)),  # prefix indexes, matched below
-    "binary": ("embedding_bits", ("_embedding_bq_hnsw", "_embedding_bq_ivfflat")),
-    "fde": ("fde", ("_fde_hnsw", "_fde_bq_hnsw")),
-    "multivector": ("tokens", ()),
-}
 
 
 def _check_table(conn: sa.Connection, coll: Collection) -> None:
@@ -114,27 +93,16 @@ def _collect(coll: Collection, sample: int, seed: int) -> Stats:
     with conn_cm as conn:
         _check_table(conn, coll)
         n = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
-        idx = _index_bytes(conn, t)
+        per_row = sizes.bytes_per_row(conn, spec)
+        # Rows holding each kind: non-NULL in its column; a kind without a column of its own
+        # (matryoshka, 1-bit binary) lives on the embedding.
         kind_rows: dict[str, int] = {}
-        per_row: dict[str, float] = {}
         for kind in spec.all_kinds:
-            column, suffixes = _KIND_PARTS[kind]
-            col_bytes = 0.0
-            if column is not None and column in t.c:
-                c = t.c[column]
-                kind_rows[kind] = int(
-                    conn.execute(sa.select(sa.func.count(c)).select_from(t)).scalar_one()
-                )
-                avg = sa.select(sa.func.avg(sa.func.pg_column_size(c)))
-                col_bytes = float(conn.execute(avg).scalar_one() or 0)
-            else:
-                kind_rows[kind] = kind_rows.get("single", n)
-            if kind == "matryoshka":
-                names = [f"_embedding_{m}_hnsw" for m in spec.matryoshka_dims]
-            else:
-                names = list(suffixes)
-            ib = sum(v for k, v in idx.items() if any(k.endswith(s) for s in names))
-            per_row[kind] = col_bytes + ib / max(n, 1)
+            cols = [c for c in t.columns if c.info.get("kind") == kind] or [
+                c for c in t.columns if c.info.get("kind") == "single"
+            ]
+            count = sa.select(sa.func.count(cols[0])) if cols else sa.select(sa.func.count())
+            kind_rows[kind] = int(conn.execute(count.select_from(t)).scalar_one())
         stats = Stats(spec.name, n, kind_rows, per_row, dim=spec.dim)
         if n == 0 or not spec.has("single"):
             return stats

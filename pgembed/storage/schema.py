@@ -35,6 +35,12 @@ from pgembed.errors import CollectionError, ConfigError, DimensionError
 KINDS = ("single", "matryoshka", "binary", "fde", "multivector", "lexical")
 _IMPLIES = {"matryoshka": "single", "binary": "single", "fde": "multivector"}
 
+
+def with_implied(kind: str) -> tuple[str, ...]:
+    """``kind`` and the kind it reranks on (matryoshka and binary: single; fde: multivector)."""
+    return (kind, _IMPLIES[kind]) if kind in _IMPLIES else (kind,)
+
+
 # pgvector's index limits, checked here so the error is ours and names the fix.
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
 IVFFLAT_MAX_LISTS = 32768
@@ -392,24 +398,27 @@ def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
         cols.append(sa.Column("embedded_hash", sa.Text))
     vec_type = HALFVEC if spec.precision == "halfvec" else VECTOR
     if spec.has("single"):
-        cols.append(sa.Column("embedding", vec_type(spec.dim)))
+        cols.append(sa.Column("embedding", vec_type(spec.dim), info={"kind": "single"}))
     if spec.has("binary") and spec.binary_bits > 1:
-        cols.append(sa.Column("embedding_bits", BIT(spec.binary_bits * spec.dim)))
+        bits = BIT(spec.binary_bits * spec.dim)
+        cols.append(sa.Column("embedding_bits", bits, info={"kind": "binary"}))
     if spec.has("fde"):
-        cols.append(sa.Column("fde", HALFVEC(spec.fde_dim)))
+        cols.append(sa.Column("fde", HALFVEC(spec.fde_dim), info={"kind": "fde"}))
     if spec.has("multivector"):
-        cols.append(sa.Column("tokens", MultiVector(spec.dim)))
+        cols.append(sa.Column("tokens", MultiVector(spec.dim), info={"kind": "multivector"}))
     if spec.has("lexical"):
         cols.append(lexical_column(spec))
     t = sa.Table(spec.table_name, md, *cols, schema=spec.schema)
 
     base = index_base(spec.table_name)
     hnsw: dict[str, Any] = {"postgresql_using": "hnsw", "postgresql_with": spec.index.with_()}
+    # info["kind"]: which kind an index (or column) serves, for stats, sizes and autogenerate.
     if spec.has("single"):
         sa.Index(
             f"{base}_embedding_hnsw",
             t.c.embedding,
             postgresql_ops={"embedding": _ops(spec.precision, spec.distance)},
+            info={"kind": "single"},
             **hnsw,
         )
     for m in spec.matryoshka_dims if spec.has("matryoshka") else ():
@@ -419,29 +428,46 @@ def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
             f"{base}_embedding_{m}_hnsw",
             expr,
             postgresql_ops={label: _ops(spec.precision, "cosine")},
+            info={"kind": "matryoshka"},
             **hnsw,
         )
     if spec.has("binary"):
         expr = sa.cast(sa.func.binary_quantize(t.c.embedding), BIT(spec.dim)).label("embedding_bq")
         ops = {"embedding_bq": "bit_hamming_ops"}
+        info = {"kind": "binary"}
         if spec.index.binary == "ivfflat":
             ivf: dict[str, Any] = {
                 "postgresql_using": "ivfflat",
                 "postgresql_with": {"lists": spec.index.lists},
             }
-            sa.Index(f"{base}_embedding_bq_ivfflat", expr, postgresql_ops=ops, **ivf)
+            sa.Index(f"{base}_embedding_bq_ivfflat", expr, postgresql_ops=ops, info=info, **ivf)
         else:
-            sa.Index(f"{base}_embedding_bq_hnsw", expr, postgresql_ops=ops, **hnsw)
+            sa.Index(f"{base}_embedding_bq_hnsw", expr, postgresql_ops=ops, info=info, **hnsw)
     if spec.has("fde"):
         if spec.fde_index == "halfvec":
-            sa.Index(f"{base}_fde_hnsw", t.c.fde, postgresql_ops={"fde": "halfvec_ip_ops"}, **hnsw)
+            sa.Index(
+                f"{base}_fde_hnsw",
+                t.c.fde,
+                postgresql_ops={"fde": "halfvec_ip_ops"},
+                info={"kind": "fde"},
+                **hnsw,
+            )
         else:
             expr = sa.cast(sa.func.binary_quantize(t.c.fde), BIT(spec.fde_dim)).label("fde_bq")
             sa.Index(
-                f"{base}_fde_bq_hnsw", expr, postgresql_ops={"fde_bq": "bit_hamming_ops"}, **hnsw
+                f"{base}_fde_bq_hnsw",
+                expr,
+                postgresql_ops={"fde_bq": "bit_hamming_ops"},
+                info={"kind": "fde"},
+                **hnsw,
             )
     if spec.has("lexical"):
-        sa.Index(f"{base}_{LEXICAL_COLUMN}_gin", t.c[LEXICAL_COLUMN], postgresql_using="gin")
+        sa.Index(
+            f"{base}_{LEXICAL_COLUMN}_gin",
+            t.c[LEXICAL_COLUMN],
+            postgresql_using="gin",
+            info={"kind": "lexical"},
+        )
     return t
 
 
@@ -457,4 +483,6 @@ def lexical_column(spec: CollectionSpec) -> Any:
         sa.cast(sa.literal(spec.lexical_config, sa.Text), REGCONFIG),
         sa.func.coalesce(sa.column(spec.text_column, sa.Text), sa.literal("", sa.Text)),
     )
-    return sa.Column(LEXICAL_COLUMN, TSVECTOR, sa.Computed(expr, persisted=True))
+    return sa.Column(
+        LEXICAL_COLUMN, TSVECTOR, sa.Computed(expr, persisted=True), info={"kind": "lexical"}
+    )
