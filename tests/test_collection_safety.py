@@ -230,13 +230,27 @@ def test_migration_0005_backfills_owned_tables_only(empty_engine: Engine) -> Non
 # --- 2. every kind set is writable ----------------------------------------------------------
 
 
+VECTOR_KINDS = tuple(k for k in KINDS if k != "lexical")
+
+
 def _kind_sets() -> list[Any]:
+    """Every set of vector kinds; lexical joins those of even size (each vector kind is in
+    one of them), since it never stands alone (test_lexical_alone_is_refused)."""
     out = []
-    for n in range(1, len(KINDS) + 1):
-        for kinds in itertools.combinations(KINDS, n):
+    for n in range(1, len(VECTOR_KINDS) + 1):
+        for combo in itertools.combinations(VECTOR_KINDS, n):
+            kinds = (*combo, "lexical") if n % 2 == 0 else combo
             for bits in (1, 2) if "binary" in kinds else (1,):
                 out.append(pytest.param(kinds, bits, id=f"{'+'.join(kinds)}-b{bits}"))
     return out
+
+
+def test_lexical_alone_is_refused(engine: Engine, tiny_encoder: Any) -> None:
+    name = _name("lexical only")
+    with pytest.raises(CollectionError, match=r"kinds=\('single', 'lexical'\)"):
+        Collection(engine, name, tiny_encoder, kinds=("lexical",)).create()
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table(name)
 
 
 def _stored(engine: Engine, coll: Collection) -> dict[str, Any]:

@@ -337,7 +337,7 @@ CREATE OR REPLACE FUNCTION pgembed.maxsim(
             WHEN bad.side IS NOT NULL THEN pgembed.fail('22000'::text,
                 pg_catalog.format('pgembed.maxsim: %s token vector %s has %s dimensions; query token vector 1 has %s'::text,
                                   bad.side, bad.o, @extschema:vector@.vector_dims(bad.t),
-                                  @extschema:vector@.vector_dims(q[1])),
+                                  @extschema:vector@.vector_dims((SELECT f FROM pg_catalog.unnest(q) AS f LIMIT 1))),
                 'encode the query and the documents with the same encoder'::text)
             ELSE (SELECT OPERATOR(pg_catalog.-) pg_catalog.sum(
                         (SELECT pg_catalog.min(qt OPERATOR(@extschema:vector@.<#>) dt)
@@ -354,7 +354,7 @@ CREATE OR REPLACE FUNCTION pgembed.maxsim(
                   FROM pg_catalog.unnest(d) WITH ORDINALITY AS y(t, o)) AS u
             WHERE u.t IS NULL
                OR @extschema:vector@.vector_dims(u.t) OPERATOR(pg_catalog.<>)
-                  @extschema:vector@.vector_dims(q[1])
+                  @extschema:vector@.vector_dims((SELECT f FROM pg_catalog.unnest(q) AS f LIMIT 1))
             ORDER BY u.s, u.o LIMIT 1
         ) AS bad ON true
     );
@@ -377,7 +377,7 @@ CREATE OR REPLACE FUNCTION pgembed.maxsim(
             WHEN bad.side IS NOT NULL THEN pgembed.fail('22000'::text,
                 pg_catalog.format('pgembed.maxsim: %s token vector %s has %s dimensions; query token vector 1 has %s'::text,
                                   bad.side, bad.o, @extschema:vector@.vector_dims(bad.t),
-                                  @extschema:vector@.vector_dims(q[1])),
+                                  @extschema:vector@.vector_dims((SELECT f FROM pg_catalog.unnest(q) AS f LIMIT 1))),
                 'encode the query and the documents with the same encoder'::text)
             ELSE (SELECT OPERATOR(pg_catalog.-) pg_catalog.sum(
                         (SELECT pg_catalog.min(qt OPERATOR(@extschema:vector@.<#>) dt)
@@ -394,7 +394,7 @@ CREATE OR REPLACE FUNCTION pgembed.maxsim(
                   FROM pg_catalog.unnest(d) WITH ORDINALITY AS y(t, o)) AS u
             WHERE u.t IS NULL
                OR @extschema:vector@.vector_dims(u.t) OPERATOR(pg_catalog.<>)
-                  @extschema:vector@.vector_dims(q[1])
+                  @extschema:vector@.vector_dims((SELECT f FROM pg_catalog.unnest(q) AS f LIMIT 1))
             ORDER BY u.s, u.o LIMIT 1
         ) AS bad ON true
     );
