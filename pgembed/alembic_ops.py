@@ -452,7 +452,9 @@ def declaration_of(conn: Connection, rec: CollectionRecord) -> tuple[str, dict[s
     cfg = _fde_config(conn, rec) if s.has("fde") else None
     if cfg is not None:
         opts["fde"] = _plain(cfg)
-    built = IndexParams(binary=s.index.binary, lists=s.index.lists, **_hnsw_params(conn, s))
+    built = IndexParams(
+        binary=s.index.binary, lists=s.index.lists, fde=s.index.fde, **_hnsw_params(conn, s)
+    )
     plain = {f.name: f.default for f in dataclasses.fields(IndexParams)}
     index = {k: v for k, v in _plain(built).items() if v != plain[k]}
     if index:

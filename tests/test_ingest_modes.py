@@ -219,10 +219,10 @@ def test_index_builds_report_progress(make: Any, tiny_encoder: Any, capsys: Any)
     # polled from pg_stat_progress_create_index while the build runs
     polled: list[bulk.Progress] = []
     with c.engine.begin() as conn:
-        conn.execute(sa.text('DROP INDEX "modes progress_fde_hnsw"'))
+        conn.execute(sa.text('DROP INDEX "modes progress_fde_bq_hnsw"'))
     built = bulk.finish(c.engine, c.spec, check=lambda conn: None, on_progress=polled.append,
                         poll=0.005)  # fmt: skip
-    assert built == ["modes progress_fde_hnsw"]
+    assert built == ["modes progress_fde_bq_hnsw"]
     phases = [e for e in polled if e.phase not in ("start", "done")]
     assert phases, polled
     assert all(e.phase.startswith(("building index", "initializing", "waiting")) for e in phases)

@@ -163,7 +163,8 @@ def make_collections(engine: Engine, enc: Any) -> None:
     texts = _texts()
     ids = range(len(texts))
     a = Collection(engine, "cap a", enc, kinds=("single", "matryoshka", "binary", "fde", "lexical"),
-                   fde=FDE_HALF, matryoshka_dims=(8, 16), binary_bits=2).create()  # fmt: skip
+                   fde=FDE_HALF, matryoshka_dims=(8, 16), binary_bits=2,
+                   index=IndexParams(fde="halfvec")).create()  # fmt: skip
     b = Collection(engine, "cap b", enc, kinds=("single", "matryoshka", "binary", "fde", "lexical"),
                    fde=FDE_BIT, matryoshka_dims=(8,), precision="vector", distance="ip",
                    lexical_config="simple",

@@ -114,7 +114,7 @@ def _drop(engine: Engine, coll: Coll) -> None:
 def coll(engine: Engine) -> Iterator[Coll]:
     """halfvec FDE index (AMS sketch, no final projection: 4*4*4 = 64 dims)."""
     cfg = FDEConfig(D, 4, 2, "ams_sketch", 4, seed=11)
-    c = _make(engine, "sqlf docs; DROP TABLE x", cfg, seed=5)
+    c = _make(engine, "sqlf docs; DROP TABLE x", cfg, seed=5, index=IndexParams(fde="halfvec"))
     yield c
     _drop(engine, c)
 

@@ -16,13 +16,14 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 from pgembed import query
 from pgembed.errors import (
     CollectionError,
+    ConfigError,
     DimensionError,
     EmptyInputError,
     InputError,
     NonFiniteError,
 )
 from pgembed.storage import ingest
-from pgembed.storage.schema import CollectionSpec, table
+from pgembed.storage.schema import CollectionSpec, IndexParams, table
 
 D = 16
 N = 300
@@ -149,6 +150,25 @@ def test_spec_errors_name_the_problem() -> None:
     with pytest.raises(DimensionError, match="matryoshka_dims"):
         CollectionSpec("c", 8, "e", kinds=("matryoshka",), matryoshka_dims=(8,))
     assert CollectionSpec("c", 8, "e", kinds=("fde",), fde_dim=5000).fde_index == "bit"
+
+
+def test_fde_index_choice() -> None:
+    def spec(**kw: Any) -> CollectionSpec:
+        return CollectionSpec("c", 8, "e", kinds=("fde",), **kw)
+
+    assert spec(fde_dim=100).fde_index == "bit"  # the default since 0.4.0
+    assert spec(fde_dim=100, index=IndexParams(fde="halfvec")).fde_index == "halfvec"
+    assert spec(fde_dim=5000, index=IndexParams(fde="halfvec")).fde_index == "bit"  # > 4000
+    with pytest.raises(ConfigError, match="fde index 'hnsw': use 'bit' or 'halfvec'"):
+        IndexParams(fde="hnsw")  # type: ignore[arg-type]
+    # A catalog row from before 0.4.0 names the halfvec index, or none for it: halfvec.
+    row = {"name": "c", "encoder": "e", "table_name": "c", "table_schema": "public",
+           "id_column": "id", "text_column": "content",
+           "kinds": {"fde": {"column": "fde", "dim": 100}, "multivector": {"dim": 8}}}  # fmt: skip
+    assert CollectionSpec.from_catalog(row).fde_index == "halfvec"
+    row["kinds"]["fde"]["index"] = "bit"
+    assert CollectionSpec.from_catalog(row).fde_index == "bit"
+    assert spec(fde_dim=100).kinds_json()["fde"]["index"] == "bit"
 
 
 def _exact(data: dict, qi: int, k: int, ids: np.ndarray) -> list[int]:

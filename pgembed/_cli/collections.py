@@ -46,6 +46,10 @@ def register(sub: Any) -> None:
         "--lists", type=int_in(1, IVFFLAT_MAX_LISTS), default=100,
         help="IVFFlat lists (about rows/300)",
     )  # fmt: skip
+    ing.add_argument(
+        "--fde-index", choices=("bit", "halfvec"), default="bit",
+        help="index of the FDE (bit: ~10x smaller, same recall, slower multivector queries)",
+    )  # fmt: skip
     ing.add_argument("--jsonl", action="store_true", help="input is JSON lines {id, text}")
     ing.add_argument(
         "--vectors", type=vectors_path,
@@ -149,7 +153,7 @@ def _ingest(args: argparse.Namespace) -> int:
         coll = Collection.open(engine, args.collection)
     except UnknownCollectionError:
         enc = Encoder.load(args.model)
-        index = IndexParams(binary=args.binary_index, lists=args.lists)
+        index = IndexParams(binary=args.binary_index, lists=args.lists, fde=args.fde_index)
         coll = Collection(
             engine, args.collection, enc, kinds=args.kinds, binary_bits=args.bits, index=index
         )
