@@ -938,7 +938,10 @@ COMMENT ON FUNCTION pgembed.search_multivector(text, @extschema:vector@.vector[]
 --     weight D): 0.1 * sum_{j<=tf} 1/j^2 / 1.64493406685, strictly increasing in tf and
 --     distinct as real for tf = 1..256 (tsvector keeps at most 256 positions per lexeme).
 --     pgembed.bm25_tf_table() holds those values, computed by ts_rank itself, and tf is the
---     index of the candidate's value in it;
+--     index of the candidate's value in it. A lexeme the candidate lacks ranks 0, turned
+--     into NULL first: array_position(a, NULL) returns at once on an array without NULLs,
+--     where looking 0 up compares all 256 entries (on 100,000 documents that lookup was
+--     most of search_bm25's time, measured by benchmarks/hybrid.py);
 --   document length: ts_rank(lexemes, q, 2) is ts_rank(lexemes, q, 0) divided by the
 --     number of positions, so their ratio, rounded, is the length.
 -- pgembed.lexical_stats_recompute(collection) computes the statistics from scratch, for
@@ -1122,7 +1125,7 @@ BEGIN
         'ORDER BY score DESC, c.id LIMIT $2',
         c.id_column, c.table_schema, c.table_name, l ->> 'column'::text, terms,
         (SELECT pg_catalog.string_agg(pg_catalog.format(
-             'coalesce(pg_catalog.array_position($8, pg_catalog.ts_rank(r.%1$I, $3[%2$s])), 0)',
+             'coalesce(pg_catalog.array_position($8, NULLIF(pg_catalog.ts_rank(r.%1$I, $3[%2$s]), 0::real)), 0)',
              l ->> 'column'::text, i.i), ', '::text ORDER BY i.i)
          FROM pg_catalog.generate_series(1, pg_catalog.cardinality(lex)) AS i(i)))
         USING tq, k, each, idf, k1, b, total::double precision / n::double precision,
