@@ -391,8 +391,7 @@ def _recorded(conn: Connection, required: bool) -> dict[str, CollectionRecord]:
             )
         return {}
     try:
-        names = list(conn.execute(sa.select(catalog.collections.c.name).order_by("name")).scalars())
-        return {n: catalog.get_collection(conn, n) for n in names}
+        return {rec.spec.name: rec for rec in catalog.list_collections(conn)}
     except MigrationError:
         if required:
             raise

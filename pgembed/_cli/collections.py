@@ -186,19 +186,12 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
-
     from pgembed import db
     from pgembed.storage import catalog
-    from pgembed.storage.schema import KINDS
 
     with db.create_engine().connect() as conn:
-        rows = conn.execute(
-            sa.select(catalog.collections.c.name, catalog.collections.c.table_schema,
-                      catalog.collections.c.table_name, catalog.collections.c.encoder,
-                      catalog.collections.c.kinds).order_by("name")
-        ).all()  # fmt: skip
-    for name, schema, table, encoder, kinds in rows:
-        ordered = ",".join(k for k in KINDS if k in kinds)
-        print(f"{name}\t{schema}.{table}\t{encoder}\t{ordered}")
+        records = catalog.list_collections(conn)
+    for rec in records:
+        s = rec.spec
+        print(f"{s.name}\t{s.schema}.{s.table_name}\t{s.encoder}\t{','.join(s.all_kinds)}")
     return 0

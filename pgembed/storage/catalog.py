@@ -318,5 +318,12 @@ def get_collection(conn: Connection, name: str) -> CollectionRecord:
     )
 
 
+def list_collections(conn: Connection) -> list[CollectionRecord]:
+    """Every recorded collection, by name."""
+    _require_schema(conn)
+    names = conn.execute(sa.select(collections.c.name).order_by("name")).scalars().all()
+    return [get_collection(conn, str(n)) for n in names]
+
+
 def unregister_collection(conn: Connection, name: str) -> None:
     conn.execute(collections.delete().where(collections.c.name == name))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psycopg import sql
 
+from pgembed.db import raw_connection
 from pgembed.errors import DimensionError, EmptyInputError, InputError, NonFiniteError
 from pgembed.storage import _pgcopy
 
@@ -98,12 +99,6 @@ def validate(spec: CollectionSpec, rows: Rows) -> None:
             _check_matrix(f"tokens of row {i}", t, t.shape[0], spec.dim)
 
 
-def _raw(conn: Connection) -> PgConnection[Any]:
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    return raw  # type: ignore[no-any-return]
-
-
 def _elem_oid(raw: PgConnection[Any]) -> int:
     row = raw.execute(
         "SELECT t.oid FROM pg_type t JOIN pg_extension e ON e.extnamespace = t.typnamespace "
@@ -183,7 +178,7 @@ def write(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
     validate(spec, rows)
     if len(rows) == 0:
         return 0
-    raw = _raw(conn)
+    raw = raw_connection(conn)
     target = sql.Identifier(spec.schema, spec.table_name)
     cols, fields = _fields(raw, spec, rows)
     stage = _stage(raw, spec)
@@ -230,7 +225,7 @@ def copy_new(conn: Connection, spec: CollectionSpec, rows: Rows) -> int:
     validate(spec, rows)
     if len(rows) == 0:
         return 0
-    raw = _raw(conn)
+    raw = raw_connection(conn)
     if spec.text_column is not None and raw.info.parameter_status("server_encoding") != "UTF8":
         return write(conn, spec, rows)
     cols, fields = _fields(raw, spec, rows, with_hash=True)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pgembed.db import raw_connection
 from pgembed.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def batches(
     import psycopg
     from sqlalchemy.exc import DBAPIError
 
-    raw = _raw(conn)
+    raw = raw_connection(conn)
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     sql, params = str(compiled), compiled.params
     try:
@@ -104,12 +105,6 @@ def texts(engine: Engine, spec: CollectionSpec, ids: Sequence[int]) -> dict[int,
     ):
         found: dict[int, str | None] = dict(conn.execute(stmt).tuples().all())
     return {i: found.get(i) for i in ids}
-
-
-def _raw(conn: sa.Connection) -> psycopg.Connection[Any]:
-    from pgembed.db import raw_connection
-
-    return raw_connection(conn)
 
 
 def _decoders(raw: psycopg.Connection[Any], oids: list[int]) -> list[Decoder | None]:
