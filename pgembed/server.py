@@ -163,15 +163,20 @@ def _cgroup_dirs(controller: str, root: Path, proc_cgroup: str) -> list[Path]:
     return dirs
 
 
+def _proc_cgroup() -> str | None:
+    try:
+        return Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return None
+
+
 def cgroup_memory_limit(
     root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None
 ) -> int | None:
     """The smallest memory limit of this process's cgroups, None when there is none."""
+    proc_cgroup = _proc_cgroup() if proc_cgroup is None else proc_cgroup
     if proc_cgroup is None:
-        try:
-            proc_cgroup = Path("/proc/self/cgroup").read_text()
-        except OSError:
-            return None
+        return None
     limits = []
     for d in _cgroup_dirs("memory", root, proc_cgroup):
         for name in ("memory.max", "memory.limit_in_bytes"):
@@ -185,11 +190,9 @@ def cgroup_cpu_limit(
     root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None
 ) -> int | None:
     """Cores this process's cgroup quota allows (rounded up), None when there is none."""
+    proc_cgroup = _proc_cgroup() if proc_cgroup is None else proc_cgroup
     if proc_cgroup is None:
-        try:
-            proc_cgroup = Path("/proc/self/cgroup").read_text()
-        except OSError:
-            return None
+        return None
     limits = []
     for d in _cgroup_dirs("cpu", root, proc_cgroup):
         try:

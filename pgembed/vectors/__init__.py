@@ -32,6 +32,8 @@ from pgembed.vectors.fde import FDEConfig, FDEEncoder, partition_index, partitio
 from pgembed.vectors.matryoshka import truncate
 from pgembed.vectors.maxsim import maxsim, maxsim_matrix, maxsim_packed, maxsim_topk
 
+# Spelled out, not built from the submodules' __all__, so that readers and type checkers
+# see every public name here.
 __all__ = [
     "FDEConfig",
     "FDEEncoder",
