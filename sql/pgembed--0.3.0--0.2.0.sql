@@ -1,5 +1,6 @@
 -- pgembed 0.3.0 -> 0.2.0: undoes pgembed--0.2.0--0.3.0.sql. Run by migration 0003's
--- downgrade; search_binary is 0.2.0's definition again.
+-- downgrade; search_binary is 0.2.0's definition again (repeated from
+-- pgembed--0.1.0--0.2.0.sql on purpose: a downgrade states the old definition whole).
 
 SELECT pg_catalog.set_config('pgembed.saved_search_path',
                              pg_catalog.current_setting('search_path'), true);

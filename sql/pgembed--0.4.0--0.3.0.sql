@@ -5,6 +5,10 @@
 -- them (CREATE OR REPLACE, same signatures: the generated column
 -- pgembed.fde_configs.ams_vectors stays). These are 0.3.0's definitions, with its
 -- search_path of `pg_catalog, <vector's schema>, pg_temp`; see those files.
+--
+-- The definitions repeat those files on purpose: a downgrade script states the old version
+-- whole, as pgvector keeps one full script per version, so that it never depends on
+-- re-running an upgrade script that also changed tables.
 
 SELECT pg_catalog.set_config('pgembed.saved_search_path',
                              pg_catalog.current_setting('search_path'), true);

@@ -362,6 +362,8 @@ CREATE OR REPLACE FUNCTION pgembed.maxsim(
 COMMENT ON FUNCTION pgembed.maxsim(@extschema:vector@.halfvec[], @extschema:vector@.halfvec[]) IS
     'MaxSim (Chamfer similarity): sum over query tokens of the max inner product with any document token. Empty query, a NULL token or tokens of different dimensions: error; empty document: NULL; NULL in: NULL out.';
 
+-- The vector[] overload repeats the halfvec[] one: SQL-standard bodies are bound to their
+-- argument types when created, so each type needs its own.
 CREATE OR REPLACE FUNCTION pgembed.maxsim(
     q @extschema:vector@.vector[], d @extschema:vector@.vector[]) RETURNS double precision
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER COST 1000
