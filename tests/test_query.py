@@ -1,0 +1,206 @@
+"""pgembed.query's lexical and hybrid builders: plain Selects that compose with filters.
+
+Unfiltered, they return what the SQL functions return (same ids, same scores); filtered,
+every result satisfies the filter and equals a brute-force fusion computed in Python from
+the stored rows (BM25 with the collection's global statistics, exact cosine).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session
+
+from pgembed import Collection, query
+from pgembed.corpus import lee_background
+from pgembed.errors import ConfigError, EmptyInputError
+
+QUERY = "storm damage in the city after the fire"
+
+
+@pytest.fixture(scope="module")
+def coll(engine: Engine, tiny_encoder: Any) -> Iterator[Collection]:
+    texts = [s for d in lee_background() for s in d.split(". ") if len(s.split()) > 3][:150]
+    c = Collection(engine, f"query {uuid.uuid4().hex[:6]}", tiny_encoder,
+                   kinds=("single", "binary", "lexical")).create()  # fmt: skip
+    c.add(texts, ids=range(len(texts)))
+    yield c
+    c.drop(force=True)
+
+
+def _rows(conn: sa.Connection, stmt: sa.Select[Any]) -> list[tuple[int, float]]:
+    return [(int(r.id), float(r.score)) for r in conn.execute(stmt)]
+
+
+def _hnsw(conn: sa.Connection, ef: int = 100) -> None:
+    """What pgembed.search_knn sets for depth 100, and an exact scan order under filters."""
+    conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :e, true)"), {"e": str(ef)})
+    conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = strict_order"))
+
+
+def test_bm25_builder_equals_search_bm25(coll: Collection) -> None:
+    t = coll.table()
+    with coll.engine.begin() as conn:
+        got = _rows(conn, query.bm25(t, QUERY, k=20))
+    want = coll.search(QUERY, k=20, strategy="bm25")
+    assert [i for i, _ in got] == [i for i, _ in want]
+    for (_, s), (_, w) in zip(got, want, strict=True):
+        assert s == w  # the same arithmetic, in the same order
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "convex"])
+def test_hybrid_builder_unfiltered_equals_collection_search(coll: Collection, fusion: str) -> None:
+    t = coll.table()
+    q = coll.encoder.encode([QUERY], "query", progress=False)[0]
+    with coll.engine.begin() as conn:
+        _hnsw(conn)
+        got = _rows(conn, query.hybrid(t, QUERY, q, k=10, fusion=fusion, alpha=0.3))
+    want = coll.search(QUERY, k=10, strategy="hybrid", fusion=fusion, alpha=0.3)
+    assert [i for i, _ in got] == [i for i, _ in want]
+    for (_, s), (_, w) in zip(got, want, strict=True):
+        assert math.isclose(s, w, rel_tol=1e-9)
+
+
+def _brute(
+    coll: Collection, text: str, q: np.ndarray, keep: Any, *, k: int, depth: int, fusion: str,
+    alpha: float = 0.5,
+) -> list[tuple[int, float]]:  # fmt: skip
+    """Hybrid search computed in Python over the rows ``keep`` accepts."""
+    t = coll.table()
+    with coll.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.id, t.c.embedding)).all()
+        lex = conn.execute(sa.text(
+            f'SELECT r.id, u.lexeme, cardinality(u.positions) FROM "{t.name}" r, '
+            "unnest(r.lexemes) u")).all()  # fmt: skip
+        qlex = set(
+            conn.execute(
+                sa.text("SELECT u.lexeme FROM unnest(to_tsvector('english', :q)) u"), {"q": text}
+            ).scalars()
+        )
+    tf: dict[int, dict[str, int]] = {}
+    for i, lexeme, n in lex:
+        tf.setdefault(int(i), {})[lexeme] = int(n)
+    n_rows = len(rows)  # global statistics: every row, filtered or not
+    avgdl = sum(sum(d.values()) for d in tf.values()) / n_rows
+    df = {w: sum(w in d for d in tf.values()) for w in qlex}
+    idf = {w: math.log(1 + (n_rows - df[w] + 0.5) / (df[w] + 0.5)) for w in qlex}
+    bm25 = {}
+    for i, d in tf.items():
+        if keep(i) and qlex & set(d):
+            norm = 1.2 * (0.25 + 0.75 * sum(d.values()) / avgdl)
+            bm25[i] = sum(idf[w] * d[w] / (d[w] + norm) for w in qlex if w in d)
+    q = q.astype(np.float16).astype(np.float64)  # bound as halfvec, like the column
+    qn = q / np.linalg.norm(q)
+    dense = {}
+    for i, e in rows:
+        if keep(int(i)):
+            v = np.asarray(e, dtype=np.float64)
+            dense[int(i)] = float(v @ qn / np.linalg.norm(v))
+
+    def ranked(scores: dict[int, float]) -> list[tuple[int, float]]:
+        return sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:depth]
+
+    fused: dict[int, float] = {}
+    for side, w in ((ranked(bm25), 1 - alpha), (ranked(dense), alpha)):
+        if fusion == "rrf":
+            for r, (i, _) in enumerate(side, 1):
+                fused[i] = fused.get(i, 0.0) + 1 / (60 + r)
+        else:
+            lo, hi = min(s for _, s in side), max(s for _, s in side)
+            for i, s in side:
+                fused[i] = fused.get(i, 0.0) + w * ((s - lo) / (hi - lo) if hi > lo else 1.0)
+    return sorted(fused.items(), key=lambda x: (-x[1], x[0]))[:k]
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "convex"])
+def test_hybrid_builder_filtered_equals_brute_force(coll: Collection, fusion: str) -> None:
+    t = coll.table()
+    q = coll.encoder.encode([QUERY], "query", progress=False)[0]
+    with coll.engine.begin() as conn:
+        _hnsw(conn)
+        got = _rows(conn, query.hybrid(t, QUERY, q, k=10, depth=30, fusion=fusion,
+                                       where=[t.c.id % 3 == 1]))  # fmt: skip
+    want = _brute(coll, QUERY, q, lambda i: i % 3 == 1, k=10, depth=30, fusion=fusion)
+    assert len(got) == 10 and all(i % 3 == 1 for i, _ in got)
+    assert [i for i, _ in got] == [i for i, _ in want]
+    for (_, s), (_, w) in zip(got, want, strict=True):
+        # pgvector computes halfvec cosine in float32; min-max normalisation magnifies it
+        assert math.isclose(s, w, rel_tol=1e-3), (got, want)
+    # the filter changes the answer: unfiltered, rows outside it come first
+    with coll.engine.begin() as conn:
+        _hnsw(conn)
+        free = _rows(conn, query.hybrid(t, QUERY, q, k=10, depth=30, fusion=fusion))
+    assert any(i % 3 != 1 for i, _ in free)
+
+
+def test_filters_narrow_the_candidates_not_the_statistics(coll: Collection) -> None:
+    """A filter keeping 4 rows: those 4 come back (k = 10), with global-statistics BM25."""
+    t = coll.table()
+    q = coll.encoder.encode([QUERY], "query", progress=False)[0]
+    keep = [3, 17, 40, 99]
+    with coll.engine.begin() as conn:
+        _hnsw(conn)
+        hits = _rows(conn, query.hybrid(t, QUERY, q, k=10, where=[t.c.id.in_(keep)]))
+        lexical = _rows(conn, query.bm25(t, QUERY, k=10, where=[t.c.id.in_(keep)]))
+    assert sorted(i for i, _ in hits) == keep
+    everything = dict(_rows_of(coll, QUERY))
+    assert lexical == [(i, everything[i]) for i, _ in lexical]  # same scores as unfiltered
+    assert {i for i, _ in lexical} == {i for i in keep if i in everything}
+
+
+def _rows_of(coll: Collection, text: str) -> list[tuple[int, float]]:
+    return coll.search(text, k=1000, strategy="bm25")
+
+
+def test_hybrid_with_binary_and_an_orm_class(coll: Collection) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __table__ = coll.table()
+
+    q = coll.encoder.encode([QUERY], "query", progress=False)[0]
+    stmt = query.hybrid(Doc, QUERY, q, k=5, dense="binary", where=[Doc.id < 60])
+    with Session(coll.engine) as session:
+        rows = session.execute(stmt).all()
+    assert len(rows) == 5
+    assert all(isinstance(d, Doc) and d.id < 60 for d, _ in rows)
+    scores = [s for _, s in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_builder_bad_input(coll: Collection, engine: Engine, tiny_encoder: Any) -> None:
+    t = coll.table()
+    q = coll.encoder.encode([QUERY], "query", progress=False)[0]
+    with pytest.raises(EmptyInputError, match="query text is empty"):
+        query.bm25(t, "  ")
+    with pytest.raises(ConfigError, match=r"depth \(5\) must be at least k"):
+        query.hybrid(t, QUERY, q, k=10, depth=5)
+    with pytest.raises(ConfigError, match="needs prefix="):
+        query.hybrid(t, QUERY, q, dense="funnel")
+    with pytest.raises(ConfigError, match="fusion must be one of"):
+        query.hybrid(t, QUERY, q, fusion="max")
+    with pytest.raises(ConfigError, match=r"alpha must be a number in 0\.\.1"):
+        query.hybrid(t, QUERY, q, fusion="convex", alpha=2.0)
+    with coll.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="only stop words"):
+        conn.execute(query.bm25(t, "the and of it")).all()
+    plain = Collection(engine, f"query plain {uuid.uuid4().hex[:6]}", tiny_encoder).create()
+    try:
+        with pytest.raises(ConfigError, match="has no 'lexemes' column"):
+            query.bm25(plain.table(), QUERY)
+        with pytest.raises(ConfigError, match="mapped class"):
+            query.bm25(t.c.embedding, QUERY)
+    finally:
+        plain.drop(force=True)
+    # a table that no lexical collection records: a clear error, not an empty answer
+    other = sa.Table(t.name + "_copy", sa.MetaData(), *(c._copy() for c in t.columns),
+                     schema=t.schema)  # fmt: skip
+    with coll.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="no collection"):
+        conn.execute(query.bm25(other, QUERY)).all()
