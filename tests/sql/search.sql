@@ -1,7 +1,7 @@
 -- pgembed's SQL functions on a tiny hand-made collection, run by psql:
 --   psql -X -q -v ON_ERROR_STOP=1 -f tests/sql/search.sql <database at pgembed head>
 -- Everything happens in one transaction that is rolled back. Output: one `check|value`
--- line per check, compared with search.expected; tests/test_sql_functions.py recomputes
+-- line per check, compared with search.expected; tests/sql/test_regression.py recomputes
 -- every value with numpy.
 BEGIN;
 \ir _try.psql
