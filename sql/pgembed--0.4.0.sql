@@ -1112,9 +1112,12 @@ BEGIN
                   FROM pg_catalog.unnest(lex) WITH ORDINALITY AS x(l, o) ORDER BY x.o);
     SELECT pg_catalog.string_agg(pg_catalog.array_to_tsvector(ARRAY[x.l])::text, ' | '::text ORDER BY x.o)::pg_catalog.tsquery
       INTO tq FROM pg_catalog.unnest(lex) WITH ORDINALITY AS x(l, o);
-    -- sum over query lexemes i of idf_i * tf_i / (tf_i + k1 * (1 - b + b * dl / avgdl))
+    -- sum over query lexemes i of idf_i * tf_i / (tf_i + k1 * (1 - b + b * dl / avgdl)); a
+    -- lexeme the row lacks adds 0 (spelled out: with k1 = 0 its term would be 0 / 0)
     SELECT pg_catalog.string_agg(pg_catalog.format(
-               '($4[%1$s] * c.tf[%1$s]) / (c.tf[%1$s] + c.norm)', i.i), ' + '::text)
+               'CASE WHEN c.tf[%1$s] > 0::double precision '
+               'THEN ($4[%1$s] * c.tf[%1$s]) / (c.tf[%1$s] + c.norm) '
+               'ELSE 0::double precision END', i.i), ' + '::text)
       INTO terms FROM pg_catalog.generate_series(1, pg_catalog.cardinality(lex)) AS i(i);
     RETURN QUERY EXECUTE pg_catalog.format(
         'SELECT c.id, %5$s AS score FROM ('
