@@ -8,7 +8,9 @@
 - FDE fill rate: the fraction of (repetition, partition) blocks that hold at least one
   document token before filling (low means most blocks are copies of a nearest token);
 - recall@10 of each search strategy against exact search, on a sample of stored rows used
-  as queries.
+  as queries (the vector strategies; bm25 and hybrid take text queries);
+- for the lexical kind, what its statistics table holds: the number of documents N, their
+  average length (the BM25 normalisation) and the number of distinct lexemes.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ class Stats:
     """max over dimensions of |P(bit = 1) - 0.5|; 0 is perfectly balanced."""
     fde_fill_rate: float | None = None
     recall10: dict[str, float] = field(default_factory=dict)
+    lexical_documents: int | None = None
+    """N of the lexical statistics: the rows BM25 counts."""
+    lexical_lexemes: int | None = None
+    """Distinct lexemes held by at least one row."""
+    lexical_avg_length: float | None = None
+    """Average document length in lexeme positions (BM25's avgdl)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +112,8 @@ def _collect(coll: Collection, sample: int, seed: int) -> Stats:
             count = sa.select(sa.func.count(cols[0])) if cols else sa.select(sa.func.count())
             kind_rows[kind] = int(conn.execute(count.select_from(t)).scalar_one())
         stats = Stats(spec.name, n, kind_rows, per_row, dim=spec.dim)
+        if spec.has("lexical"):
+            _lexical(conn, coll, stats)
         if n == 0 or not spec.has("single"):
             return stats
         n_emb = kind_rows["single"]  # rows that hold an embedding
@@ -129,6 +139,21 @@ def _collect(coll: Collection, sample: int, seed: int) -> Stats:
         stats.fde_fill_rate = fde_fill_rate(coll, tokens)
     stats.recall10 = _recalls(coll, seen.queries, exact, k)
     return stats
+
+
+def _lexical(conn: sa.Connection, coll: Collection, stats: Stats) -> None:
+    """N, average length and distinct lexemes from the lexical statistics table."""
+    st = sa.table(coll.spec.lexical_stats_table, sa.column("lexeme", sa.Text),
+                  sa.column("docs", sa.BigInteger), sa.column("tokens", sa.BigInteger),
+                  schema=coll.spec.schema)  # fmt: skip
+    row = conn.execute(sa.select(st.c.docs, st.c.tokens).where(st.c.lexeme == "")).first()
+    docs, tokens = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+    lexemes = conn.execute(
+        sa.select(sa.func.count()).select_from(st).where(st.c.lexeme != "", st.c.docs > 0)
+    ).scalar_one()
+    stats.lexical_documents = docs
+    stats.lexical_lexemes = int(lexemes)
+    stats.lexical_avg_length = tokens / docs if docs else 0.0
 
 
 @dataclass
@@ -192,8 +217,8 @@ def _recalls(
 
     out: dict[str, float] = {}
     for strategy, s in STRATEGIES.items():
-        if s.tokens or not coll.spec.has(s.kind):
-            continue  # multivector recall needs token queries: see the quickstart
+        if s.tokens or s.text or not coll.spec.has(s.kind):
+            continue  # multivector needs token queries, bm25 and hybrid text: see the quickstart
         hits = 0.0
         for q, want in zip(queries, exact, strict=True):
             got = {r for r, _ in coll.search(q, k=k, strategy=strategy)}
@@ -212,6 +237,11 @@ def format_stats(s: Stats) -> str:
         lines.append(f"  bit balance: worst dimension {s.bit_balance_worst:.3f} from 0.5")
     if s.fde_fill_rate is not None:
         lines.append(f"  FDE blocks filled by tokens: {s.fde_fill_rate:.3f}")
+    if s.lexical_documents is not None:
+        lines.append(
+            f"  lexical: N {s.lexical_documents}, {s.lexical_lexemes} distinct lexemes, "
+            f"average length {s.lexical_avg_length:.1f}"
+        )
     for strategy, r in s.recall10.items():
         lines.append(f"  recall@10 vs exact, {strategy:<8} {r:.3f}")
     return "\n".join(lines)

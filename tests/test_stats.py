@@ -101,3 +101,37 @@ def test_rows_awaiting_sync_are_left_out(engine: Engine, tiny_encoder: Any) -> N
         assert st.recall10["knn"] > 0.5
     finally:
         c.drop(force=True)
+
+
+def test_lexical_collection(engine: Engine, tiny_encoder: Any) -> None:
+    """N, distinct lexemes and average length from the statistics table, checked against
+    the rows; the lexical kind's bytes (tsvector column + GIN index) measured; the vector
+    strategies' recall only (bm25 and hybrid take text queries)."""
+    texts = [s for doc in lee_background()[:20] for s in doc.split(". ") if len(s.split()) > 4]
+    c = Collection(engine, "stats lexical", tiny_encoder, kinds=("single", "lexical"))
+    c.create()
+    try:
+        c.add(texts[:50], ids=range(50))
+        t = c.table()
+        with engine.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.id >= 45))  # the statistics follow
+            lexemes, positions = conn.execute(sa.text(
+                "SELECT count(DISTINCT u.lexeme), sum(cardinality(u.positions)) "
+                'FROM "stats lexical" r, unnest(r.lexemes) u')).one()  # fmt: skip
+            column = conn.execute(sa.select(sa.func.avg(sa.func.pg_column_size(t.c.lexemes))))
+            gin = conn.execute(sa.text(
+                "SELECT pg_relation_size(indexrelid) FROM pg_index "
+                "WHERE indrelid = '\"stats lexical\"'::regclass AND indexrelid::regclass::text "
+                "LIKE '%lexemes_gin%'")).scalar_one()  # fmt: skip
+            col_bytes = float(column.scalar_one())
+        st = stats.collect(c, sample=5)
+        assert st.rows == 45 and st.kind_rows == {"single": 45, "lexical": 45}
+        assert st.lexical_documents == 45
+        assert st.lexical_lexemes == lexemes
+        assert st.lexical_avg_length == pytest.approx(positions / 45)
+        assert st.bytes_per_row["lexical"] == pytest.approx(col_bytes + gin / 45)
+        assert set(st.recall10) == {"knn"}
+        report = stats.format_stats(st)
+        assert f"lexical: N 45, {lexemes} distinct lexemes" in report
+    finally:
+        c.drop(force=True)
