@@ -1,8 +1,10 @@
-"""pgembed.query's lexical and hybrid builders: plain Selects that compose with filters.
+"""pgembed.query's builders: plain Selects that compose with filters.
 
-Unfiltered, they return what the SQL functions return (same ids, same scores); filtered,
-every result satisfies the filter and equals a brute-force fusion computed in Python from
-the stored rows (BM25 with the collection's global statistics, exact cosine).
+The vector builders (knn, funnel, binary_rerank), on a seeded table, return the exact
+top-k given enough candidates, use the HNSW indexes and take ORM filters. The lexical and
+hybrid builders, unfiltered, return what the SQL functions return (same ids, same scores);
+filtered, every result satisfies the filter and equals a brute-force fusion computed in
+Python from the stored rows (BM25 with the collection's global statistics, exact cosine).
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from _docs import D, N, _half, docs_table, make_data
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from pgembed import Collection, query
 from pgembed.corpus import lee_background
-from pgembed.errors import ConfigError, EmptyInputError
+from pgembed.errors import ConfigError, DimensionError, EmptyInputError, NonFiniteError
+from pgembed.storage.schema import CollectionSpec
 
 QUERY = "storm damage in the city after the fire"
 
@@ -204,3 +210,110 @@ def test_builder_bad_input(coll: Collection, engine: Engine, tiny_encoder: Any) 
                      schema=t.schema)  # fmt: skip
     with coll.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="no collection"):
         conn.execute(query.bm25(other, QUERY)).all()
+
+
+# --- the vector builders (knn, funnel, binary_rerank) on a seeded table ----------------------
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    return make_data()
+
+
+@pytest.fixture(scope="module")
+def docs(engine: Engine, data: dict[str, np.ndarray]) -> Iterator[tuple[CollectionSpec, sa.Table]]:
+    yield from docs_table(engine, data, "query docs; DROP TABLE x")  # a hostile name stays a name
+
+
+def _exact(data: dict, qi: int, k: int, ids: np.ndarray) -> list[int]:
+    sims = _half(data["emb"]) @ data["queries"][qi]
+    return ids[np.argsort(-sims, kind="stable")[:k]].tolist()
+
+
+def _ids(engine: Engine, stmt: sa.Select) -> tuple[list[int], list[float]]:
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL hnsw.ef_search = 400"))
+        rows = conn.execute(stmt).all()
+    return [r[0].id if hasattr(r[0], "id") else r[0] for r in rows], [r[-1] for r in rows]
+
+
+@pytest.mark.parametrize("builder", ["knn", "funnel", "binary_rerank"])
+def test_builders_match_brute_force(engine: Engine, docs: tuple, data: dict, builder: str) -> None:
+    """With enough candidates every strategy returns the exact top-k, scores included."""
+    _spec, t = docs
+    ids = np.arange(N) * 3
+    for qi in range(len(data["queries"])):
+        q = data["queries"][qi]
+        if builder == "knn":
+            stmt = query.knn(t.c.embedding, q, k=10)
+        elif builder == "funnel":
+            stmt = query.funnel(t.c.embedding, q, k=10, prefix=8, oversample=30)
+        else:
+            stmt = query.binary_rerank(t.c.embedding, q, k=10, oversample=30)
+        stmt = stmt.with_only_columns(stmt.selected_columns.id, stmt.selected_columns.score)
+        got, scores = _ids(engine, stmt)
+        assert got == _exact(data, qi, 10, ids), (builder, qi)
+        np.testing.assert_allclose(
+            scores, np.sort(_half(data["emb"]) @ _half(q))[::-1][:10], atol=2e-3
+        )
+
+
+def test_builders_use_the_hnsw_indexes(engine: Engine, docs: tuple, data: dict) -> None:
+    _spec, t = docs
+    q = data["queries"][0]
+    for stmt, index in [
+        (query.knn(t.c.embedding, q), "_embedding_hnsw"),
+        (query.funnel(t.c.embedding, q, prefix=4), "_embedding_4_hnsw"),
+        (query.binary_rerank(t.c.embedding, q), "_embedding_bq_hnsw"),
+    ]:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(conn.execute(Explain(stmt)).scalars())
+        assert index in plan, plan
+
+
+class Explain(Executable, ClauseElement):
+    inherit_cache = False
+
+    def __init__(self, stmt: sa.Select) -> None:
+        self.stmt = stmt
+
+
+@compiles(Explain)
+def _explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN " + compiler.process(element.stmt, **kw)
+
+
+class DocsBase(DeclarativeBase):
+    pass
+
+
+def test_orm_filter_plus_funnel(engine: Engine, docs: tuple, data: dict) -> None:
+    _spec, t = docs
+
+    class Doc(DocsBase):
+        __table__ = t
+
+    q = data["queries"][2]
+    stmt = query.funnel(Doc.embedding, q, k=5, prefix=8, oversample=60, where=[Doc.id % 2 == 0])
+    with Session(engine) as session:
+        session.execute(sa.text("SET hnsw.ef_search = 400"))
+        rows = session.execute(stmt).all()
+    ids = np.arange(N) * 3
+    even = ids % 2 == 0
+    sims = _half(data["emb"][even]) @ q
+    want = ids[even][np.argsort(-sims)[:5]].tolist()
+    assert [doc.id for doc, _ in rows] == want
+    assert all(isinstance(doc, Doc) for doc, _ in rows)
+
+
+def test_builder_input_errors(docs: tuple) -> None:
+    _, t = docs
+    with pytest.raises(DimensionError, match="has 3 dimensions; the collection stores 16"):
+        query.knn(t.c.embedding, [1.0, 2.0, 3.0])
+    with pytest.raises(NonFiniteError):
+        query.knn(t.c.embedding, np.full(D, np.inf))
+    with pytest.raises(ConfigError, match="k must be"):
+        query.knn(t.c.embedding, np.ones(D), k=0)
+    with pytest.raises(ConfigError, match="oversample"):
+        query.funnel(t.c.embedding, np.ones(D), prefix=4, oversample=10**6)

@@ -113,3 +113,36 @@ def test_current_pgvector_is_accepted() -> None:
 def test_history_lists_the_initial_revision() -> None:
     revisions = [s.revision for s in migrate.history()]
     assert revisions[-1] == "0001" and migrate.head() == revisions[0]
+
+
+def test_migration_0005_backfills_owned_tables_only(empty_engine: Engine) -> None:
+    migrate.upgrade(empty_engine, "0004")
+    with empty_engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO pgembed.encoders VALUES "
+                "('e', 'f', 4, 'mean', true, 8, '', '', '{}');"
+                "CREATE TABLE public.legacy (id bigint PRIMARY KEY);"
+            )
+        )
+        for name, schema, table in [
+            ("legacy", "public", "legacy"),
+            ("taken", "pgembed", "alembic_version"),  # a pre-0005 takeover
+            ("gone", "public", "gone"),
+        ]:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO pgembed.collections (name, table_schema, table_name, "
+                    "id_column, encoder, kinds) VALUES (:n, :s, :t, 'id', 'e', '{}')"
+                ),
+                {"n": name, "s": schema, "t": table},
+            )
+    migrate.upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        got = dict(conn.execute(sa.text("SELECT name, table_oid FROM pgembed.collections")).all())
+        legacy = conn.execute(sa.text("SELECT 'public.legacy'::regclass::oid")).scalar()
+    assert got == {"legacy": legacy, "taken": None, "gone": None}
+    migrate.downgrade(empty_engine, "0004")
+    with empty_engine.connect() as conn:
+        cols = sa.inspect(conn).get_columns("collections", schema="pgembed")
+    assert "table_oid" not in {c["name"] for c in cols}

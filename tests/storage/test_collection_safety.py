@@ -194,39 +194,6 @@ def test_alembic_ops_follow_the_same_rules(
     assert other not in _catalog_names(engine)
 
 
-def test_migration_0005_backfills_owned_tables_only(empty_engine: Engine) -> None:
-    migrate.upgrade(empty_engine, "0004")
-    with empty_engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO pgembed.encoders VALUES "
-                "('e', 'f', 4, 'mean', true, 8, '', '', '{}');"
-                "CREATE TABLE public.legacy (id bigint PRIMARY KEY);"
-            )
-        )
-        for name, schema, table in [
-            ("legacy", "public", "legacy"),
-            ("taken", "pgembed", "alembic_version"),  # a pre-0005 takeover
-            ("gone", "public", "gone"),
-        ]:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO pgembed.collections (name, table_schema, table_name, "
-                    "id_column, encoder, kinds) VALUES (:n, :s, :t, 'id', 'e', '{}')"
-                ),
-                {"n": name, "s": schema, "t": table},
-            )
-    migrate.upgrade(empty_engine)
-    with empty_engine.connect() as conn:
-        got = dict(conn.execute(sa.text("SELECT name, table_oid FROM pgembed.collections")).all())
-        legacy = conn.execute(sa.text("SELECT 'public.legacy'::regclass::oid")).scalar()
-    assert got == {"legacy": legacy, "taken": None, "gone": None}
-    migrate.downgrade(empty_engine, "0004")
-    with empty_engine.connect() as conn:
-        cols = sa.inspect(conn).get_columns("collections", schema="pgembed")
-    assert "table_oid" not in {c["name"] for c in cols}
-
-
 # --- 2. every kind set is writable ----------------------------------------------------------
 
 
