@@ -25,11 +25,17 @@ def test_quickstart_quality_floors(engine: Engine, minilm_encoder: Any, tmp_path
     assert by["binary"].exact_recall10 >= FLOORS["binary_exact_recall10"]
     assert by["multivector"].exact_recall10 >= FLOORS["multivector_exact_recall10"]
     assert all(r.bytes_per_row > 0 and r.p50_ms > 0 for r in results)
+    # the lexical rows: known-item quality, no exact-recall column (shown as "-")
+    assert by["bm25"].known_recall10 >= FLOORS["bm25_known_recall10"]
+    assert by["hybrid"].known_recall10 >= FLOORS["hybrid_known_recall10"]
+    assert by["bm25"].exact_recall10 is None and by["hybrid"].exact_recall10 is None
+    assert by["hybrid"].bytes_per_row > by["bm25"].bytes_per_row
     # the bit index is far smaller than the halfvec one, even with the 2-bit codes added
     assert by["binary"].bytes_per_row < by["knn"].bytes_per_row
     assert (tmp_path / "quickstart.png").stat().st_size > 10_000
     table = quickstart.format_table(results)
     assert all(s in table for s in quickstart.STRATEGIES)
+    assert [line.split()[4] for line in table.splitlines()[-2:]] == ["-", "-"]
 
 
 # Measured on 12 articles: known R@10 1.000 (knn); exact R@10 0.992 knn, 0.992 funnel,
@@ -40,6 +46,8 @@ FLOORS = {
     "funnel_exact_recall10": 0.9,
     "binary_exact_recall10": 0.9,
     "multivector_exact_recall10": 0.85,
+    "bm25_known_recall10": 0.8,
+    "hybrid_known_recall10": 0.8,
 }
 
 
