@@ -400,20 +400,10 @@ def _recorded(conn: Connection, required: bool) -> dict[str, CollectionRecord]:
 
 def _hnsw_params(conn: Connection, spec: CollectionSpec) -> dict[str, int]:
     """m and ef_construction of the collection's HNSW indexes, as built ({} if none)."""
-    options = conn.execute(
-        sa.text(
-            "SELECT ic.reloptions FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
-            "JOIN pg_catalog.pg_am a ON a.oid = ic.relam "
-            "JOIN pg_catalog.pg_class t ON t.oid = i.indrelid "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace "
-            "WHERE n.nspname = :schema AND t.relname = :table AND a.amname = 'hnsw' "
-            "ORDER BY ic.relname LIMIT 1"
-        ),
-        {"schema": spec.schema, "table": spec.table_name},
-    ).scalar()
-    pairs = (o.split("=", 1) for o in options or ())
-    return {k: int(v) for k, v in pairs if k in ("m", "ef_construction")}
+    from pgembed.storage.indexes import built
+
+    hnsw = next((b.options for b in built(conn, spec) if b.method == "hnsw"), {})
+    return {k: int(v) for k, v in hnsw.items() if k in ("m", "ef_construction")}
 
 
 def _fde_config(conn: Connection, rec: CollectionRecord) -> FDEConfig | None:

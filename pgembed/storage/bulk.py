@@ -50,6 +50,7 @@ import sqlalchemy as sa
 from pgembed.errors import ConfigError
 from pgembed.storage import ownership
 from pgembed.storage import schema as sch
+from pgembed.storage.indexes import built
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -134,26 +135,17 @@ def _legacy_name(spec: sch.CollectionSpec, name: str) -> str:
     return raw.decode("utf-8", errors="ignore")
 
 
-def _present(conn: Connection, table_oid: int) -> dict[str, bool]:
+def _present(conn: Connection, spec: sch.CollectionSpec) -> dict[str, bool]:
     """Index name -> indisvalid, for the indexes of the table (the primary key aside)."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT c.relname, i.indisvalid FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = :t AND NOT i.indisprimary"
-        ),
-        {"t": table_oid},
-    ).all()
-    return {str(name): bool(valid) for name, valid in rows}
+    return {b.name: b.valid for b in built(conn, spec) if not b.primary}
 
 
 def missing(conn: Connection, spec: sch.CollectionSpec) -> list[tuple[sa.Index, list[str]]]:
     """Indexes of the collection that are absent or invalid, each with the names of its
     invalid leftovers (to drop before building). Empty when the table does not exist."""
-    oid = ownership.table_oid(conn, spec)
-    if oid is None:
+    if ownership.table_oid(conn, spec) is None:
         return []
-    present = _present(conn, oid)
+    present = _present(conn, spec)
     out: list[tuple[sa.Index, list[str]]] = []
     for idx in indexes(spec):
         names = dict.fromkeys((str(idx.name), _legacy_name(spec, str(idx.name))))
@@ -206,8 +198,7 @@ class Load:
             conn.execute(_BUILD_XACT, _key(self.spec))
             self.check(conn)
             names = [str(i.name) for i in indexes(self.spec)]
-            oid = ownership.table_oid(conn, self.spec)
-            present = _present(conn, oid) if oid is not None else {}
+            present = _present(conn, self.spec)
             legacy = [_legacy_name(self.spec, n) for n in names]
             _drop(conn, self.spec, [n for n in dict.fromkeys(names + legacy) if n in present])
         self.dropped = True

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from pgembed.errors import CollectionError
 from pgembed.storage import SCHEMA, catalog
 from pgembed.storage import schema as sch
+from pgembed.storage.indexes import built
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -79,16 +80,7 @@ def table_oid(conn: Connection, spec: sch.CollectionSpec) -> int | None:
 def ivfflat_indexes(conn: Connection, spec: sch.CollectionSpec) -> list[str]:
     """Names of the IVFFlat indexes on the collection's table, as they are in the database
     (tables made before index names were hashed keep their old names)."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT c.relname FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_catalog.pg_am a ON a.oid = c.relam "
-            "WHERE i.indrelid = :t AND a.amname = 'ivfflat' ORDER BY c.relname"
-        ),
-        {"t": table_oid(conn, spec) or 0},
-    ).scalars()
-    return [str(r) for r in rows]
+    return [b.name for b in built(conn, spec) if b.method == "ivfflat"]
 
 
 def _schema_exists(conn: Connection, schema: str) -> bool:

@@ -10,27 +10,13 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from pgembed.storage import indexes
 from pgembed.storage.schema import table
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from pgembed.storage.schema import CollectionSpec
-
-
-def index_bytes(conn: Connection, spec: CollectionSpec) -> dict[str, int]:
-    """pg_relation_size of each index on the collection's table, by index name."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT c.relname, pg_catalog.pg_relation_size(c.oid) FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_catalog.pg_class t ON t.oid = i.indrelid "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace "
-            "WHERE n.nspname = :schema AND t.relname = :table"
-        ),
-        {"schema": spec.schema, "table": spec.table_name},
-    ).all()
-    return {str(name): int(size) for name, size in rows}
 
 
 def breakdown(conn: Connection, spec: CollectionSpec) -> dict[str, tuple[float, float]]:
@@ -40,7 +26,7 @@ def breakdown(conn: Connection, spec: CollectionSpec) -> dict[str, tuple[float, 
     """
     t = table(spec)
     n = max(int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()), 1)
-    sizes = index_bytes(conn, spec)
+    sizes = {b.name: b.bytes for b in indexes.built(conn, spec)}
     out: dict[str, tuple[float, float]] = {}
     for kind in spec.all_kinds:
         col = 0.0
