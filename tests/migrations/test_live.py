@@ -10,13 +10,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.engine import Engine
 
 from pgembed import Collection, FDEConfig, migrate
@@ -118,23 +115,13 @@ def test_each_step_down_and_up_keeps_the_data(
 
 
 def test_noop_revision_round_trip_keeps_populated_collections(
-    live: Engine, tiny_encoder: Any, texts: list[str], tmp_path: Path
+    live: Engine, tiny_encoder: Any, texts: list[str], noop_revision: Any
 ) -> None:
     """A later revision on top of head goes down and up over live data."""
     head = migrate.head()
-    (tmp_path / "9999_noop.py").write_text(
-        f'revision = "9999"\ndown_revision = "{head}"\nbranch_labels = None\n'
-        "depends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n"
-        "def downgrade() -> None:\n    pass\n"
-    )
-    shipped = resources.files("pgembed").joinpath("migrations", "versions")
 
     def run(fn: str, rev: str) -> None:
-        with live.begin() as conn:
-            cfg = migrate._config(conn)
-            cfg.set_main_option("path_separator", "os")
-            cfg.set_main_option("version_locations", os.pathsep.join([str(shipped), str(tmp_path)]))
-            getattr(command, fn)(cfg, rev)
+        noop_revision(live, fn, rev)
 
     _populate(live, tiny_encoder, texts)
     before = _snapshot(live)

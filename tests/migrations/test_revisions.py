@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from importlib import resources
-from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.engine import Engine
 
 from pgembed import migrate
@@ -60,23 +57,13 @@ def test_downgrade_base_removes_everything_and_upgrade_again(empty_engine: Engin
 
 
 def test_catalog_row_survives_a_later_revision_round_trip(
-    empty_engine: Engine, tmp_path: Path
+    empty_engine: Engine, noop_revision: Any
 ) -> None:
     """A no-op revision on top of head goes down and up; rows it does not own stay."""
     head = migrate.head()
-    (tmp_path / "9999_noop.py").write_text(
-        f'revision = "9999"\ndown_revision = "{head}"\nbranch_labels = None\n'
-        "depends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n"
-        "def downgrade() -> None:\n    pass\n"
-    )
-    shipped = resources.files("pgembed").joinpath("migrations", "versions")
 
     def run(fn: str, rev: str) -> None:
-        with empty_engine.begin() as conn:
-            cfg = migrate._config(conn)
-            cfg.set_main_option("path_separator", "os")
-            cfg.set_main_option("version_locations", os.pathsep.join([str(shipped), str(tmp_path)]))
-            getattr(command, fn)(cfg, rev)
+        noop_revision(empty_engine, fn, rev)
 
     run("upgrade", "heads")
     assert migrate.current(empty_engine) == "9999"
