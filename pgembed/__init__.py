@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgembed.errors import PgembedError
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 # public name -> module that defines it
 _LAZY = {

@@ -53,7 +53,7 @@ _STAMP = "BUILD"
 _WIRING_SQL = "scoring_wiring.sql"
 # The SQL definitions of pgembed.maxsim that the wiring replaces, restored by unwire():
 # the schema script that defines them. A schema version that changes maxsim updates this.
-_SQL_MAXSIM_SCRIPT = "pgembed--0.4.0.sql"
+_SQL_MAXSIM_SCRIPT = "pgembed--0.5.0.sql"
 _FIRST_WIRED_REVISION = 4  # the revision that installs _SQL_MAXSIM_SCRIPT
 _SQL_MAXSIM = re.compile(
     r"^CREATE OR REPLACE FUNCTION pgembed\.maxsim\(.*?^COMMENT ON FUNCTION pgembed\.maxsim\(.*?';$",

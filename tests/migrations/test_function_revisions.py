@@ -168,3 +168,41 @@ def test_upgrade_backfills_simhash_vectors_of_older_configs(empty_engine: Engine
     q = np.random.default_rng(42).normal(size=(6, D)).astype(np.float32)
     got = np.array(_rows(empty_engine, sa.select(sqlfuncs.fde_query(cid, q)))[0][0])
     np.testing.assert_allclose(got, enc.encode_query([q])[0], rtol=1e-3, atol=1e-4)
+
+
+def test_downgrade_0006_restores_0005s_functions(empty_engine: Engine) -> None:
+    """0.5.0 adds target_recall to the dense searches and the calibration picker; its
+    downgrade gives back 0.4.0's functions byte for byte, and drops the calibration tables."""
+    migrate.upgrade(empty_engine, "0005")
+    every = (
+        "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proconfig, "
+        "obj_description(p.oid, 'pg_proc') FROM pg_proc p "
+        "WHERE p.pronamespace = 'pgembed'::regnamespace ORDER BY 1"
+    )
+    tables = "SELECT to_regclass('pgembed.calibrations'), to_regclass('pgembed.prefix_quality')"
+    with empty_engine.connect() as conn:
+        at5 = conn.execute(sa.text(every)).all()
+    migrate.upgrade(empty_engine, "0006")
+    with empty_engine.connect() as conn:
+        at6 = conn.execute(sa.text(every)).all()
+        assert conn.execute(sa.text("SELECT pgembed.version()")).scalar_one() == "0.5.0"
+        assert None not in conn.execute(sa.text(tables)).one()
+    searches = ("search_knn", "search_funnel", "search_binary", "search_multivector")
+    added = {r[0] for r in at6} - {r[0] for r in at5}
+    assert added == {
+        "pgembed.calibrated_setting(text,text,double precision,jsonb)",
+        "pgembed.weak_prefix(text,jsonb,jsonb)",
+        *(n for n in added if n.split("(")[0].removeprefix("pgembed.") in searches),
+    }
+    assert {n.split("(")[0] for n in added} >= {f"pgembed.{s}" for s in searches}
+    assert all(n.endswith(",double precision)") for n in added if "search_" in n)
+    assert all(r[2] == ["search_path=pg_catalog, pg_temp"] for r in at6), at6
+    assert all(r[3] for r in at6)  # every function carries a comment
+    for _ in range(2):
+        migrate.downgrade(empty_engine, "0005")
+        with empty_engine.connect() as conn:
+            assert conn.execute(sa.text(every)).all() == at5
+            assert conn.execute(sa.text(tables)).one() == (None, None)
+        migrate.upgrade(empty_engine, "0006")
+        with empty_engine.connect() as conn:
+            assert conn.execute(sa.text(every)).all() == at6

@@ -48,7 +48,8 @@ def test_volatility_markings(engine: Engine) -> None:
     )
     assert rows["pgembed.maxsim(halfvec[],halfvec[])"] == "iss"
     assert rows["pgembed.fde_query(integer,vector[])"] == "sss"
-    assert rows["pgembed.search_knn(text,vector,integer,integer,text)"] == "vu-"
+    assert rows["pgembed.search_knn(text,vector,integer,integer,text,double precision)"] == "vu-"
+    assert rows["pgembed.calibrated_setting(text,text,double precision,jsonb)"] == "ss-"
 
 
 def test_table_with_hostile_name_is_a_name(engine: Engine, coll: Coll) -> None:

@@ -1,0 +1,85 @@
+"""0.5.0: calibrations, and searches that meet a recall target.
+
+Revision ID: 0006
+Revises: 0005
+
+Adds two catalog tables, written by ``Collection.calibrate`` (``pgembed calibrate``):
+
+- ``pgembed.calibrations``: per collection, strategy and setting (the search options, as
+  jsonb), the recall@k measured against exact search, the time per query, k, the number of
+  queries, the collection's row count and the time of measurement;
+- ``pgembed.prefix_quality``: per collection and Matryoshka prefix, the recall@k of the
+  prefix alone against the full vector, the effective rank (RankMe) of the prefix, and
+  whether the prefix is weak.
+
+Both go with their collection (ON DELETE CASCADE). Then installs ``pgembed--0.5.0.sql``,
+whose four dense searches take ``target_recall`` (see that script). The downgrade runs
+``pgembed--0.5.0--0.4.0.sql``, which drops what 0.5.0 added and restores 0.4.0's
+definitions of the functions it changed, then drops the tables.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from pgembed.migrate import install_sql
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE TABLE pgembed.calibrations (
+            collection text NOT NULL REFERENCES pgembed.collections (name)
+                ON DELETE CASCADE ON UPDATE CASCADE,
+            strategy text NOT NULL,
+            setting jsonb NOT NULL,
+            k integer NOT NULL CHECK (k > 0),
+            recall double precision NOT NULL CHECK (recall >= 0 AND recall <= 1),
+            ms double precision NOT NULL CHECK (ms >= 0),
+            queries integer NOT NULL CHECK (queries > 0),
+            rows bigint NOT NULL CHECK (rows >= 0),
+            seed bigint,
+            calibrated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (collection, strategy, setting)
+        )
+        """
+    )
+    op.execute(
+        "COMMENT ON TABLE pgembed.calibrations IS 'Measured recall@k against exact search "
+        "and time per query of each search setting of a collection (pgembed calibrate); "
+        "target_recall picks the cheapest setting that meets the target'"
+    )
+    op.execute(
+        """
+        CREATE TABLE pgembed.prefix_quality (
+            collection text NOT NULL REFERENCES pgembed.collections (name)
+                ON DELETE CASCADE ON UPDATE CASCADE,
+            prefix integer NOT NULL CHECK (prefix > 0),
+            k integer NOT NULL CHECK (k > 0),
+            recall double precision NOT NULL CHECK (recall >= 0 AND recall <= 1),
+            effective_rank double precision NOT NULL,
+            full_effective_rank double precision NOT NULL,
+            weak boolean NOT NULL,
+            calibrated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (collection, prefix)
+        )
+        """
+    )
+    op.execute(
+        "COMMENT ON TABLE pgembed.prefix_quality IS 'Per Matryoshka prefix of a collection: "
+        "recall@k of exact search on the prefix alone against the full vector, RankMe of "
+        "the prefix and of the full vector, and whether the prefix is weak (pgembed "
+        "calibrate); target_recall never picks a weak prefix unless it is given'"
+    )
+    install_sql(op.get_bind(), "pgembed--0.5.0.sql")
+
+
+def downgrade() -> None:
+    install_sql(op.get_bind(), "pgembed--0.5.0--0.4.0.sql")
+    op.execute("DROP TABLE pgembed.prefix_quality")
+    op.execute("DROP TABLE pgembed.calibrations")
