@@ -34,6 +34,7 @@ from pgembed.storage import schema as sch
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
+    from pgembed import calibration
     from pgembed.encoders import Encoder
     from pgembed.vectors.fde import FDEConfig, FDEEncoder
 
@@ -515,7 +516,10 @@ class Collection:
 
         ``query`` is a text (encoded as a query) or a vector (for multivector: an (n, d)
         array of token vectors). ``options`` go to the SQL function: ``oversample``,
-        ``prefix``, ``rescore``, ``candidates``, ``ef_search``, ``iterative_scan``, ``probes``.
+        ``prefix``, ``rescore``, ``candidates``, ``ef_search``, ``iterative_scan``, ``probes``,
+        and ``target_recall``: the cheapest setting :meth:`calibrate` measured whose recall@k
+        against exact search meets it (explicit options win; without a calibration the
+        defaults run, with a :class:`pgembed.calibration.CalibrationWarning`).
         ``strategy="bm25"`` searches the text lexically; ``strategy="hybrid"`` fuses BM25 of
         the text with the ``dense`` strategy of its encoding (``fusion``, ``rrf_k``,
         ``bm25_weight``, ``dense_weight``, ``alpha``, ``depth``, ``k1``, ``b``).
@@ -547,7 +551,34 @@ class Collection:
         q = strategies.check_query(self.spec, plan, q, opts)
         stmt = sa.select(getattr(sqlfuncs, plan.function)(self.spec.name, q, k=int(k), **opts))
         with _connect(self.engine) as conn, translate_sql_errors(self.spec.name):
+            if "target_recall" in opts:
+                from pgembed import calibration
+
+                calibration.check_target(conn, self.spec, plan.name, opts)
             return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
+
+    def calibrate(
+        self,
+        *,
+        sample: int = 100,
+        queries: Sequence[str] | None = None,
+        k: int = 10,
+        seed: int = 0,
+        progress: bool | None = None,
+        strategies: Sequence[str] | None = None,
+    ) -> calibration.Calibration:
+        """Measure recall@k against exact search and time per query of each strategy the
+        collection stores, over a grid of settings, and record them in
+        ``pgembed.calibrations`` (replacing the previous calibration of those strategies),
+        so that searches can take ``target_recall``. Queries: ``sample`` stored rows drawn
+        with ``seed``, or the texts ``queries``. Returns a
+        :class:`pgembed.calibration.Calibration`."""
+        from pgembed import calibration
+
+        return calibration.calibrate(
+            self, sample=sample, queries=queries, k=k, seed=seed, progress=progress,
+            strategies_=strategies,
+        )  # fmt: skip
 
 
 class _Writer:

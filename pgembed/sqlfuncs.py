@@ -130,12 +130,23 @@ def search_knn(
     *,
     ef_search: int | None = None,
     iterative_scan: str | None = None,
+    target_recall: float | None = None,
 ) -> TableValuedAlias:
-    """``pgembed.search_knn``: HNSW top-k on the single vectors; (id, score) best first."""
-    _options("knn", k, ef_search=ef_search, iterative_scan=iterative_scan)
+    """``pgembed.search_knn``: HNSW top-k on the single vectors; (id, score) best first.
+
+    ``target_recall`` (every dense search): the cheapest calibrated setting whose measured
+    recall@k against exact search meets it (``pgembed calibrate``); explicit options win."""
+    _options(
+        "knn", k, ef_search=ef_search, iterative_scan=iterative_scan, target_recall=target_recall
+    )
     return _hits(
         sa.func.pgembed.search_knn(
-            _text(collection), _vector(q), _int(k), _int(ef_search), _text(iterative_scan)
+            _text(collection),
+            _vector(q),
+            _int(k),
+            _int(ef_search),
+            _text(iterative_scan),
+            _float(target_recall),
         )
     )
 
@@ -146,11 +157,13 @@ def search_funnel(
     k: int = 10,
     *,
     prefix: int | None = None,
-    oversample: int = 8,
+    oversample: int | None = None,
     ef_search: int | None = None,
     iterative_scan: str | None = None,
+    target_recall: float | None = None,
 ) -> TableValuedAlias:
-    """``pgembed.search_funnel``: prefix HNSW (k*oversample), exact rerank."""
+    """``pgembed.search_funnel``: prefix HNSW (k*oversample, default 8), exact rerank;
+    with ``target_recall``, prefix and oversample from the calibration."""
     _options(
         "funnel",
         k,
@@ -158,6 +171,7 @@ def search_funnel(
         oversample=oversample,
         ef_search=ef_search,
         iterative_scan=iterative_scan,
+        target_recall=target_recall,
     )
     return _hits(
         sa.func.pgembed.search_funnel(
@@ -168,6 +182,7 @@ def search_funnel(
             _int(oversample),
             _int(ef_search),
             _text(iterative_scan),
+            _float(target_recall),
         )
     )
 
@@ -177,14 +192,15 @@ def search_binary(
     q: Any,
     k: int = 10,
     *,
-    oversample: int = 10,
+    oversample: int | None = None,
     rescore: int | None = None,
     ef_search: int | None = None,
     iterative_scan: str | None = None,
     probes: int | None = None,
+    target_recall: float | None = None,
 ) -> TableValuedAlias:
-    """``pgembed.search_binary``: Hamming ANN (HNSW: ``ef_search``; IVFFlat: ``probes``),
-    multi-bit rescore, exact rerank."""
+    """``pgembed.search_binary``: Hamming ANN (HNSW: ``ef_search``; IVFFlat: ``probes``)
+    of k*oversample (default 10) candidates, multi-bit rescore, exact rerank."""
     _options(
         "binary",
         k,
@@ -193,6 +209,7 @@ def search_binary(
         ef_search=ef_search,
         iterative_scan=iterative_scan,
         probes=probes,
+        target_recall=target_recall,
     )
     return _hits(
         sa.func.pgembed.search_binary(
@@ -204,6 +221,7 @@ def search_binary(
             _int(ef_search),
             _text(iterative_scan),
             _int(probes),
+            _float(target_recall),
         )
     )
 
@@ -213,12 +231,14 @@ def search_multivector(
     q: Any,
     k: int = 10,
     *,
-    candidates: int = 100,
-    oversample: int = 10,
+    candidates: int | None = None,
+    oversample: int | None = None,
     ef_search: int | None = None,
     iterative_scan: str | None = None,
+    target_recall: float | None = None,
 ) -> TableValuedAlias:
-    """``pgembed.search_multivector``: FDE HNSW candidates, exact MaxSim rerank.
+    """``pgembed.search_multivector``: FDE HNSW candidates (default 100), exact MaxSim
+    rerank.
 
     ``q`` is the query's token vectors, an (n, d) array (or a ``vector[]`` expression).
     """
@@ -229,6 +249,7 @@ def search_multivector(
         oversample=oversample,
         ef_search=ef_search,
         iterative_scan=iterative_scan,
+        target_recall=target_recall,
     )
     return _hits(
         sa.func.pgembed.search_multivector(
@@ -239,6 +260,7 @@ def search_multivector(
             _int(oversample),
             _int(ef_search),
             _text(iterative_scan),
+            _float(target_recall),
         )
     )
 

@@ -10,7 +10,10 @@
 - recall@10 of each search strategy against exact search, on a sample of stored rows used
   as queries (the vector strategies; bm25 and hybrid take text queries);
 - for the lexical kind, what its statistics table holds: the number of documents N, their
-  average length (the BM25 normalisation) and the number of distinct lexemes.
+  average length (the BM25 normalisation) and the number of distinct lexemes;
+- the calibration (``pgembed calibrate``): per strategy the settings measured and the best
+  recall, whether it is stale (the row count moved by more than
+  ``calibration.STALE_SHARE``), and the Matryoshka prefixes found weak.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class Stats:
     """Distinct lexemes held by at least one row."""
     lexical_avg_length: float | None = None
     """Average document length in lexeme positions (BM25's avgdl)."""
+    calibration: dict[str, Any] | None = None
+    """:class:`pgembed.calibration.Status` as a dict; None when never calibrated."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +117,10 @@ def _collect(coll: Collection, sample: int, seed: int) -> Stats:
             count = sa.select(sa.func.count(cols[0])) if cols else sa.select(sa.func.count())
             kind_rows[kind] = int(conn.execute(count.select_from(t)).scalar_one())
         stats = Stats(spec.name, n, kind_rows, per_row, dim=spec.dim)
+        from pgembed import calibration
+
+        status = calibration.status(conn, spec, n)
+        stats.calibration = status.as_dict() if status is not None else None
         if spec.has("lexical"):
             _lexical(conn, coll, stats)
         if n == 0 or not spec.has("single"):
@@ -244,4 +253,33 @@ def format_stats(s: Stats) -> str:
         )
     for strategy, r in s.recall10.items():
         lines.append(f"  recall@10 vs exact, {strategy:<8} {r:.3f}")
+    lines += _calibration_lines(s)
     return "\n".join(lines)
+
+
+def _calibration_lines(s: Stats) -> list[str]:
+    from pgembed.calibration import STALE_SHARE
+
+    cal = s.calibration
+    if cal is None:
+        return ["  calibration: none (run `pgembed calibrate` for target_recall)"]
+    lines = []
+    for strategy, c in cal["strategies"].items():
+        stale = c["rows"] != s.rows
+        lines.append(
+            f"  calibration {strategy:<11} {c['settings']} settings, best recall@{c['k']} "
+            f"{c['best_recall']:.3f}, on {c['rows']} rows ({c['calibrated_at'][:19]})"
+            + (" STALE" if stale and cal["stale"] else "")
+        )
+    if cal["stale"]:
+        lines.append(
+            f"  calibration STALE: the row count moved by more than {STALE_SHARE:.0%} since; "
+            f"run `pgembed calibrate {s.collection}` again"
+        )
+    for p in cal["prefixes"]:
+        if p["weak"]:
+            lines.append(
+                f"  prefix {p['prefix']} is weak: alone it keeps {p['recall']:.2f} of the full "
+                f"top-k (RankMe {p['effective_rank']:.1f}); target_recall picks it last"
+            )
+    return lines

@@ -672,12 +672,14 @@ DROP FUNCTION IF EXISTS pgembed.search_funnel(text, @extschema:vector@.vector, i
 DROP FUNCTION IF EXISTS pgembed.search_binary(text, @extschema:vector@.vector, integer, integer, integer, integer, text, integer);
 DROP FUNCTION IF EXISTS pgembed.search_multivector(text, @extschema:vector@.vector[], integer, integer, integer, integer, text);
 
--- The cheapest calibrated setting (least measured ms per query, then the higher recall)
--- whose measured recall meets the target. `fixed` holds the options the caller gave
--- explicitly: only settings that agree with them count. A funnel setting on a prefix that
--- calibration found weak (pgembed.prefix_quality) counts only when the caller fixed that
--- prefix. No calibration of the strategy: NULL (the search uses its defaults). A target no
--- setting meets: an error naming the best measured recall.
+-- The cheapest calibrated setting (least median ms per query, then the higher recall) whose
+-- recall meets the target: its recall_low, the one-sided 95% lower bound over the
+-- calibration's queries, so that queries calibration never saw meet it too. `fixed` holds
+-- the options the caller gave explicitly: only settings that agree with them count. A
+-- funnel setting on a prefix that calibration found weak (pgembed.prefix_quality) comes last,
+-- and is picked (with a WARNING) only when no other setting meets the target. No
+-- calibration of the strategy: NULL, with a WARNING (the search uses its defaults). A
+-- target no setting meets: an error naming the best measured.
 CREATE OR REPLACE FUNCTION pgembed.calibrated_setting(
     collection text, strategy text, target_recall double precision, fixed jsonb DEFAULT '{}')
     RETURNS jsonb
@@ -689,6 +691,8 @@ DECLARE
     best double precision;
     found_k integer;
     chosen jsonb;
+    weak boolean;
+    given jsonb := coalesce(fixed, '{}'::jsonb);
 BEGIN
     IF target_recall IS NULL OR NOT (target_recall > 0::double precision
                                      AND target_recall <= 1::double precision) THEN
@@ -697,41 +701,50 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'pass the share of exact search''s top-k to keep, e.g. 0.95';
     END IF;
-    SELECT pg_catalog.count(*), pg_catalog.max(c.recall), pg_catalog.max(c.k)
+    SELECT pg_catalog.count(*), pg_catalog.max(c.recall_low), pg_catalog.max(c.k)
       INTO n, best, found_k
       FROM pgembed.calibrations AS c
      WHERE c.collection OPERATOR(pg_catalog.=) calibrated_setting.collection
        AND c.strategy OPERATOR(pg_catalog.=) calibrated_setting.strategy
-       AND c.setting OPERATOR(pg_catalog.@>) coalesce(fixed, '{}'::jsonb)
-       AND NOT pgembed.weak_prefix(calibrated_setting.collection, c.setting, coalesce(fixed, '{}'::jsonb));
-    IF n OPERATOR(pg_catalog.=) 0::bigint THEN
+       AND c.setting OPERATOR(pg_catalog.@>) given;
+    IF n OPERATOR(pg_catalog.=) 0::bigint
+       AND NOT EXISTS (SELECT FROM pgembed.calibrations AS c
+                       WHERE c.collection OPERATOR(pg_catalog.=) calibrated_setting.collection
+                         AND c.strategy OPERATOR(pg_catalog.=) calibrated_setting.strategy) THEN
         RAISE WARNING 'pgembed: collection % has no calibration of strategy %; searching with its defaults',
             pg_catalog.quote_literal(collection), strategy
             USING HINT = pg_catalog.format('run pgembed calibrate %s', collection);
         RETURN NULL;
     END IF;
-    SELECT c.setting INTO chosen
+    SELECT c.setting, pgembed.weak_prefix(calibrated_setting.collection, c.setting, given)
+      INTO chosen, weak
       FROM pgembed.calibrations AS c
      WHERE c.collection OPERATOR(pg_catalog.=) calibrated_setting.collection
        AND c.strategy OPERATOR(pg_catalog.=) calibrated_setting.strategy
-       AND c.setting OPERATOR(pg_catalog.@>) coalesce(fixed, '{}'::jsonb)
-       AND NOT pgembed.weak_prefix(calibrated_setting.collection, c.setting, coalesce(fixed, '{}'::jsonb))
-       AND c.recall OPERATOR(pg_catalog.>=) target_recall
-     ORDER BY c.ms, c.recall DESC, c.setting::text
+       AND c.setting OPERATOR(pg_catalog.@>) given
+       AND c.recall_low OPERATOR(pg_catalog.>=) target_recall
+     ORDER BY pgembed.weak_prefix(calibrated_setting.collection, c.setting, given), c.ms,
+              c.recall DESC, c.setting::text
      LIMIT 1;
     IF chosen IS NULL THEN
-        RAISE EXCEPTION 'pgembed: no calibrated % setting of collection % reaches recall@% %; the best measured is %',
-            strategy, pg_catalog.quote_literal(collection), found_k, target_recall, pg_catalog.round(best::numeric, 4)
+        RAISE EXCEPTION 'pgembed: no calibrated % setting of collection % reaches recall@% % (with %); the best measured reaches %',
+            strategy, pg_catalog.quote_literal(collection), coalesce(found_k, 0), target_recall,
+            CASE WHEN given OPERATOR(pg_catalog.=) '{}'::jsonb THEN 'any options'::text ELSE given::text END,
+            coalesce(pg_catalog.round(best::numeric, 4)::text, 'nothing'::text)
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = pg_catalog.format('lower target_recall to at most %s, drop the explicit options %s, or calibrate a wider grid (pgembed calibrate)',
-                                           pg_catalog.round(best::numeric, 4), fixed::text);
+                  HINT = 'lower target_recall, drop the explicit options, or calibrate a wider grid (pgembed calibrate)';
+    END IF;
+    IF weak THEN
+        RAISE WARNING 'pgembed: target_recall % on collection % runs the funnel on prefix %, which calibration found weak (no stronger prefix meets the target)',
+            target_recall, pg_catalog.quote_literal(collection), chosen OPERATOR(pg_catalog.->>) 'prefix'::text
+            USING HINT = 'add larger Matryoshka prefixes, or search with knn';
     END IF;
     RETURN chosen;
 END
 $fn$;
 
 COMMENT ON FUNCTION pgembed.calibrated_setting(text, text, double precision, jsonb) IS
-    'The cheapest setting (jsonb of search options) in pgembed.calibrations of a collection''s strategy whose measured recall@k against exact search is at least target_recall (0 < target_recall <= 1), among those agreeing with `fixed` (the options given explicitly) and not on a weak Matryoshka prefix unless fixed. NULL when the strategy has no calibration; an error when no setting meets the target.';
+    'The cheapest setting (jsonb of search options; least median ms per query) in pgembed.calibrations of a collection''s strategy whose recall_low (one-sided 95% lower bound of its recall@k against exact search) is at least target_recall (0 < target_recall <= 1), among those agreeing with `fixed` (the options given explicitly); settings on a weak Matryoshka prefix only when no other meets it (with a WARNING). NULL (with a WARNING) when the strategy has no calibration; an error when no setting meets the target.';
 
 CREATE OR REPLACE FUNCTION pgembed.weak_prefix(collection text, setting jsonb, fixed jsonb)
     RETURNS boolean
@@ -745,7 +758,7 @@ CREATE OR REPLACE FUNCTION pgembed.weak_prefix(collection text, setting jsonb, f
                      AND p.weak);
 
 COMMENT ON FUNCTION pgembed.weak_prefix(text, jsonb, jsonb) IS
-    'Whether a calibrated setting runs on a Matryoshka prefix that calibration found weak (pgembed.prefix_quality) and that the caller did not fix explicitly; target_recall then never picks it.';
+    'Whether a calibrated setting runs on a Matryoshka prefix that calibration found weak (pgembed.prefix_quality) and that the caller did not fix explicitly; pgembed.calibrated_setting picks such a setting last.';
 
 CREATE OR REPLACE FUNCTION pgembed.search_knn(
     collection text, q @extschema:vector@.vector, k integer DEFAULT 10,

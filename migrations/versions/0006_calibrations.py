@@ -6,8 +6,9 @@ Revises: 0005
 Adds two catalog tables, written by ``Collection.calibrate`` (``pgembed calibrate``):
 
 - ``pgembed.calibrations``: per collection, strategy and setting (the search options, as
-  jsonb), the recall@k measured against exact search, the time per query, k, the number of
-  queries, the collection's row count and the time of measurement;
+  jsonb), the recall@k measured against exact search and its one-sided 95% lower bound over
+  the queries (``recall_low``, what targets are held against), the median time per query,
+  k, the number of queries, the collection's row count and the time of measurement;
 - ``pgembed.prefix_quality``: per collection and Matryoshka prefix, the recall@k of the
   prefix alone against the full vector, the effective rank (RankMe) of the prefix, and
   whether the prefix is weak.
@@ -40,6 +41,7 @@ def upgrade() -> None:
             setting jsonb NOT NULL,
             k integer NOT NULL CHECK (k > 0),
             recall double precision NOT NULL CHECK (recall >= 0 AND recall <= 1),
+            recall_low double precision NOT NULL CHECK (recall_low >= 0 AND recall_low <= recall),
             ms double precision NOT NULL CHECK (ms >= 0),
             queries integer NOT NULL CHECK (queries > 0),
             rows bigint NOT NULL CHECK (rows >= 0),
@@ -51,8 +53,9 @@ def upgrade() -> None:
     )
     op.execute(
         "COMMENT ON TABLE pgembed.calibrations IS 'Measured recall@k against exact search "
-        "and time per query of each search setting of a collection (pgembed calibrate); "
-        "target_recall picks the cheapest setting that meets the target'"
+        "(recall_low: its one-sided 95 percent lower bound over the queries) and median time per "
+        "query of each search setting of a collection (pgembed calibrate); target_recall "
+        "picks the cheapest setting whose recall_low meets the target'"
     )
     op.execute(
         """

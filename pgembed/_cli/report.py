@@ -1,4 +1,4 @@
-"""`pgembed quickstart` and `pgembed stats`."""
+"""`pgembed quickstart`, `pgembed stats` and `pgembed calibrate`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pgembed._cli.args import int_in, positive_int
+from pgembed._cli.args import int_in, positive_int, read_lines
 
 
 def register(sub: Any) -> None:
@@ -31,6 +31,30 @@ def register(sub: Any) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_stats)
 
+    c = sub.add_parser(
+        "calibrate",
+        help="measure recall and time of each search setting, for target_recall",
+        description="Measure, for each strategy the collection stores, recall@k against exact "
+        "search and database time per query over a grid of settings (knn: ef_search; "
+        "funnel: prefix x oversample; binary: oversample, and probes under IVFFlat; "
+        "multivector: FDE candidates), and record them in pgembed.calibrations. Searches "
+        "given --target-recall then run the cheapest setting that meets it.",
+    )
+    c.add_argument("collection")
+    c.add_argument("--sample", type=int_in(1, 100_000), default=100,
+                   help="stored rows drawn as queries (default 100)")  # fmt: skip
+    c.add_argument("--queries", help="a file of query texts, one per line (- for stdin), "
+                   "instead of stored rows")  # fmt: skip
+    c.add_argument("-k", type=int_in(1, 100_000), default=10, help="recall@k (default 10)")
+    c.add_argument("--seed", type=int_in(0), default=0, help="of the sample (default 0)")
+    c.add_argument("--strategy", action="append", dest="strategies",
+                   choices=("knn", "funnel", "binary", "multivector"),
+                   help="calibrate only these (repeatable; default: every one stored)")  # fmt: skip
+    c.add_argument("--plot", type=Path, help="write a PNG of recall against time per strategy")
+    c.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=_calibrate)
+
 
 def _quickstart(args: argparse.Namespace) -> int:
     from pgembed import quickstart
@@ -50,4 +74,19 @@ def _stats(args: argparse.Namespace) -> int:
 
     st = stats.collect(Collection.open(db.create_engine(), args.collection), sample=args.sample)
     print(json.dumps(st.as_dict()) if args.json else stats.format_stats(st))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from pgembed import Collection, calibration, db
+
+    queries = read_lines(args.queries, "queries") if args.queries else None
+    coll = Collection.open(db.create_engine(), args.collection)
+    cal = coll.calibrate(
+        sample=args.sample, queries=queries, k=args.k, seed=args.seed,
+        progress=False if args.no_progress else None, strategies=args.strategies,
+    )  # fmt: skip
+    print(json.dumps(cal.as_dict()) if args.json else calibration.format_calibration(cal))
+    if args.plot:
+        print(f"plot: {calibration.plot(cal, args.plot)}")
     return 0

@@ -1,0 +1,337 @@
+"""Calibration and target_recall: recorded rows against a recomputed exact search, the pick
+against the table, held-out recall, bad input, stale calibrations."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pgembed import Collection, FDEConfig, calibration, sqlfuncs, stats
+from pgembed.corpus import lee_background
+from pgembed.errors import ConfigError, InputError
+from pgembed.storage.schema import IndexParams
+
+DIM = 32  # the tiny encoder's
+N = 3000
+
+
+def _clustered(n: int, seed: int) -> np.ndarray[Any, Any]:
+    """Unit vectors around 40 centres: HNSW and the 1-bit codes miss some neighbours."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, DIM))
+    x = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def vec(engine: Engine, tiny_encoder: Any) -> Iterator[Collection]:
+    """Synthetic vectors: knn, a funnel on prefixes 8 and 16 of 32, binary. A thin HNSW
+    graph (m=4, ef_construction=16), so recall grows with the settings."""
+    c = Collection(engine, "calib vectors", tiny_encoder, kinds=("matryoshka", "binary"),
+                   matryoshka_dims=(8, 16), text_column=None,
+                   index=IndexParams(m=4, ef_construction=16))  # fmt: skip
+    c.create()
+    x = _clustered(N, 1)
+    c.add([f"row {i}" for i in range(N)], ids=range(N), vectors=x, progress=False)
+    yield c
+    c.drop(force=True)
+
+
+@pytest.fixture(scope="module")
+def cal(vec: Collection) -> calibration.Calibration:
+    return vec.calibrate(sample=40, k=10, seed=3, progress=False)
+
+
+def _exact_top(x: np.ndarray[Any, Any], q: np.ndarray[Any, Any], k: int) -> list[int]:
+    cos = x @ q / (np.linalg.norm(x, axis=1) * np.linalg.norm(q))
+    return [int(i) for i in np.lexsort((np.arange(len(x)), -cos))[:k]]
+
+
+def _stored(vec: Collection) -> np.ndarray[Any, Any]:
+    t = vec.table()
+    with vec.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.embedding).order_by(t.c.id)).scalars().all()
+    return np.array(rows, dtype=np.float32)
+
+
+def test_rows_match_a_recomputed_exact_search(
+    vec: Collection, cal: calibration.Calibration
+) -> None:
+    """Each recorded knn recall equals the recall recomputed here: numpy exact top-k against
+    what search_knn returns at that setting, for the same seeded sample."""
+    x = _stored(vec)
+    rng = np.random.default_rng(3)
+    ids = np.sort(rng.choice(np.arange(N), size=40, replace=False))
+    assert cal.queries == 40 and cal.rows == N and cal.k == 10
+    with vec.engine.connect() as conn:
+        table = {
+            (m.strategy, tuple(sorted(m.setting.items()))): m
+            for m in calibration.load(conn, vec.spec.name)
+        }
+    knn = [m for m in cal.measured if m.strategy == "knn"]
+    assert [m.setting["ef_search"] for m in knn] == [10, 20, 40, 64, 100, 200, 400]
+    for m in knn[:3]:
+        hits = 0.0
+        for i in ids:
+            want = _exact_top(x, x[i], 10)
+            got = [r for r, _ in vec.search(x[i], k=10, strategy="knn", **m.setting)]
+            hits += len(set(want) & set(got)) / 10
+        assert m.recall == pytest.approx(hits / 40, abs=1e-9)
+        assert table[("knn", tuple(sorted(m.setting.items())))].recall == pytest.approx(m.recall)
+    # the grid spans a real range: the thin graph misses at ef 10, not at 400
+    assert knn[0].recall < 0.97 and knn[-1].recall >= 0.97
+    funnel = {(m.setting["prefix"], m.setting["oversample"]): m.recall for m in cal.measured
+              if m.strategy == "funnel"}  # fmt: skip
+    assert set(funnel) == {(p, o) for p in (8, 16) for o in (1, 2, 4, 8, 16, 32)}
+    assert funnel[(16, 32)] > funnel[(8, 1)]
+    # random vectors are no Matryoshka embedding: the 8-dim prefix alone is weak
+    q8 = next(p for p in cal.prefixes if p.prefix == 8)
+    assert q8.weak and q8.recall < calibration.WEAK_RECALL
+    assert 0 < q8.effective_rank <= 8 < q8.full_effective_rank
+
+
+def test_calibration_is_deterministic_for_a_seed(
+    vec: Collection, cal: calibration.Calibration
+) -> None:
+    again = vec.calibrate(sample=40, k=10, seed=3, progress=False, strategies=["knn", "binary"])
+    first = {(m.strategy, str(m.setting)): m.recall for m in cal.measured if m.strategy != "funnel"}
+    assert {(m.strategy, str(m.setting)): m.recall for m in again.measured} == first
+
+
+def _cheapest(vec: Collection, strategy: str, target: float, **fixed: int) -> dict[str, int]:
+    with vec.engine.connect() as conn:
+        rows = [m for m in calibration.load(conn, vec.spec.name) if m.strategy == strategy]
+        weak = set(
+            conn.execute(
+                sa.select(calibration.prefix_quality.c.prefix).where(
+                    calibration.prefix_quality.c.collection == vec.spec.name,
+                    calibration.prefix_quality.c.weak,
+                )
+            ).scalars()
+        )
+    ok = [m for m in rows if m.recall_low >= target
+          and all(m.setting.get(o) == v for o, v in fixed.items())]  # fmt: skip
+    assert ok, f"no {strategy} setting reaches {target}: pick another target for the test"
+
+    def key(m: calibration.Measured) -> tuple[Any, ...]:
+        is_weak = "prefix" not in fixed and m.setting.get("prefix") in weak
+        return (is_weak, m.ms, -m.recall)
+
+    return min(ok, key=key).setting
+
+
+@pytest.mark.parametrize("strategy", ["knn", "funnel", "binary"])
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_target_recall_picks_the_cheapest_meeting_setting(
+    vec: Collection, cal: calibration.Calibration, strategy: str, target: float
+) -> None:
+    want = _cheapest(vec, strategy, target)
+    with vec.engine.connect() as conn:
+        got = conn.execute(
+            sa.text("SELECT pgembed.calibrated_setting(:c, :s, :t)"),
+            {"c": vec.spec.name, "s": strategy, "t": target},
+        ).scalar_one()
+    assert got == want
+    # the search runs that setting: the same rows as passing it explicitly
+    q = _stored(vec)[7]
+    explicit = vec.search(q, k=10, strategy=strategy, **want)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert vec.search(q, k=10, strategy=strategy, target_recall=target) == explicit
+    # both prefixes of these random vectors are weak: the funnel says it runs one
+    weak = [str(w.message) for w in said if issubclass(w.category, calibration.CalibrationWarning)]
+    assert bool(weak) == (strategy == "funnel"), weak
+    assert all("found weak" in w for w in weak)
+
+
+def test_explicit_options_win_and_constrain_the_pick(
+    vec: Collection, cal: calibration.Calibration
+) -> None:
+    want = _cheapest(vec, "funnel", 0.8, prefix=16)
+    assert want["prefix"] == 16
+    with vec.engine.connect() as conn:
+        got = conn.execute(
+            sa.text("SELECT pgembed.calibrated_setting(:c, 'funnel', 0.8, '{\"prefix\": 16}')"),
+            {"c": vec.spec.name},
+        ).scalar_one()
+    assert got == want
+    q = _stored(vec)[11]
+    assert vec.search(q, strategy="funnel", target_recall=0.8, prefix=16) == vec.search(
+        q, strategy="funnel", **want
+    )
+
+
+def test_held_out_queries_meet_the_target(vec: Collection, cal: calibration.Calibration) -> None:
+    """Queries never used in calibration (other stored rows, and fresh vectors of the same
+    clusters) keep the target's share of the exact top-10."""
+    x = _stored(vec)
+    used = set(np.random.default_rng(3).choice(np.arange(N), size=40, replace=False).tolist())
+    held = [i for i in range(0, N, 37) if i not in used][:60]
+    warnings.simplefilter("ignore", calibration.CalibrationWarning)  # the weak prefixes
+    for strategy in ("knn", "funnel", "binary"):
+        hits = 0.0
+        for i in held:
+            want = _exact_top(x, x[i], 10)
+            got = [r for r, _ in vec.search(x[i], k=10, strategy=strategy, target_recall=0.9)]
+            hits += len(set(want) & set(got)) / 10
+        assert hits / len(held) >= 0.9, (strategy, hits / len(held))
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, math.nan, math.inf, "0.9", True])
+def test_bad_targets_are_refused_everywhere(vec: Collection, bad: Any) -> None:
+    q = _stored(vec)[0]
+    with pytest.raises(ConfigError, match="target_recall must be a number in"):
+        vec.search(q, strategy="knn", target_recall=bad)
+    with pytest.raises(ConfigError, match="target_recall"):
+        sqlfuncs.search_funnel(vec.spec.name, q, target_recall=bad)
+    if isinstance(bad, float):  # what the SQL function says when called directly
+        with vec.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match=r"\(0, 1\]"):
+            conn.execute(
+                sa.text("SELECT * FROM pgembed.search_knn(:c, :q, 10, target_recall => :t)"),
+                {"c": vec.spec.name, "q": str(q.tolist()), "t": bad},
+            )
+
+
+def test_a_target_no_setting_meets_is_a_clear_error(
+    vec: Collection, cal: calibration.Calibration
+) -> None:
+    q = _stored(vec)[0]
+    best = max(
+        m.recall for m in cal.measured if m.strategy == "binary" and m.setting["oversample"] == 1
+    )
+    if best >= 1.0:
+        pytest.fail("oversample 1 is exact here; the test needs a collection where it is not")
+    with pytest.raises(InputError, match=r"no calibrated binary setting .* reaches recall@10 1"):
+        vec.search(q, strategy="binary", oversample=1, target_recall=1.0)
+
+
+def test_uncalibrated_strategy_searches_on_defaults_with_a_warning(
+    engine: Engine, tiny_encoder: Any
+) -> None:
+    c = Collection(engine, "calib none", tiny_encoder, text_column=None)
+    c.create()
+    try:
+        x = _clustered(50, 2)
+        c.add([str(i) for i in range(50)], ids=range(50), vectors=x, progress=False)
+        plain = c.search(x[3], k=5)
+        with pytest.warns(calibration.CalibrationWarning, match="no calibration of knn"):
+            assert c.search(x[3], k=5, target_recall=0.95) == plain
+        assert stats.collect(c, sample=5).calibration is None
+    finally:
+        c.drop(force=True)
+
+
+def test_stale_calibration_is_detected(engine: Engine, tiny_encoder: Any) -> None:
+    c = Collection(engine, "calib stale", tiny_encoder, text_column=None)
+    c.create()
+    try:
+        x = _clustered(200, 4)
+        c.add([str(i) for i in range(100)], ids=range(100), vectors=x[:100], progress=False)
+        c.calibrate(sample=10, progress=False)
+        st = stats.collect(c, sample=5)
+        assert st.calibration is not None and not st.calibration["stale"]
+        c.add([str(i) for i in range(100, 125)], ids=range(100, 125), vectors=x[100:125],
+              progress=False)  # fmt: skip
+        st = stats.collect(c, sample=5)
+        assert st.calibration is not None and st.calibration["stale"]  # 25% more rows
+        assert "STALE" in stats.format_stats(st)
+        with c.engine.begin() as conn:
+            conn.execute(sa.text(f'ANALYZE "{c.spec.table_name}"'))
+        with pytest.warns(calibration.CalibrationWarning, match="stale"):
+            c.search(x[0], k=5, target_recall=0.5)
+    finally:
+        c.drop(force=True)
+
+
+def test_dropping_a_collection_drops_its_calibration(engine: Engine, tiny_encoder: Any) -> None:
+    c = Collection(engine, "calib dropped", tiny_encoder, text_column=None)
+    c.create()
+    c.add([str(i) for i in range(30)], ids=range(30), vectors=_clustered(30, 5), progress=False)
+    c.calibrate(sample=5, progress=False)
+    c.drop(force=True)
+    with engine.connect() as conn:
+        assert calibration.load(conn, "calib dropped") == []
+
+
+@pytest.fixture(scope="module")
+def texts_coll(engine: Engine, tiny_encoder: Any) -> Iterator[Collection]:
+    texts = [s for doc in lee_background()[:60] for s in doc.split(". ") if len(s.split()) > 4]
+    fde = FDEConfig(dimension=DIM, num_repetitions=6, num_simhash_projections=3,
+                    projection_dimension=8)  # fmt: skip
+    c = Collection(engine, "calib texts", tiny_encoder, kinds=("fde",), fde=fde)
+    c.create()
+    c.add(texts[:150], ids=range(150), progress=False)
+    yield c
+    c.drop(force=True)
+
+
+def test_multivector_is_calibrated_against_exact_maxsim(texts_coll: Collection) -> None:
+    cal = texts_coll.calibrate(sample=15, k=5, seed=1, progress=False, strategies=["multivector"])
+    mv = [m for m in cal.measured if m.strategy == "multivector"]
+    assert [m.setting["candidates"] for m in mv] == [5, 10, 50, 100, 200, 400]
+    # 150 rows: 200 candidates are every row, so MaxSim over them is the exact top-k
+    assert mv[-1].recall == 1.0 and mv[-2].recall == 1.0
+    assert mv[0].recall < 1.0
+    texts = ["the prime minister said", "bushfires near sydney"]
+    tq = texts_coll.encoder.encode_tokens(texts, "query", progress=False)
+    cal2 = texts_coll.calibrate(queries=texts, k=5, progress=False, strategies=["multivector"])
+    assert cal2.queries == 2 and cal2.seed is None
+    want = _cheapest(texts_coll, "multivector", 0.99)
+    got = texts_coll.search(tq[0], k=5, strategy="multivector", target_recall=0.99)
+    assert got == texts_coll.search(tq[0], k=5, strategy="multivector", **want)
+
+
+def test_the_command_line(engine: Engine, tiny_model_dir: Any, tiny_encoder: Any,
+                          tmp_path: Any) -> None:  # fmt: skip
+    """`pgembed calibrate` records what Collection.calibrate would; `pgembed search
+    --target-recall` runs the pick; `pgembed stats` shows it; a bad target is one line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    texts = [s for doc in lee_background()[:30] for s in doc.split(". ") if len(s.split()) > 4]
+    c = Collection(engine, "calib cli", tiny_encoder, kinds=("matryoshka",),
+                   matryoshka_dims=(16,))  # fmt: skip
+    c.create()
+    try:
+        c.add(texts[:80], ids=range(80), progress=False)
+        env = {**os.environ, "PGEMBED_DATABASE_URL": engine.url.render_as_string(False),
+               "PGEMBED_MODEL_DIR": str(tiny_model_dir)}  # fmt: skip
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "pgembed.cli", *args], env=env,
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+
+        png = tmp_path / "cal.png"
+        out = cli("calibrate", "calib cli", "--sample", "12", "--seed", "2", "--json",
+                  "--plot", str(png), "--no-progress")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout.splitlines()[0])
+        assert got["queries"] == 12 and got["rows"] == 80 and got["seed"] == 2
+        assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+        same = c.calibrate(sample=12, seed=2, progress=False)
+        assert [(m["strategy"], m["setting"], m["recall"]) for m in got["measured"]] == [
+            (m.strategy, m.setting, m.recall) for m in same.measured
+        ]
+        out = cli("search", "calib cli", texts[5], "-k", "5", "--strategy", "funnel",
+                  "--target-recall", "0.9", "--json")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        want = _cheapest(c, "funnel", 0.9)
+        hits = [json.loads(line)["id"] for line in out.stdout.splitlines()]
+        assert hits == [i for i, _ in c.search(texts[5], k=5, strategy="funnel", **want)]
+        out = cli("stats", "calib cli", "--sample", "5")
+        assert out.returncode == 0, out.stderr
+        assert "calibration funnel" in out.stdout and "calibration knn" in out.stdout
+        bad = cli("search", "calib cli", "rain", "--target-recall", "0")
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+        assert bad.stderr.startswith("pgembed: error:") and "target_recall" in bad.stderr
+    finally:
+        c.drop(force=True)
