@@ -11,7 +11,6 @@ DROP FUNCTION IF EXISTS pgembed.search_funnel(text, @extschema:vector@.vector, i
 DROP FUNCTION IF EXISTS pgembed.search_binary(text, @extschema:vector@.vector, integer, integer, integer, integer, text, integer, double precision);
 DROP FUNCTION IF EXISTS pgembed.search_multivector(text, @extschema:vector@.vector[], integer, integer, integer, integer, text, double precision);
 DROP FUNCTION IF EXISTS pgembed.calibrated_setting(text, text, double precision, jsonb);
-DROP FUNCTION IF EXISTS pgembed.weak_prefix(text, jsonb, jsonb);
 
 CREATE OR REPLACE FUNCTION pgembed.version() RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER

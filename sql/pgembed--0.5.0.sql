@@ -675,11 +675,13 @@ DROP FUNCTION IF EXISTS pgembed.search_multivector(text, @extschema:vector@.vect
 -- The cheapest calibrated setting (least median ms per query, then the higher recall) whose
 -- recall meets the target: its recall_low, the one-sided 95% lower bound over the
 -- calibration's queries, so that queries calibration never saw meet it too. `fixed` holds
--- the options the caller gave explicitly: only settings that agree with them count. A
--- funnel setting on a prefix that calibration found weak (pgembed.prefix_quality) comes last,
--- and is picked (with a WARNING) only when no other setting meets the target. No
--- calibration of the strategy: NULL, with a WARNING (the search uses its defaults). A
--- target no setting meets: an error naming the best measured.
+-- the options the caller gave explicitly (a JSON null: not given): only settings that agree
+-- with them count. A funnel setting on a prefix that calibration found weak
+-- (pgembed.prefix_quality) comes last, and is picked (with a WARNING) only when no other
+-- setting meets the target, or when the caller fixed that prefix. No calibration of the
+-- strategy: NULL, with a WARNING (the search uses its defaults). A target no setting
+-- meets: an error naming the best measured. (Written with few distinct functions and
+-- operators: tests/sql/test_capture.py plants overloads of each.)
 CREATE OR REPLACE FUNCTION pgembed.calibrated_setting(
     collection text, strategy text, target_recall double precision, fixed jsonb DEFAULT '{}')
     RETURNS jsonb
@@ -693,6 +695,7 @@ DECLARE
     chosen jsonb;
     weak boolean;
     given jsonb := coalesce(fixed, '{}'::jsonb);
+    own_prefix boolean := (coalesce(fixed, '{}'::jsonb) ->> 'prefix'::text) IS NOT NULL;
 BEGIN
     IF target_recall IS NULL OR NOT (target_recall > 0::double precision
                                      AND target_recall <= 1::double precision) THEN
@@ -701,42 +704,41 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'pass the share of exact search''s top-k to keep, e.g. 0.95';
     END IF;
-    SELECT pg_catalog.count(*), pg_catalog.max(c.recall_low), pg_catalog.max(c.k)
-      INTO n, best, found_k
-      FROM pgembed.calibrations AS c
-     WHERE c.collection OPERATOR(pg_catalog.=) calibrated_setting.collection
-       AND c.strategy OPERATOR(pg_catalog.=) calibrated_setting.strategy
-       AND c.setting OPERATOR(pg_catalog.@>) given;
-    IF n OPERATOR(pg_catalog.=) 0::bigint
-       AND NOT EXISTS (SELECT FROM pgembed.calibrations AS c
-                       WHERE c.collection OPERATOR(pg_catalog.=) calibrated_setting.collection
-                         AND c.strategy OPERATOR(pg_catalog.=) calibrated_setting.strategy) THEN
+    IF NOT EXISTS (SELECT FROM pgembed.calibrations AS c
+                   WHERE c.collection = calibrated_setting.collection
+                     AND c.strategy = calibrated_setting.strategy) THEN
         RAISE WARNING 'pgembed: collection % has no calibration of strategy %; searching with its defaults',
             pg_catalog.quote_literal(collection), strategy
             USING HINT = pg_catalog.format('run pgembed calibrate %s', collection);
         RETURN NULL;
     END IF;
-    SELECT c.setting, pgembed.weak_prefix(calibrated_setting.collection, c.setting, given)
-      INTO chosen, weak
-      FROM pgembed.calibrations AS c
-     WHERE c.collection OPERATOR(pg_catalog.=) calibrated_setting.collection
-       AND c.strategy OPERATOR(pg_catalog.=) calibrated_setting.strategy
-       AND c.setting OPERATOR(pg_catalog.@>) given
-       AND c.recall_low OPERATOR(pg_catalog.>=) target_recall
-     ORDER BY pgembed.weak_prefix(calibrated_setting.collection, c.setting, given), c.ms,
-              c.recall DESC, c.setting::text
+    SELECT x.setting, x.weak, pg_catalog.max(x.recall_low) OVER (), pg_catalog.max(x.k) OVER ()
+      INTO chosen, weak, best, found_k
+      FROM (SELECT c.setting, c.k, c.ms, c.recall, c.recall_low,
+                   (NOT own_prefix AND EXISTS (
+                        SELECT FROM pgembed.prefix_quality AS p
+                        WHERE p.collection = calibrated_setting.collection AND p.weak
+                          AND p.prefix::text = c.setting ->> 'prefix'::text)) AS weak
+              FROM pgembed.calibrations AS c
+             WHERE c.collection = calibrated_setting.collection
+               AND c.strategy = calibrated_setting.strategy
+               -- agrees with every option given (a JSON null was not given)
+               AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_each(given) AS g
+                               WHERE g.value <> 'null'::jsonb
+                                 AND (c.setting -> g.key) IS DISTINCT FROM g.value)) AS x
+     ORDER BY x.recall_low >= target_recall DESC, x.weak, x.ms, x.recall DESC, x.setting::text
      LIMIT 1;
-    IF chosen IS NULL THEN
+    IF chosen IS NULL OR best < target_recall THEN
         RAISE EXCEPTION 'pgembed: no calibrated % setting of collection % reaches recall@% % (with %); the best measured reaches %',
             strategy, pg_catalog.quote_literal(collection), coalesce(found_k, 0), target_recall,
-            CASE WHEN given OPERATOR(pg_catalog.=) '{}'::jsonb THEN 'any options'::text ELSE given::text END,
+            CASE WHEN given = '{}'::jsonb THEN 'any options'::text ELSE given::text END,
             coalesce(pg_catalog.round(best::numeric, 4)::text, 'nothing'::text)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'lower target_recall, drop the explicit options, or calibrate a wider grid (pgembed calibrate)';
     END IF;
     IF weak THEN
         RAISE WARNING 'pgembed: target_recall % on collection % runs the funnel on prefix %, which calibration found weak (no stronger prefix meets the target)',
-            target_recall, pg_catalog.quote_literal(collection), chosen OPERATOR(pg_catalog.->>) 'prefix'::text
+            target_recall, pg_catalog.quote_literal(collection), chosen ->> 'prefix'::text
             USING HINT = 'add larger Matryoshka prefixes, or search with knn';
     END IF;
     RETURN chosen;
@@ -744,21 +746,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION pgembed.calibrated_setting(text, text, double precision, jsonb) IS
-    'The cheapest setting (jsonb of search options; least median ms per query) in pgembed.calibrations of a collection''s strategy whose recall_low (one-sided 95% lower bound of its recall@k against exact search) is at least target_recall (0 < target_recall <= 1), among those agreeing with `fixed` (the options given explicitly); settings on a weak Matryoshka prefix only when no other meets it (with a WARNING). NULL (with a WARNING) when the strategy has no calibration; an error when no setting meets the target.';
-
-CREATE OR REPLACE FUNCTION pgembed.weak_prefix(collection text, setting jsonb, fixed jsonb)
-    RETURNS boolean
-    LANGUAGE sql STABLE STRICT PARALLEL SAFE SECURITY INVOKER
-    SET search_path = pg_catalog, pg_temp
-    RETURN (setting OPERATOR(pg_catalog.?) 'prefix'::text)
-       AND NOT (fixed OPERATOR(pg_catalog.?) 'prefix'::text)
-       AND EXISTS (SELECT FROM pgembed.prefix_quality AS p
-                   WHERE p.collection OPERATOR(pg_catalog.=) weak_prefix.collection
-                     AND p.prefix OPERATOR(pg_catalog.=) (setting OPERATOR(pg_catalog.->>) 'prefix'::text)::integer
-                     AND p.weak);
-
-COMMENT ON FUNCTION pgembed.weak_prefix(text, jsonb, jsonb) IS
-    'Whether a calibrated setting runs on a Matryoshka prefix that calibration found weak (pgembed.prefix_quality) and that the caller did not fix explicitly; pgembed.calibrated_setting picks such a setting last.';
+    'The cheapest setting (jsonb of search options; least median ms per query) in pgembed.calibrations of a collection''s strategy whose recall_low (one-sided 95% lower bound of its recall@k against exact search) is at least target_recall (0 < target_recall <= 1), among those agreeing with `fixed` (the options given explicitly; null: not given); settings on a weak Matryoshka prefix (pgembed.prefix_quality) only when no other meets it, with a WARNING. NULL (with a WARNING) when the strategy has no calibration; an error when no setting meets the target.';
 
 CREATE OR REPLACE FUNCTION pgembed.search_knn(
     collection text, q @extschema:vector@.vector, k integer DEFAULT 10,
@@ -782,7 +770,7 @@ BEGIN
     SELECT * INTO d FROM pgembed.distance_sql(s ->> 'distance'::text);
     IF target_recall IS NOT NULL THEN
         cal := pgembed.calibrated_setting(collection, 'knn'::text, target_recall,
-                                          pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('ef_search'::text, ef_search)));
+                                          pg_catalog.format('{"ef_search": %s}', coalesce(ef_search::text, 'null'::text))::jsonb);
         -- HNSW returns at most ef_search rows: never below k.
         ef_search := coalesce(ef_search, least(1000, greatest(k, (cal ->> 'ef_search'::text)::integer)));
     END IF;
@@ -827,8 +815,9 @@ BEGIN
     IF target_recall IS NOT NULL THEN
         -- the adaptive dimension: prefix and oversample from the calibration
         cal := pgembed.calibrated_setting(collection, 'funnel'::text, target_recall,
-                                          pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                                              'prefix'::text, prefix, 'oversample'::text, oversample)));
+                                          pg_catalog.format('{"prefix": %s, "oversample": %s}',
+                                              coalesce(prefix::text, 'null'::text),
+                                              coalesce(oversample::text, 'null'::text))::jsonb);
         prefix := coalesce(prefix, (cal ->> 'prefix'::text)::integer);
         oversample := coalesce(oversample, (cal ->> 'oversample'::text)::integer);
     END IF;
@@ -904,8 +893,9 @@ BEGIN
     SELECT * INTO d FROM pgembed.distance_sql(s ->> 'distance'::text);
     IF target_recall IS NOT NULL THEN
         cal := pgembed.calibrated_setting(collection, 'binary'::text, target_recall,
-                                          pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                                              'oversample'::text, oversample, 'probes'::text, probes)));
+                                          pg_catalog.format('{"oversample": %s, "probes": %s}',
+                                              coalesce(oversample::text, 'null'::text),
+                                              coalesce(probes::text, 'null'::text))::jsonb);
         oversample := coalesce(oversample, (cal ->> 'oversample'::text)::integer);
         probes := coalesce(probes, (cal ->> 'probes'::text)::integer);
     END IF;
@@ -989,8 +979,9 @@ BEGIN
     PERFORM pgembed.check_range('k'::text, k, 1, 100000);
     IF target_recall IS NOT NULL THEN
         cal := pgembed.calibrated_setting(collection, 'multivector'::text, target_recall,
-                                          pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                                              'candidates'::text, candidates, 'oversample'::text, oversample)));
+                                          pg_catalog.format('{"candidates": %s, "oversample": %s}',
+                                              coalesce(candidates::text, 'null'::text),
+                                              coalesce(oversample::text, 'null'::text))::jsonb);
         -- candidates are never fewer than k
         candidates := coalesce(candidates, greatest(k, (cal ->> 'candidates'::text)::integer));
         oversample := coalesce(oversample, (cal ->> 'oversample'::text)::integer);

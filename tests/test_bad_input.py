@@ -273,7 +273,7 @@ def test_search_options_out_of_range(
 _VALID = {"ef_search": 40, "iterative_scan": "off", "prefix": 8, "oversample": 4,
           "rescore": 10, "probes": 2, "candidates": 50, "k1": 1.2, "b": 0.75, "dense": "knn",
           "fusion": "rrf", "rrf_k": 60, "bm25_weight": 1.0, "dense_weight": 1.0, "alpha": 0.5,
-          "depth": 100}  # fmt: skip
+          "depth": 100, "target_recall": 0.9}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -308,22 +308,30 @@ def test_strategy_table_matches_sql_and_builders(engine: Engine) -> None:
     with engine.connect() as conn:
         for s in strategies.STRATEGIES.values():
             overloads = conn.execute(
-                sa.text("SELECT pg_get_function_arguments(p.oid) FROM pg_proc p "
+                sa.text("SELECT pg_get_function_arguments(p.oid), p.prosrc FROM pg_proc p "
                         "JOIN pg_namespace n ON n.oid = p.pronamespace "
                         "WHERE n.nspname = 'pgembed' AND p.proname = :f"), {"f": s.function},
-            ).scalars().all()  # fmt: skip
+            ).all()  # fmt: skip
             # hybrid has two: a query vector, or the query's token vectors (multivector)
             assert len(overloads) == (2 if s.name == "hybrid" else 1)
             lead = {"bm25": ["query"], "hybrid": ["query", "q"]}.get(s.name, ["q"])
-            for args in overloads:
+            # with target_recall, an option left out (NULL) may come from the calibration;
+            # the table's default is the fallback the body applies
+            calibrated = "target_recall" in s.options
+            for args, body in overloads:
                 params = [a.strip().split(" ")[0] for a in args.split(",")]
                 assert params == ["collection", *lead, "k", *s.options], args
                 for opt, default in s.defaults.items():
-                    assert f"{opt} integer DEFAULT {default}" in args
+                    if calibrated:
+                        assert f"{opt} integer DEFAULT NULL" in args
+                        assert f"coalesce({opt}, {default})" in body
+                    else:
+                        assert f"{opt} integer DEFAULT {default}" in args
             sig = inspect.signature(getattr(sqlfuncs, s.function)).parameters
             kw = [n for n, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
             assert kw == list(s.options)
-            assert {o: sig[o].default for o in s.defaults} == dict(s.defaults)
+            want = {o: None for o in s.defaults} if calibrated else dict(s.defaults)
+            assert {o: sig[o].default for o in s.defaults} == want
 
 
 @pytest.mark.parametrize("k", [True, 2.7, "3", 0, 2**31, None])

@@ -191,7 +191,6 @@ def test_downgrade_0006_restores_0005s_functions(empty_engine: Engine) -> None:
     added = {r[0] for r in at6} - {r[0] for r in at5}
     assert added == {
         "pgembed.calibrated_setting(text,text,double precision,jsonb)",
-        "pgembed.weak_prefix(text,jsonb,jsonb)",
         *(n for n in added if n.split("(")[0].removeprefix("pgembed.") in searches),
     }
     assert {n.split("(")[0] for n in added} >= {f"pgembed.{s}" for s in searches}

@@ -176,6 +176,9 @@ def make_collections(engine: Engine, enc: Any) -> None:
     c.reindex()
     with engine.begin() as conn:
         conn.execute(sa.text('ANALYZE "cap a"; ANALYZE "cap b"; ANALYZE "cap c"'))
+    # calibrations for target_recall (read by pgembed.calibrated_setting); "cap b" has none
+    a.calibrate(sample=6, k=5, progress=False)
+    c.calibrate(sample=6, k=5, progress=False)
 
 
 def _vec(x: np.ndarray) -> str:
@@ -249,6 +252,20 @@ def workload(enc: Any) -> list[tuple[str, str, dict[str, Any]]]:
         ("hnsw", "SELECT pgembed.hnsw_end(pgembed.hnsw_begin(50, CAST('off' AS text), 10))", {}),
         ("ivfflat", "SELECT pgembed.ivfflat_end(pgembed.ivfflat_begin(NULL, "
          "CAST(NULL AS text), 9))", {}),
+        # target_recall: the calibrated pick (cap a: HNSW, cap c: IVFFlat); the funnel's
+        # prefix given, so that a weak one raises no WARNING
+        *[(f"{fn} target", f"SELECT * FROM pgembed.search_{fn}(CAST('cap a' AS text), {V}, 5, "
+           f"target_recall => CAST(0.5 AS float8))", qd) for fn in ("knn", "binary")],
+        ("funnel target", f"SELECT * FROM pgembed.search_funnel(CAST('cap a' AS text), {V}, 5, "
+         "16, target_recall => CAST(0.5 AS float8))", qd),
+        ("binary ivfflat target", f"SELECT * FROM pgembed.search_binary(CAST('cap c' AS text), "
+         f"{V}, 5, target_recall => CAST(0.5 AS float8))", qd),
+        ("multivector target", "SELECT * FROM pgembed.search_multivector(CAST('cap a' AS text), "
+         f"{T}, 5, target_recall => CAST(0.5 AS float8))", {"t": _toks(t)}),
+        ("target unmet", "SELECT pgembed.calibrated_setting(CAST('cap a' AS text), "
+         "CAST('knn' AS text), CAST(1 AS float8), CAST('{\"ef_search\": 7}' AS jsonb))", {}),
+        ("target out of range", f"SELECT * FROM pgembed.search_knn(CAST('cap a' AS text), {V}, "
+         "5, target_recall => CAST(0 AS float8))", qd),
         ("version", "SELECT pgembed.version()", {}),
         ("vector_schema", "SELECT pgembed.vector_schema()::text", {}),
         ("fail", "SELECT pgembed.fail(CAST('22023' AS text), CAST('m' AS text), "
@@ -560,14 +577,14 @@ def test_superuser_runs_every_function_and_no_plant_fires(planted: dict[str, Any
     assert watch.fired == []
     assert after == planted["before"]
     # the error paths raised pgembed's own errors, before and after
-    for label in ("halfvec overflow", "halfvec underflow", "zero", "maxsim null", "maxsim dims",
-                  "multivector zero", "fail", "bm25 stop words", "hybrid bad weight"):  # fmt: skip
+    failing = {"halfvec overflow", "halfvec underflow", "zero", "maxsim null", "maxsim dims",
+               "multivector zero", "fail", "bm25 stop words", "hybrid bad weight",
+               "target unmet", "target out of range"}  # fmt: skip
+    for label in failing:
         result = after[label]
         assert result[0] == "error" and "planted" not in result[2], (label, result)
     assert all(not (isinstance(r, tuple) and r[0] == "error") for k, r in after.items()
-               if k not in {"halfvec overflow", "halfvec underflow", "zero", "maxsim null",
-                            "maxsim dims", "multivector zero", "fail", "bm25 stop words",
-                            "hybrid bad weight"}), after  # fmt: skip
+               if k not in failing), after  # fmt: skip
 
 
 def test_collection_search_through_python_is_not_captured(planted: dict[str, Any]) -> None:

@@ -1,0 +1,234 @@
+"""Benchmark: target_recall against fixed settings, on queries held out from calibration.
+
+Data: ``--rows`` (default 100,000) seeded clustered synthetic vectors of ``--dim`` (128)
+dimensions whose variance decays along the dimensions, as in Matryoshka-trained models
+(the generator of ``benchmarks/search.py``), in one collection with knn, a funnel on the
+prefixes dim/4 and dim/2, and 1-bit binary codes. The encoder is a tiny random BERT of the
+same width, exported here: only its dimension matters, the vectors are given.
+
+1. ``Collection.calibrate(sample=--calib, seed=0)``: stored rows as queries.
+2. ``--queries`` fresh vectors from the same clusters, never stored nor used in
+   calibration, are the held-out set; their exact top-10 is computed in numpy over the
+   stored (halfvec) values.
+3. Per strategy, interleaved over ``--rounds`` rounds: the search with ``target_recall``
+   (``--target``), the strategy at its fixed defaults, and every setting of the
+   calibration grid (what a user could pick by hand). Time is the database's executor
+   time of each search statement (auto_explain, median per query; best round kept), so
+   the client's constant overhead does not dilute the ratios.
+
+Prints one JSON line per strategy: target, achieved held-out recall, the chosen setting,
+``ms``, ``fixed_default_ms`` (and its recall), the best hand-picked setting that meets the
+target on the held-out queries and its ``ms``, and the ratios; then one final JSON line
+with all of them. Writes ``docs/adaptive.png``.
+
+Run it against a server of its own (``PGEMBED_HOME=/some/dir``, or a
+``PGEMBED_DATABASE_URL``): it upgrades pgembed's schema there.
+
+    python benchmarks/adaptive.py [--rows 100000] [--queries 200] [--target 0.95]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from tqdm import tqdm
+
+from pgembed import Collection, calibration, db, migrate, sqlfuncs, strategies
+from pgembed.encoders import Encoder
+from pgembed.errors import UnknownCollectionError
+from pgembed.encoders.testing import build_tiny_bert, export_tiny
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+K = 10
+NAME = "bench adaptive"
+
+
+def synthetic(n: int, nq: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered vectors with a decaying spectrum (std of dim j ∝ (j+1)^-0.5)."""
+    rng = np.random.default_rng(seed)
+    scale = (np.arange(dim) + 1.0) ** -0.5
+    centers = rng.normal(size=(max(n // 100, 10), dim)) * scale
+    pick = rng.integers(0, len(centers), n + nq)
+    x = centers[pick] + 0.6 * rng.normal(size=(n + nq, dim)) * scale
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return x[:n], x[n:]
+
+
+def encoder(dim: int, where: Path) -> Encoder:
+    src = build_tiny_bert(where / ".src", hidden=dim, heads=4, intermediate=2 * dim)
+    out = export_tiny(where, f"tiny-{dim}", source_dir=src, fp16=False, int8=False)
+    return Encoder.load(out)
+
+
+def _timer(conn: sa.Connection) -> list[float]:
+    """Each top-level statement's executor time (ms), as auto_explain logs it."""
+    durations: list[float] = []
+
+    def note(diag: Any) -> None:
+        m = re.match(r"duration: ([\d.]+) ms", diag.message_primary or "")
+        if m:
+            durations.append(float(m.group(1)))
+
+    conn.execute(sa.text("LOAD 'auto_explain'"))
+    conn.execute(sa.text("SET auto_explain.log_min_duration = 0"))
+    conn.execute(sa.text("SET auto_explain.log_level = notice"))
+    conn.execute(sa.text("SET client_min_messages = notice"))
+    conn.connection.driver_connection.add_notice_handler(note)  # type: ignore[union-attr]
+    return durations
+
+
+def run(
+    engine: sa.Engine, strategy: str, qs: np.ndarray, opts: dict[str, Any]
+) -> tuple[list[list[int]], float]:
+    """Ids per query and the median database ms per query."""
+    fn = getattr(sqlfuncs, strategies.STRATEGIES[strategy].function)
+    stmts = [sa.select(fn(NAME, q, k=K, **opts).c.id) for q in qs]
+    with engine.connect() as conn:
+        conn.execute(stmts[0]).all()  # warm
+        durations = _timer(conn)
+        got = [[int(i) for i in conn.execute(s).scalars()] for s in stmts]
+        conn.invalidate()  # auto_explain stays loaded: do not pool this connection
+    return got, float(np.median(durations))
+
+
+def recall(got: list[list[int]], exact: np.ndarray) -> float:
+    return float(
+        np.mean([len(set(g) & set(e.tolist())) / K for g, e in zip(got, exact, strict=True)])
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--queries", type=int, default=200, help="held-out queries")
+    ap.add_argument(
+        "--calib", type=int, default=100, help="stored rows used as calibration queries"
+    )
+    ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore", calibration.CalibrationWarning)
+
+    engine = db.create_engine()
+    migrate.upgrade(engine)
+    x, held = synthetic(args.rows, args.queries, args.dim)
+    with tempfile.TemporaryDirectory() as tmp:
+        enc = encoder(args.dim, Path(tmp))
+    dims = (args.dim // 4, args.dim // 2)
+    coll = Collection(engine, NAME, enc, kinds=("matryoshka", "binary"), matryoshka_dims=dims,
+                      text_column=None)  # fmt: skip
+    try:
+        coll.drop(force=True)
+    except UnknownCollectionError:
+        pass
+    coll.create()
+    t0 = time.perf_counter()
+    coll.add([str(i) for i in range(args.rows)], ids=range(args.rows), vectors=x, mode="bulk")
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cal = coll.calibrate(sample=args.calib, k=K, seed=0)
+    calib_s = time.perf_counter() - t0
+    print(calibration.format_calibration(cal))
+
+    xh = x.astype(np.float16).astype(np.float32)
+    exact = np.argsort(-(held @ xh.T), axis=1, kind="stable")[:, :K]
+    lines = []
+    for strategy in ("knn", "funnel", "binary"):
+        with engine.connect() as conn:
+            chosen = conn.execute(
+                sa.text("SELECT pgembed.calibrated_setting(:c, :s, :t)"),
+                {"c": NAME, "s": strategy, "t": args.target},
+            ).scalar_one()
+        runs: dict[str, dict[str, Any]] = {"target": {"target_recall": args.target}, "default": {}}
+        for setting in calibration.grid(coll.spec, strategy, K):
+            runs[json.dumps(setting)] = setting
+        best: dict[str, tuple[float, float]] = {}
+        for _ in tqdm(range(args.rounds), desc=f"{strategy} rounds"):
+            for name, opts in runs.items():
+                got, ms = run(engine, strategy, held, opts)
+                r = recall(got, exact)
+                prev = best.get(name)
+                best[name] = (r, ms if prev is None else min(prev[1], ms))
+        hand = [(ms, name) for name, (r, ms) in best.items()
+                if name not in ("target", "default") and r >= args.target]  # fmt: skip
+        best_ms, best_name = min(hand) if hand else (float("nan"), None)
+        r_t, ms_t = best["target"]
+        r_d, ms_d = best["default"]
+        line = {
+            "strategy": strategy, "target": args.target, "recall": round(r_t, 4),
+            "setting": chosen, "ms": round(ms_t, 3),
+            "fixed_default_ms": round(ms_d, 3), "fixed_default_recall": round(r_d, 4),
+            "speedup_vs_default": round(ms_d / ms_t, 2),
+            "best_fixed_setting": json.loads(best_name) if best_name else None,
+            "best_fixed_ms": round(best_ms, 3),
+            "ms_over_best_fixed": round(ms_t / best_ms, 2) if hand else None,
+            "held_out_queries": args.queries, "rows": args.rows,
+        }  # fmt: skip
+        print(json.dumps(line), flush=True)
+        lines.append(line)
+        _plot_points(strategy, best, cal)
+    _save_plot(args)
+    print(json.dumps({
+        "benchmark": "adaptive", "rows": args.rows, "dim": args.dim, "target": args.target,
+        "calibration_queries": args.calib, "held_out_queries": args.queries,
+        "load_s": round(load_s, 1), "calibrate_s": round(calib_s, 1),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "strategies": lines,
+    }))  # fmt: skip
+
+
+_POINTS: dict[str, Any] = {}
+
+
+def _plot_points(
+    strategy: str, best: dict[str, tuple[float, float]], cal: calibration.Calibration
+) -> None:
+    _POINTS[strategy] = {
+        "grid": sorted(
+            (ms, r) for name, (r, ms) in best.items() if name not in ("target", "default")
+        ),
+        "target": best["target"][::-1],
+        "default": best["default"][::-1],
+    }
+
+
+def _save_plot(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, (strategy, p) in enumerate(_POINTS.items()):
+        color = f"C{i}"
+        ax.plot([m for m, _ in p["grid"]], [r for _, r in p["grid"]], "o", color=color, ms=3,
+                alpha=0.6, label=f"{strategy}: calibration grid")  # fmt: skip
+        ax.plot(*p["target"], "*", color=color, ms=14, label=f"{strategy}: target_recall")
+        ax.plot(*p["default"], "s", color=color, ms=8, mfc="none", label=f"{strategy}: default")
+    ax.axhline(args.target, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("database ms per query (median, log)")
+    ax.set_ylabel("recall@10 vs exact, held-out queries")
+    ax.set_title(f"target_recall={args.target} on {args.rows:,} rows ({args.dim} dims)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    DOCS.mkdir(exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(DOCS / "adaptive.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
