@@ -45,8 +45,8 @@ from tqdm import tqdm
 
 from pgembed import Collection, calibration, db, migrate, sqlfuncs, strategies
 from pgembed.encoders import Encoder
-from pgembed.errors import UnknownCollectionError
 from pgembed.encoders.testing import build_tiny_bert, export_tiny
+from pgembed.errors import UnknownCollectionError
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 K = 10
