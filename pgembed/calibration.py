@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -194,10 +193,11 @@ def calibrate(
                 "add rows or calibrate with a smaller k"
             )
         if queries is None:
-            dense, tokens = _sample_rows(coll, conn, sample, seed)
+            dense, tokens, dense_ids, token_ids = _sample_rows(coll, conn, sample, seed)
             used_seed: int | None = seed
         else:
             dense, tokens = _encode(coll, queries, spec.has("single"), "multivector" in chosen)
+            dense_ids, token_ids = [None] * len(dense), [None] * len(tokens)
             used_seed = None
         n_queries = max(len(dense), len(tokens))
         dense_used = any(s != "multivector" for s in chosen)
@@ -210,19 +210,34 @@ def calibrate(
         with _bar(total, f"calibrate {spec.name}", progress) as bar:
             exact: list[list[int]] = []
             if dense_used:
-                exact = [_exact(coll, conn, q, k) for q in _ticking(dense, bar)]
+                exact = [
+                    _without(_exact(coll, conn, q, k + 1), own, k)
+                    for q, own in _ticking(list(zip(dense, dense_ids, strict=True)), bar)
+                ]
             for s in chosen:
-                qs: Sequence[Any] = dense
+                qs = list(zip(dense, dense_ids, strict=True))
                 want = exact
                 if s == "multivector":
-                    qs = tokens
-                    want = [_exact_maxsim(coll, conn, q, k) for q in _ticking(tokens, bar)]
+                    qs = list(zip(tokens, token_ids, strict=True))
+                    want = [
+                        _without(_exact_maxsim(coll, conn, q, k + 1), own, k)
+                        for q, own in _ticking(qs, bar)
+                    ]
                 chain = [_measure(coll, conn, s, st, qs, want, k, bar) for st in grid(spec, s, k)]
                 measured += _monotone_time(chain)
-        prefixes = _prefix_quality(coll, conn, dense, exact, k, seed) if "funnel" in chosen else []
+        prefixes = (
+            _prefix_quality(coll, conn, list(zip(dense, dense_ids, strict=True)), exact, k, seed)
+            if "funnel" in chosen
+            else []
+        )
     cal = Calibration(spec.name, k, n_queries, rows, used_seed, measured, prefixes)
     _save(coll, cal, chosen)
     return cal
+
+
+def _without(ids: Sequence[int], own: int | None, k: int) -> list[int]:
+    """The first k ids other than the query's own row (a stored row used as a query)."""
+    return [i for i in ids if i != own][:k]
 
 
 def _ticking(items: Sequence[Any], bar: Any) -> Iterator[Any]:
@@ -255,9 +270,14 @@ def _tx(conn: Connection) -> Iterator[None]:
 
 def _sample_rows(
     coll: Collection, conn: Connection, sample: int, seed: int
-) -> tuple[list[np.ndarray[Any, Any]], list[np.ndarray[Any, Any]]]:
-    """A seeded sample of the stored rows as queries: their embeddings, and their token
-    vectors when the collection stores them."""
+) -> tuple[list[Any], list[Any], list[int | None], list[int | None]]:
+    """A seeded sample of the stored rows as queries: their embeddings, their token
+    vectors when the collection stores them, and the ids of both.
+
+    Each query leaves its own row out (leave-one-out): the exact top-k and every search's
+    results are taken among the other rows (the search asks for k + 1 and drops the
+    query's row). A stored row is found by its own vector too easily, which would make
+    recall look higher than fresh queries get."""
     from pgembed.storage import read
 
     spec = coll.spec
@@ -268,17 +288,16 @@ def _sample_rows(
     all_ids = np.fromiter(ids, dtype=np.int64)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(all_ids, size=min(sample, all_ids.size), replace=False))
-    cols = [t.c.embedding] if spec.has("single") else []
+    cols = [idc] + ([t.c.embedding] if spec.has("single") else [])
     cols += [t.c.tokens] if spec.has("fde") else []
     stmt = sa.select(*cols).where(idc.in_(pick.tolist())).order_by(idc)
     got = list(read.rows(conn, stmt))
-    dense = [np.asarray(r[0], dtype=np.float32) for r in got] if spec.has("single") else []
-    tokens = (
-        [np.asarray(r[-1], dtype=np.float32) for r in got if r[-1] is not None and len(r[-1])]
-        if spec.has("fde")
-        else []
-    )
-    return dense, tokens
+    dense = [np.asarray(r[1], dtype=np.float32) for r in got] if spec.has("single") else []
+    dense_ids: list[int | None] = [int(r[0]) for r in got] if spec.has("single") else []
+    with_tokens = [r for r in got if r[-1] is not None and len(r[-1])] if spec.has("fde") else []
+    tokens = [np.asarray(r[-1], dtype=np.float32) for r in with_tokens]
+    token_ids: list[int | None] = [int(r[0]) for r in with_tokens]
+    return dense, tokens, dense_ids, token_ids
 
 
 def _encode(
@@ -358,25 +377,35 @@ def _measure(
     conn: Connection,
     strategy: str,
     setting: dict[str, int],
-    queries: Sequence[Any],
+    queries: Sequence[tuple[Any, int | None]],
     exact: Sequence[Sequence[int]],
     k: int,
     bar: Any,
 ) -> Measured:
+    """Recall and database time of one setting. The time is taken in the database
+    (clock_timestamp around the search, in one statement), so the client's round trip,
+    the same for every setting, does not blur the differences."""
     from pgembed import sqlfuncs
 
     fn: Callable[..., Any] = getattr(sqlfuncs, strategies.STRATEGIES[strategy].function)
-    stmts = [sa.select(fn(coll.spec.name, q, k=k, **setting).c.id) for q in queries]
+    stmts = []
+    for q, own in queries:
+        kk = k if own is None else k + 1  # room for the query's own row
+        opts = dict(setting)
+        if "candidates" in opts:
+            opts["candidates"] = max(opts["candidates"], kk)
+        hits = fn(coll.spec.name, q, k=kk, **opts)
+        ids = sa.select(sa.func.array_agg(hits.c.id)).scalar_subquery()
+        stmts.append(sa.select(sa.func.clock_timestamp(), ids, sa.func.clock_timestamp()))
     with _tx(conn):
         conn.execute(stmts[0]).all()  # warm the plan cache and the index pages
     per_query: list[float] = []
     times: list[float] = []
-    for stmt, want in zip(stmts, exact, strict=True):
+    for stmt, want, (_, own) in zip(stmts, exact, queries, strict=True):
         with _tx(conn):
-            start = time.perf_counter()
-            got = conn.execute(stmt).scalars().all()
-            times.append(time.perf_counter() - start)
-        per_query.append(_recall(want, [int(i) for i in got]))
+            start, got, end = conn.execute(stmt).one()
+        times.append((end - start).total_seconds())
+        per_query.append(_recall(want, _without([int(i) for i in got or []], own, k)))
         bar.update(1)
     r = np.asarray(per_query)
     se = float(r.std(ddof=1) / math.sqrt(r.size)) if r.size > 1 else 0.0
@@ -404,7 +433,7 @@ def _monotone_time(chain: list[Measured]) -> list[Measured]:
 def _prefix_quality(
     coll: Collection,
     conn: Connection,
-    queries: Sequence[np.ndarray[Any, Any]],
+    queries: Sequence[tuple[Any, int | None]],
     exact: Sequence[Sequence[int]],
     k: int,
     seed: int,
@@ -430,8 +459,8 @@ def _prefix_quality(
         recall = float(
             np.mean(
                 [
-                    _recall(w, _prefix_exact(coll, conn, q, m, k))
-                    for q, w in zip(queries, exact, strict=True)
+                    _recall(w, _without(_prefix_exact(coll, conn, q, m, k + 1), own, k))
+                    for (q, own), w in zip(queries, exact, strict=True)
                 ]
             )
         )
