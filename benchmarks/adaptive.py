@@ -30,6 +30,7 @@ Run it against a server of its own (``PGEMBED_HOME=/some/dir``, or a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import re
@@ -130,10 +131,8 @@ def main() -> None:
     dims = (args.dim // 4, args.dim // 2)
     coll = Collection(engine, NAME, enc, kinds=("matryoshka", "binary"), matryoshka_dims=dims,
                       text_column=None)  # fmt: skip
-    try:
+    with contextlib.suppress(UnknownCollectionError):  # a previous run's
         coll.drop(force=True)
-    except UnknownCollectionError:
-        pass
     coll.create()
     t0 = time.perf_counter()
     coll.add([str(i) for i in range(args.rows)], ids=range(args.rows), vectors=x, mode="bulk")
