@@ -6,10 +6,10 @@ dimensions whose variance decays along the dimensions, as in Matryoshka-trained 
 prefixes dim/4 and dim/2, and 1-bit binary codes. The encoder is a tiny random BERT of the
 same width, exported here: only its dimension matters, the vectors are given.
 
-1. ``Collection.calibrate(sample=--calib, seed=0)``: stored rows as queries.
-2. ``--queries`` fresh vectors from the same clusters, never stored nor used in
-   calibration, are the held-out set; their exact top-10 is computed in numpy over the
-   stored (halfvec) values.
+1. ``Collection.calibrate(queries=...)`` on ``--calib`` fresh query vectors from the same
+   clusters (``--calib-from stored``: that many stored rows, each leaving itself out).
+2. ``--queries`` other fresh vectors, never stored nor used in calibration, are the
+   held-out set; their exact top-10 is computed in numpy over the stored (halfvec) values.
 3. Per strategy, interleaved over ``--rounds`` rounds: the search with ``target_recall``
    (``--target``), the strategy at its fixed defaults, and every setting of the
    calibration grid (what a user could pick by hand). Time is the database's executor
@@ -115,9 +115,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=200, help="held-out queries")
-    ap.add_argument(
-        "--calib", type=int, default=100, help="stored rows used as calibration queries"
-    )
+    ap.add_argument("--calib", type=int, default=100, help="calibration queries")
+    ap.add_argument("--calib-from", choices=("fresh", "stored"), default="fresh",
+                    help="fresh query vectors (default) or stored rows")  # fmt: skip
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -125,7 +125,8 @@ def main() -> None:
 
     engine = db.create_engine()
     migrate.upgrade(engine)
-    x, held = synthetic(args.rows, args.queries, args.dim)
+    x, fresh = synthetic(args.rows, args.queries + args.calib, args.dim)
+    held, calib_q = fresh[: args.queries], fresh[args.queries :]
     with tempfile.TemporaryDirectory() as tmp:
         enc = encoder(args.dim, Path(tmp))
     dims = (args.dim // 4, args.dim // 2)
@@ -138,7 +139,10 @@ def main() -> None:
     coll.add([str(i) for i in range(args.rows)], ids=range(args.rows), vectors=x, mode="bulk")
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cal = coll.calibrate(sample=args.calib, k=K, seed=0)
+    if args.calib_from == "fresh":
+        cal = coll.calibrate(queries=calib_q, k=K)
+    else:
+        cal = coll.calibrate(sample=args.calib, k=K, seed=0)
     calib_s = time.perf_counter() - t0
     print(calibration.format_calibration(cal))
 
@@ -175,6 +179,7 @@ def main() -> None:
             "best_fixed_ms": round(best_ms, 3),
             "ms_over_best_fixed": round(ms_t / best_ms, 2) if hand else None,
             "held_out_queries": args.queries, "rows": args.rows,
+            "calibrated_on": args.calib_from,
         }  # fmt: skip
         print(json.dumps(line), flush=True)
         lines.append(line)
@@ -182,7 +187,8 @@ def main() -> None:
     _save_plot(args)
     print(json.dumps({
         "benchmark": "adaptive", "rows": args.rows, "dim": args.dim, "target": args.target,
-        "calibration_queries": args.calib, "held_out_queries": args.queries,
+        "calibration_queries": args.calib, "calibrated_on": args.calib_from,
+        "held_out_queries": args.queries,
         "load_s": round(load_s, 1), "calibrate_s": round(calib_s, 1),
         "machine": f"{platform.machine()}, {platform.python_version()}",
         "strategies": lines,

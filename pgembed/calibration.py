@@ -155,13 +155,19 @@ def calibrate(
     coll: Collection,
     *,
     sample: int = 100,
-    queries: Sequence[str] | None = None,
+    queries: Sequence[str] | np.ndarray[Any, Any] | None = None,
     k: int = 10,
     seed: int = 0,
     progress: bool | None = None,
     strategies_: Sequence[str] | None = None,
 ) -> Calibration:
-    """Measure every calibrated strategy ``coll`` stores and record it (see the module)."""
+    """Measure every calibrated strategy ``coll`` stores and record it (see the module).
+
+    ``queries``: texts (encoded as queries), or an (n, dim) array of query vectors (the
+    dense strategies only), or None for ``sample`` stored rows drawn with ``seed``. Stored
+    rows make optimistic queries for HNSW even with their own row left out: the search
+    starts from a graph that holds them and their links. Real queries give the recall
+    real queries get (benchmarks/RESULTS.md, "Recall targets")."""
     from pgembed.db import translate_sql_errors
 
     k = strategies.check_k(k)
@@ -195,6 +201,21 @@ def calibrate(
         if queries is None:
             dense, tokens, dense_ids, token_ids = _sample_rows(coll, conn, sample, seed)
             used_seed: int | None = seed
+        elif isinstance(queries, np.ndarray):
+            if "multivector" in chosen:
+                raise CollectionError(
+                    "multivector is calibrated with texts or stored rows, not query vectors; "
+                    "pass strategies without multivector, or texts"
+                )
+            if queries.ndim != 2 or not len(queries):
+                raise CollectionError(
+                    f"query vectors must be an (n, {spec.dim}) array, got shape {queries.shape}"
+                )
+            dense = [
+                strategies.query_vector(q, spec.dim, precision=spec.precision) for q in queries
+            ]
+            tokens, dense_ids, token_ids = [], [None] * len(dense), []
+            used_seed = None
         else:
             dense, tokens = _encode(coll, queries, spec.has("single"), "multivector" in chosen)
             dense_ids, token_ids = [None] * len(dense), [None] * len(tokens)

@@ -561,7 +561,7 @@ class Collection:
         self,
         *,
         sample: int = 100,
-        queries: Sequence[str] | None = None,
+        queries: Sequence[str] | np.ndarray[Any, Any] | None = None,
         k: int = 10,
         seed: int = 0,
         progress: bool | None = None,
@@ -571,7 +571,9 @@ class Collection:
         collection stores, over a grid of settings, and record them in
         ``pgembed.calibrations`` (replacing the previous calibration of those strategies),
         so that searches can take ``target_recall``. Queries: ``sample`` stored rows drawn
-        with ``seed``, or the texts ``queries``. Returns a
+        with ``seed``, or ``queries``: texts, or an (n, dim) array of query vectors (dense
+        strategies). Real queries are better than stored rows, which HNSW finds too easily
+        (see :func:`pgembed.calibration.calibrate`). Returns a
         :class:`pgembed.calibration.Calibration`."""
         from pgembed import calibration
 

@@ -340,3 +340,18 @@ def test_the_command_line(engine: Engine, tiny_model_dir: Any, tiny_encoder: Any
         assert bad.stderr.startswith("pgembed: error:") and "target_recall" in bad.stderr
     finally:
         c.drop(force=True)
+
+
+def test_stats_show_the_calibration_and_weak_prefixes(
+    vec: Collection, cal: calibration.Calibration
+) -> None:
+    st = stats.collect(vec, sample=5)
+    assert st.calibration is not None and not st.calibration["stale"]
+    per = st.calibration["strategies"]
+    assert set(per) == {"knn", "funnel", "binary"} and per["knn"]["rows"] == N
+    best = max(m.recall for m in cal.measured if m.strategy == "funnel")
+    assert per["funnel"]["best_recall"] == pytest.approx(best)
+    text = stats.format_stats(st)
+    weak = [p.prefix for p in cal.prefixes if p.weak]
+    assert weak and all(f"prefix {m} is weak" in text for m in weak)
+    assert "STALE" not in text
