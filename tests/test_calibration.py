@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from pgembed import Collection, FDEConfig, calibration, sqlfuncs, stats
 from pgembed.corpus import lee_background
-from pgembed.errors import ConfigError, InputError
+from pgembed.errors import CollectionError, ConfigError, InputError
 from pgembed.storage.schema import IndexParams
 
 DIM = 32  # the tiny encoder's
@@ -355,3 +355,18 @@ def test_stats_show_the_calibration_and_weak_prefixes(
     weak = [p.prefix for p in cal.prefixes if p.weak]
     assert weak and all(f"prefix {m} is weak" in text for m in weak)
     assert "STALE" not in text
+
+
+def test_calibration_on_query_vectors(vec: Collection, cal: calibration.Calibration) -> None:
+    """Fresh query vectors (not stored): recall against the exact top-k of all rows."""
+    fresh = _clustered(N + 12, 1)[N:]  # same clusters, never stored
+    got = vec.calibrate(queries=fresh, k=10, progress=False, strategies=["knn"])
+    assert got.queries == 12 and got.seed is None
+    x = _stored(vec)
+    m = next(m for m in got.measured if m.setting == {"ef_search": 400})
+    hits = [len(set(_exact_top(x, q, 10)) & {r for r, _ in vec.search(q, k=10, ef_search=400)})
+            for q in fresh]  # fmt: skip
+    assert m.recall == pytest.approx(sum(hits) / 120)
+    with pytest.raises(CollectionError, match=r"\(n, 32\) array"):
+        vec.calibrate(queries=fresh[0], strategies=["knn"], progress=False)
+    vec.calibrate(sample=40, k=10, seed=3, progress=False, strategies=["knn"])  # as before
