@@ -69,13 +69,18 @@ class Option:
                     f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
                 )
             return value
-        if self.real:
-            value = check_real(self.name, value, self.low, self.high)
-            if self.low_open and value == self.low:
+        if self.real and self.low_open:
+            interval = f"({self.low:g}, {self.high:g}]"
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ConfigError(
-                    f"{self.name} must be a number in ({self.low:g}, {self.high:g}], got {value!r}"
+                    f"{self.name} must be a number in {interval}, got {value!r} "
+                    f"({type(value).__name__}); pass a float"
                 )
-            return value
+            if not self.low < float(value) <= self.high:  # NaN fails too
+                raise ConfigError(f"{self.name} must be a number in {interval}, got {value!r}")
+            return float(value)
+        if self.real:
+            return check_real(self.name, value, self.low, self.high)
         return check_int(self.name, value, int(self.low), int(self.high))
 
 

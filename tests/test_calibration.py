@@ -192,7 +192,7 @@ def test_held_out_queries_meet_the_target(vec: Collection, cal: calibration.Cali
 @pytest.mark.parametrize("bad", [0, -0.1, 1.5, math.nan, math.inf, "0.9", True])
 def test_bad_targets_are_refused_everywhere(vec: Collection, bad: Any) -> None:
     q = _stored(vec)[0]
-    with pytest.raises(ConfigError, match="target_recall must be a number in"):
+    with pytest.raises(ConfigError, match=r"target_recall must be a number in \(0, 1\]"):
         vec.search(q, strategy="knn", target_recall=bad)
     with pytest.raises(ConfigError, match="target_recall"):
         sqlfuncs.search_funnel(vec.spec.name, q, target_recall=bad)
