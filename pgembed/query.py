@@ -92,7 +92,7 @@ def funnel(
     *,
     k: int = 10,
     prefix: int,
-    oversample: int = 8,
+    oversample: int = strategies.STRATEGIES["funnel"].defaults["oversample"],
     distance: str = "cosine",
     where: Sequence[Any] = (),
 ) -> sa.Select[Any]:
@@ -116,7 +116,7 @@ def binary_rerank(
     q: Any,
     *,
     k: int = 10,
-    oversample: int = 10,
+    oversample: int = strategies.STRATEGIES["binary"].defaults["oversample"],
     distance: str = "cosine",
     where: Sequence[Any] = (),
 ) -> sa.Select[Any]:
@@ -378,9 +378,12 @@ def _dense_side(
         col = _column(table, "embedding", "single")
         if prefix is None:
             raise ConfigError("dense='funnel' needs prefix=, the Matryoshka prefix length")
-        sel = funnel(col, q, k=depth, prefix=prefix, where=where)
+        # the dense depths of pgembed.search_hybrid, which keeps 0.4.0's oversample
+        sel = funnel(col, q, k=depth, prefix=prefix, oversample=8, where=where)
     elif dense == "binary":
-        sel = binary_rerank(_column(table, "embedding", "single"), q, k=depth, where=where)
+        sel = binary_rerank(
+            _column(table, "embedding", "single"), q, k=depth, oversample=10, where=where
+        )
     elif dense == "multivector":
         if q_fde is None:
             raise ConfigError(

@@ -162,7 +162,7 @@ def search_funnel(
     iterative_scan: str | None = None,
     target_recall: float | None = None,
 ) -> TableValuedAlias:
-    """``pgembed.search_funnel``: prefix HNSW (k*oversample, default 8), exact rerank;
+    """``pgembed.search_funnel``: prefix HNSW (k*oversample, default 16), exact rerank;
     with ``target_recall``, prefix and oversample from the calibration."""
     _options(
         "funnel",
@@ -200,7 +200,7 @@ def search_binary(
     target_recall: float | None = None,
 ) -> TableValuedAlias:
     """``pgembed.search_binary``: Hamming ANN (HNSW: ``ef_search``; IVFFlat: ``probes``)
-    of k*oversample (default 10) candidates, multi-bit rescore, exact rerank."""
+    of k*oversample (default 20) candidates, multi-bit rescore, exact rerank."""
     _options(
         "binary",
         k,

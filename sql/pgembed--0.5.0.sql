@@ -8,9 +8,11 @@
 -- New in 0.5.0: searches that meet a recall target. pgembed.calibrations (migration 0006)
 -- holds, per collection, strategy and setting, the recall@k against exact search and the
 -- time per query that `pgembed calibrate` measured; pgembed.calibrated_setting picks the
--- cheapest setting whose recall meets the target. search_knn's default ef_search is now at
--- least 100 (ef_search 40 kept 0.955 of the exact top-10 of MiniLM on about 33,000 short
--- texts; 100 kept 0.987).
+-- cheapest setting whose recall meets the target. Safer defaults (recall@10 against exact
+-- search, MiniLM): search_knn's ef_search is at least 100 (40 kept 0.955 on about 33,000
+-- short texts, 100 kept 0.987); search_funnel's oversample 16 (8 kept 0.949 on the
+-- Wikipedia sample's passages with a 128-dim prefix, 16 kept 0.979); search_binary's
+-- oversample 20 (10 kept 0.968, 20 kept 0.989). search_hybrid keeps its own dense depths.
 --
 -- Name resolution (DESIGN.md, "SQL security"). Every function runs with
 -- `search_path = pg_catalog, pg_temp`: unqualified functions and operators resolve only in
@@ -672,8 +674,10 @@ DROP FUNCTION IF EXISTS pgembed.search_funnel(text, @extschema:vector@.vector, i
 DROP FUNCTION IF EXISTS pgembed.search_binary(text, @extschema:vector@.vector, integer, integer, integer, integer, text, integer);
 DROP FUNCTION IF EXISTS pgembed.search_multivector(text, @extschema:vector@.vector[], integer, integer, integer, integer, text);
 
--- The cheapest calibrated setting (least median ms per query, then the higher recall) whose
--- recall meets the target: its recall_low, the one-sided 95% lower bound over the
+-- The cheapest calibrated setting (least median ms per query; at equal time the lower
+-- recall, which along a chain of growing settings is the one doing less work: calibration
+-- makes times non-decreasing along each chain, so noise yields ties there) whose recall
+-- meets the target: its recall_low, the one-sided 95% lower bound over the
 -- calibration's queries, so that queries calibration never saw meet it too. `fixed` holds
 -- the options the caller gave explicitly (a JSON null: not given): only settings that agree
 -- with them count. A funnel setting on a prefix that calibration found weak
@@ -726,7 +730,7 @@ BEGIN
                AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_each(given) AS g
                                WHERE g.value <> 'null'::jsonb
                                  AND (c.setting -> g.key) IS DISTINCT FROM g.value)) AS x
-     ORDER BY x.recall_low >= target_recall DESC, x.weak, x.ms, x.recall DESC, x.setting::text
+     ORDER BY x.recall_low >= target_recall DESC, x.weak, x.ms, x.recall, x.setting::text
      LIMIT 1;
     IF chosen IS NULL OR best < target_recall THEN
         RAISE EXCEPTION 'pgembed: no calibrated % setting of collection % reaches recall@% % (with %); the best measured reaches %',
@@ -821,7 +825,7 @@ BEGIN
         prefix := coalesce(prefix, (cal ->> 'prefix'::text)::integer);
         oversample := coalesce(oversample, (cal ->> 'oversample'::text)::integer);
     END IF;
-    PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 8), 1, 1000);
+    PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 16), 1, 1000);
     dims := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(c.kinds -> 'matryoshka'::text -> 'dims'::text)::integer
                   ORDER BY 1);
     m := coalesce(prefix, dims[1]);
@@ -842,7 +846,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'use search_knn for this query, or a larger prefix';
     END IF;
-    n := k * coalesce(oversample, 8);
+    n := k * coalesce(oversample, 16);
     saved := pgembed.hnsw_begin(ef_search, iterative_scan, n);
     -- Stage 1 uses the prefix index expression verbatim (cosine, like the index);
     -- stage 2 reranks the candidates on the full vector with the collection's distance.
@@ -860,7 +864,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION pgembed.search_funnel(text, @extschema:vector@.vector, integer, integer, integer, integer, text, double precision) IS
-    'Matryoshka funnel: HNSW on the prefix index subvector(embedding, 1, prefix) (cosine, k*oversample candidates; prefix defaults to the smallest configured, oversample to 8), then exact full-dimension rerank; top-k (id, score) best first, score as in search_knn. target_recall (0 < t <= 1): prefix and oversample from the cheapest calibrated setting meeting it, never a weak prefix unless given (pgembed.calibrated_setting; explicit options win; no calibration: the defaults).';
+    'Matryoshka funnel: HNSW on the prefix index subvector(embedding, 1, prefix) (cosine, k*oversample candidates; prefix defaults to the smallest configured, oversample to 16), then exact full-dimension rerank; top-k (id, score) best first, score as in search_knn. target_recall (0 < t <= 1): prefix and oversample from the cheapest calibrated setting meeting it, never a weak prefix unless given (pgembed.calibrated_setting; explicit options win; no calibration: the defaults).';
 
 CREATE OR REPLACE FUNCTION pgembed.search_binary(
     collection text, q @extschema:vector@.vector, k integer DEFAULT 10, oversample integer DEFAULT NULL,
@@ -899,8 +903,8 @@ BEGIN
         oversample := coalesce(oversample, (cal ->> 'oversample'::text)::integer);
         probes := coalesce(probes, (cal ->> 'probes'::text)::integer);
     END IF;
-    PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 10), 1, 1000);
-    n := k * coalesce(oversample, 10);
+    PERFORM pgembed.check_range('oversample'::text, coalesce(oversample, 20), 1, 1000);
+    n := k * coalesce(oversample, 20);
     bits := coalesce((b ->> 'bits'::text)::integer, 1);
     keep := coalesce(rescore, greatest(k, n / 2));
     IF bits > 1 THEN
@@ -952,7 +956,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION pgembed.search_binary(text, @extschema:vector@.vector, integer, integer, integer, integer, text, integer, double precision) IS
-    'Binary search: Hamming ANN on binary_quantize(embedding) (k*oversample candidates, oversample default 10) through the collection''s HNSW index (ef_search) or IVFFlat index (probes, default ceil(sqrt(lists))); with b > 1 stored bits, keep `rescore` (default max(k, k*oversample/2)) by pgembed.residual_similarity of the query''s own residual levels; then exact full-dimension rerank. Top-k (id, score) best first, score as in search_knn. target_recall (0 < t <= 1): oversample (and probes) from the cheapest calibrated setting meeting it (pgembed.calibrated_setting; explicit options win; no calibration: the defaults).';
+    'Binary search: Hamming ANN on binary_quantize(embedding) (k*oversample candidates, oversample default 20) through the collection''s HNSW index (ef_search) or IVFFlat index (probes, default ceil(sqrt(lists))); with b > 1 stored bits, keep `rescore` (default max(k, k*oversample/2)) by pgembed.residual_similarity of the query''s own residual levels; then exact full-dimension rerank. Top-k (id, score) best first, score as in search_knn. target_recall (0 < t <= 1): oversample (and probes) from the cheapest calibrated setting meeting it (pgembed.calibrated_setting; explicit options win; no calibration: the defaults).';
 
 CREATE OR REPLACE FUNCTION pgembed.search_multivector(
     collection text, q @extschema:vector@.vector[], k integer DEFAULT 10, candidates integer DEFAULT NULL,
