@@ -442,7 +442,7 @@ def test_db_status_says_which_maxsim_runs(built: Path, fresh_db: Engine) -> None
     assert status().startswith("maxsim: none")
     with _scoring_mode("auto"):
         migrate.upgrade(fresh_db)
-    assert status().startswith("maxsim: C (pgembed_scoring 0.1.0, ")
+    assert status().startswith(f"maxsim: C (pgembed_scoring {scoring.EXTENSION_VERSION}, ")
     with _scoring_mode("sql"):
         migrate.upgrade(fresh_db)
     assert status() == "maxsim: SQL"
@@ -480,7 +480,7 @@ def test_no_compiler_falls_back_with_one_line_notice_then_builds(fresh_home: Pat
     assert out.stdout.strip() == f"pgembed schema at {migrate.head()}"
     assert out.stderr.splitlines() == [
         "pgembed: warning: the scoring extension could not be built (no C compiler (cc or gcc) "
-        "on PATH); MaxSim runs in SQL, which is slower"
+        "on PATH); scoring (MaxSim, residual codes, query FDE) runs in SQL, which is slower"
     ]
     assert not scoring.is_built(fresh_home)
     status = pgembed("db", "status", path=str(no_tools)).stdout
