@@ -28,3 +28,7 @@ CREATE FUNCTION pgembed_scoring.fde_query(
 
 COMMENT ON FUNCTION pgembed_scoring.fde_query(@extschema:vector@.vector[], integer, integer, integer, integer, real[], integer[], real[], integer[], real[]) IS
     'Query FDE (MUVERA) of token vectors q from an FDE config''s matrices (the columns of pgembed.fde_configs: simhash (R, d, k), ams_index/ams_sign (R, d) or NULL for identity, final_index/final_sign or NULL for none), in C: SimHash Gray-code partitions, tokens summed per block, AMS projection, optional final count sketch. NULL q: NULL; bad lengths, NULL elements or out-of-range indices: error.';
+
+-- pgembed.fde_query (PL/pgSQL, wired) calls pgembed_scoring.fde_query by name, so every role
+-- that may search needs the schema; its functions are pure computations, EXECUTE is PUBLIC.
+GRANT USAGE ON SCHEMA pgembed_scoring TO PUBLIC;

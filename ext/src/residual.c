@@ -12,8 +12,9 @@
  *   level j of doc being its bits j*len .. (j+1)*len - 1 (len = the query levels' length):
  *   pgembed's SQL residual_similarity, which search_binary calls once per candidate.
  *
- * The SQL residual_similarity turns malformed input into NULL terms or pgvector's raw
- * error; this one says what is wrong: NULL levels or scales, levels of different lengths,
+ * The arithmetic is PostgreSQL's float8 operators (float8_mul, float8_pl), so overflow and
+ * underflow raise the errors the SQL version raises. The SQL residual_similarity turns
+ * malformed input into NULL terms or pgvector's raw error; this one says what is wrong: NULL levels or scales, levels of different lengths,
  * fewer scales than levels, a document shorter than its levels, or arrays of more than
  * one dimension. On well-formed input both give the same number (the float8 sum in
  * another order).
@@ -275,7 +276,9 @@ pgembed_scoring_residual_similarity(PG_FUNCTION_ARGS)
 			double		si = DatumGetFloat8(scale_datums[i]);
 			int64		h = hamming(levels[i], slice, nbytes);
 
-			sum += si * sj * ((double) len - 2.0 * (double) h);
+			/* float8 operators with their range errors, as the SQL expression */
+			sum = float8_pl(sum, float8_mul(float8_mul(si, sj),
+											(double) len - 2.0 * (double) h));
 		}
 	}
 	pfree(slice);
