@@ -35,7 +35,7 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -397,12 +397,14 @@ def wire_c(conn: Connection) -> None:
     install_sql(conn, _WIRING_SQL)
 
 
-def sql_script() -> str:
-    """The SQL definitions of the functions of :data:`WIRED`, with their comments, from
-    :data:`_SQL_SCRIPT`."""
+def sql_script(names: Collection[str] | None = None) -> str:
+    """The SQL definitions of the functions of :data:`WIRED` (or those of them in ``names``),
+    with their comments, from :data:`_SQL_SCRIPT`."""
     text = resources.files("pgembed").joinpath("sql", _SQL_SCRIPT).read_text("utf-8")
     parts: list[str] = []
     for w in WIRED:
+        if names is not None and w.name not in names:
+            continue
         found = w.pattern().findall(text)
         if len(found) != w.overloads:
             raise PgembedError(

@@ -50,16 +50,14 @@ typedef struct VectorHeader
 #define FDE_ERROR(code, ...) \
 	ereport(ERROR, (errcode(code), errmsg("pgembed_scoring.fde_query: " __VA_ARGS__)))
 
-/* the n elements of a one-dimensional array of elemtype without NULLs, or NULL for SQL NULL */
-static Datum *
+/*
+ * The elements of a one-dimensional real[] or integer[] argument (4 bytes each, elemtype)
+ * in place, checked to be `want` long without NULLs; NULL for an SQL NULL.
+ */
+static const void *
 plain_array(FunctionCallInfo fcinfo, int argno, Oid elemtype, const char *name, int64 want)
 {
 	ArrayType  *arr;
-	Datum	   *elems;
-	bool	   *nulls;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
 	int			n,
 				i;
 
@@ -70,18 +68,38 @@ plain_array(FunctionCallInfo fcinfo, int argno, Oid elemtype, const char *name, 
 		FDE_ERROR(ERRCODE_DATATYPE_MISMATCH, "%s has the wrong element type", name);
 	if (ARR_NDIM(arr) > 1)
 		FDE_ERROR(ERRCODE_ARRAY_SUBSCRIPT_ERROR, "%s must be a one-dimensional array", name);
-	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-	deconstruct_array(arr, elemtype, typlen, typbyval, typalign, &elems, &nulls, &n);
+	n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
 	if (n != want)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("pgembed_scoring.fde_query: %s has %d elements; the config needs %lld",
 						name, n, (long long) want),
 				 errhint("pass the arrays of one row of pgembed.fde_configs")));
-	for (i = 0; i < n; i++)
-		if (nulls[i])
-			FDE_ERROR(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s element %d is NULL", name, i + 1);
-	return elems;
+	if (ARR_HASNULL(arr))
+		for (i = 0; i < n; i++)
+			if (!(ARR_NULLBITMAP(arr)[i / 8] & (1 << (i % 8))))	/* bit clear: NULL */
+				FDE_ERROR(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s element %d is NULL", name, i + 1);
+	/* no NULLs: n packed 4-byte values (after a null bitmap, if it has one: ARR_DATA_PTR) */
+	return (const char *) arr + (ARR_HASNULL(arr) ? (Size) arr->dataoffset :
+								 ARR_OVERHEAD_NONULLS(ARR_NDIM(arr)));
+}
+
+/* <a, b> over n floats in float4, eight partial sums (which the compiler vectorizes) */
+static inline float
+dot4(const float *a, const float *b, int n)
+{
+	float		acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	float		sum;
+	int			j = 0,
+				l;
+
+	for (; j + 8 <= n; j += 8)
+		for (l = 0; l < 8; l++)
+			acc[l] += a[j + l] * b[j + l];
+	sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j < n; j++)
+		sum += a[j] * b[j];
+	return sum;
 }
 
 static int32
@@ -165,15 +183,13 @@ pgembed_scoring_fde_query(PG_FUNCTION_ARGS)
 				i,
 				j;
 	int64		inter;
-	Datum	   *simhash,
-			   *ams_index,
-			   *ams_sign,
-			   *final_index,
+	const float *simhash,
+			   *ams_s,
 			   *final_sign;
-	float	   *sh,
+	const int32 *ams_t,
+			   *final_index;
+	float	   *sh = NULL,
 			   *blocks;
-	int		   *ams_t = NULL;
-	float	   *ams_s = NULL;
 	bool	   *filled;
 	double	   *out;
 	float	   *proj;
@@ -200,9 +216,9 @@ pgembed_scoring_fde_query(PG_FUNCTION_ARGS)
 		FDE_ERROR(ERRCODE_NULL_VALUE_NOT_ALLOWED, "simhash is NULL with %d SimHash projections", k);
 	if (PG_ARGISNULL(6) != PG_ARGISNULL(7))
 		FDE_ERROR(ERRCODE_INVALID_PARAMETER_VALUE, "ams_index and ams_sign must both be given or both NULL");
-	ams_index = plain_array(fcinfo, 6, INT4OID, "ams_index", (int64) r * d);
-	ams_sign = plain_array(fcinfo, 7, FLOAT4OID, "ams_sign", (int64) r * d);
-	if (ams_index == NULL && dp != d)
+	ams_t = plain_array(fcinfo, 6, INT4OID, "ams_index", (int64) r * d);
+	ams_s = plain_array(fcinfo, 7, FLOAT4OID, "ams_sign", (int64) r * d);
+	if (ams_t == NULL && dp != d)
 		FDE_ERROR(ERRCODE_INVALID_PARAMETER_VALUE,
 				  "without an AMS sketch projection_dimension must equal the token dimension %d, got %d",
 				  d, dp);
@@ -215,27 +231,20 @@ pgembed_scoring_fde_query(PG_FUNCTION_ARGS)
 				  "without a final projection output_dimension must be %lld (repetitions x partitions x projection_dimension), got %d",
 				  (long long) inter, dout);
 
+	/* simhash (R, d, k) transposed to (R, k, d): each SimHash dot product is contiguous */
 	if (simhash != NULL)
 	{
 		sh = palloc(sizeof(float) * (Size) r * d * k);
-		for (i = 0; i < r * d * k; i++)
-			sh[i] = DatumGetFloat4(simhash[i]);
+		for (rep = 0; rep < r; rep++)
+			for (j = 0; j < d; j++)
+				for (i = 0; i < k; i++)
+					sh[((Size) rep * k + i) * d + j] = simhash[((Size) rep * d + j) * k + i];
 	}
-	else
-		sh = NULL;
-	if (ams_index != NULL)
-	{
-		ams_t = palloc(sizeof(int) * (Size) r * d);
-		ams_s = palloc(sizeof(float) * (Size) r * d);
+	if (ams_t != NULL)
 		for (i = 0; i < r * d; i++)
-		{
-			ams_t[i] = DatumGetInt32(ams_index[i]);
-			ams_s[i] = DatumGetFloat4(ams_sign[i]);
 			if (ams_t[i] < 0 || ams_t[i] >= dp)
 				FDE_ERROR(ERRCODE_INVALID_PARAMETER_VALUE,
 						  "ams_index element %d is %d, outside 0..%d", i + 1, ams_t[i], dp - 1);
-		}
-	}
 
 	/* 1-2: every token into its block of every repetition */
 	blocks = palloc0(sizeof(float) * (Size) r * nb * d);
@@ -253,14 +262,7 @@ pgembed_scoring_fde_query(PG_FUNCTION_ARGS)
 			float	   *blk;
 
 			for (b = 0; b < k; b++)
-			{
-				const float *col = sh + (Size) rep * d * k + b;
-				float		dot = 0.0f;
-
-				for (j = 0; j < d; j++)
-					dot += x[j] * col[(Size) j * k];
-				code = (code << 1) | (dot > 0.0f);
-			}
+				code = (code << 1) | (dot4(x, sh + ((Size) rep * k + b) * d, d) > 0.0f);
 			/* Gray decode: p's bit j (from the top) is the xor of code's bits 0..j */
 			p = code;
 			for (b = 1; b < k; b <<= 1)
@@ -268,13 +270,13 @@ pgembed_scoring_fde_query(PG_FUNCTION_ARGS)
 			blk = blocks + ((Size) rep * nb + p) * d;
 			filled[rep * nb + p] = true;
 			for (j = 0; j < d; j++)
-			{
 				blk[j] += x[j];
-				if (unlikely(isinf(blk[j])))
-					float_overflow_error();
-			}
 		}
 	}
+	/* pgvector's sum(vector) raises on overflow; an infinite sum stays non-finite */
+	for (i = 0; i < r * nb * d; i++)
+		if (unlikely(!isfinite(blocks[i])))
+			float_overflow_error();
 
 	/* 3-4: project each filled block, place it (or count-sketch it) in the output */
 	out = palloc0(sizeof(double) * dout);
@@ -303,13 +305,13 @@ pgembed_scoring_fde_query(PG_FUNCTION_ARGS)
 			{
 				if (final_index != NULL)
 				{
-					int32		at = DatumGetInt32(final_index[base + t]);
+					int32		at = final_index[base + t];
 
 					if (at < 0 || at >= dout)
 						FDE_ERROR(ERRCODE_INVALID_PARAMETER_VALUE,
 								  "final_index element %lld is %d, outside 0..%d",
 								  (long long) (base + t + 1), at, dout - 1);
-					out[at] += (double) DatumGetFloat4(final_sign[base + t]) * (double) proj[t];
+					out[at] += (double) final_sign[base + t] * (double) proj[t];
 				}
 				else
 					out[base + t] = (double) proj[t];
