@@ -288,27 +288,44 @@ def end_to_end(engine: sa.Engine, data: dict[str, Any], repeats: int) -> dict[st
         "binary": (sa.text(bin_sql), [{"q": _vec(q)} for q in queries], exact_bin, ("sql", "c")),
         "multivector": (sa.text(mv_sql), [{"q": to_array(q)} for q in mqs], exact_mv, WIRINGS),
     }
-    best: dict[str, dict[str, float]] = {}
+    # The machine is shared, so the wirings take turns on small chunks of queries; each
+    # chunk's figure is its best of `repeats` rounds, and a way's total is its chunks' sum.
+    chunk = 5
+    best: dict[tuple[str, int], dict[str, float]] = {}
     hits: dict[str, dict[str, list[list[tuple[int, float]]]]] = {}
-    with engine.connect() as conn:
-        for _ in tqdm(range(repeats), desc="end to end"):
-            for search, (stmt, params, _, ways) in searches.items():
-                for way in ways:
-                    with conn.begin():
-                        set_wiring(conn, way)
-                    with conn.begin():
-                        conn.execute(stmt, params[0]).all()  # warm: plans and caches
-                    t0 = time.perf_counter()
-                    got = []
-                    for p in params:
+    rounds = sum(-(-len(params) // chunk) for _, params, _, _ in searches.values()) * repeats
+    with engine.connect() as conn, tqdm(total=rounds, desc="end to end") as bar:
+        for search, (stmt, params, _, ways) in searches.items():
+            for start in range(0, len(params), chunk):
+                part = params[start : start + chunk]
+                for _ in range(repeats):
+                    for way in ways:
                         with conn.begin():
-                            got.append([(int(i), float(s)) for i, s in conn.execute(stmt, p).all()])
-                    dt = (time.perf_counter() - t0) * 1e3 / len(params)
-                    mine = best.setdefault(search, {})
-                    mine[way] = min(mine.get(way, float("inf")), dt)
-                    hits.setdefault(search, {})[way] = got
+                            set_wiring(conn, way)
+                        with conn.begin():
+                            conn.execute(stmt, part[0]).all()  # warm: plans and caches
+                        t0 = time.perf_counter()
+                        got = []
+                        for p in part:
+                            with conn.begin():
+                                rows = conn.execute(stmt, p).all()
+                            got.append([(int(i), float(s)) for i, s in rows])
+                        dt = time.perf_counter() - t0
+                        mine = best.setdefault((search, start), {})
+                        mine[way] = min(mine.get(way, float("inf")), dt)
+                        seen = hits.setdefault(search, {}).setdefault(way, [])
+                        if len(seen) == start:
+                            seen.extend(got)
+                    bar.update(1)
         with conn.begin():
             set_wiring(conn, "sql")
+    per_query = {
+        search: {
+            way: sum(t[way] for (s, _), t in best.items() if s == search) * 1e3 / len(params)
+            for way in ways
+        }
+        for search, (_, params, _, ways) in searches.items()
+    }
     out: dict[str, Any] = {}
     for search, (_, _, exact, ways) in searches.items():
         ref = hits[search]["sql"]
@@ -320,15 +337,155 @@ def end_to_end(engine: sa.Engine, data: dict[str, Any], repeats: int) -> dict[st
         recall = float(
             np.mean([len(e & {i for i, _ in h}) / 10 for e, h in zip(exact, ref, strict=True)])
         )
+        ms = per_query[search]
         for way in ways:
-            out[f"e2e_{search}_{way}_ms"] = round(best[search][way], 2)
-        out[f"e2e_{search}_speedup"] = round(best[search]["sql"] / best[search]["c"], 2)
+            out[f"e2e_{search}_{way}_ms"] = round(ms[way], 2)
+        out[f"e2e_{search}_speedup"] = round(ms["sql"] / ms["c"], 2)
         if "c_maxsim" in ways:
-            out[f"e2e_{search}_speedup_over_c_maxsim"] = round(
-                best[search]["c_maxsim"] / best[search]["c"], 2
-            )
+            out[f"e2e_{search}_speedup_over_c_maxsim"] = round(ms["c_maxsim"] / ms["c"], 2)
         out[f"e2e_{search}_recall_at_10"] = round(recall, 3)
     return out
+
+
+def profile(engine: sa.Engine, data: dict[str, Any]) -> dict[str, Any]:
+    """Where each search's time goes, per wiring: pg_stat_user_functions (track_functions =
+    all) over one pass of the queries, each pgembed function's total ms per query (a
+    function's total includes the pgembed functions it calls; the searches' own statements,
+    HNSW included, count in their self time)."""
+    to_array = VectorArray().bind_processor(None)
+    searches = {
+        "binary": (
+            "SELECT count(*) FROM pgembed.search_binary('bench_bin', CAST(:q AS vector), 10)",
+            [{"q": _vec(q)} for q in data["queries"]], ("sql", "c"),
+        ),
+        "multivector": (
+            "SELECT count(*) FROM pgembed.search_multivector('bench_mv', "
+            "CAST(:q AS vector[]), 10)",
+            [{"q": to_array(q)} for q in data["mv_queries"]], WIRINGS,
+        ),
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    with engine.connect() as conn:
+        for search, (sql, params, ways) in searches.items():
+            for way in ways:
+                with conn.begin():
+                    set_wiring(conn, way)
+                conn.execute(sa.text(sql), params[0]).scalar()  # warm
+                conn.commit()
+                conn.execute(sa.text("SELECT pg_stat_reset()"))
+                conn.execute(sa.text("SET track_functions = 'all'"))
+                conn.commit()
+                for p in params:
+                    conn.execute(sa.text(sql), p).scalar()
+                    conn.commit()
+                conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+                conn.commit()
+                conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT funcname, total_time, self_time FROM pg_stat_user_functions "
+                        "WHERE schemaname = 'pgembed' AND total_time > 0.05 * :n "
+                        "ORDER BY total_time DESC"
+                    ),
+                    {"n": len(params)},
+                ).all()
+                conn.execute(sa.text("RESET track_functions"))
+                conn.commit()
+                out[f"profile_{search}_{way}_ms"] = {
+                    str(f): round(float(total) / len(params), 2) for f, total, _ in rows
+                }
+        with conn.begin():
+            set_wiring(conn, "sql")
+    return out
+
+
+def _runner(conn: sa.Connection, stmt: Any, params: dict[str, Any]) -> Callable[[], Any]:
+    return lambda: conn.execute(stmt, params).scalar()
+
+
+# --- BM25: where search_bm25's time goes ------------------------------------------------------
+
+
+def bm25_breakdown(engine: sa.Engine, n_docs: int, n_queries: int, repeats: int) -> dict[str, Any]:
+    """search_bm25 top-10 against two statements over the same candidates: the GIN match alone
+    (``count(*) WHERE lexemes @@ q``) and the match plus the ts_rank calls search_bm25 makes
+    per candidate (one per query lexeme, two for the length). What is left is executor work
+    on expressions (arrays, array_position, the BM25 arithmetic, the sort): the part a C
+    accumulator could remove. Synthetic documents of 20-80 words drawn by frequency from the
+    Wikipedia sample's vocabulary, queries of 4-8 words cut from documents."""
+    import re
+
+    from pgembed import corpus
+
+    words: dict[str, int] = {}
+    for passage in corpus.wikipedia().passages:
+        for w in re.findall(r"[a-z]+", passage.text.lower()):
+            words[w] = words.get(w, 0) + 1
+    vocab = np.array(sorted(words))
+    p = np.array([words[w] for w in vocab], dtype=np.float64)
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(20, 81, n_docs)
+    flat = rng.choice(len(vocab), size=int(lengths.sum()), p=p / p.sum())
+    texts = [" ".join(x) for x in np.split(vocab[flat], np.cumsum(lengths)[:-1])]
+    rec = EncoderRecord(name="bench-bm25", fingerprint="bench-bm25", dim=8, max_length=64)
+    # the lexical kind lives beside a vector kind: a small random one here
+    spec, _ = declare.spec_for("bench_lex", rec, ("single", "lexical"), None, None)
+    with engine.begin() as conn:
+        declare.declare_spec(conn, spec, rec, None)
+    for start in tqdm(range(0, n_docs, 5000), desc="load lexical", unit="batch"):
+        with engine.begin() as conn:
+            part = texts[start : start + 5000]
+            ids = np.arange(start, start + len(part), dtype=np.int64)
+            vecs = _unit(rng.normal(size=(len(part), 8)))
+            ingest.write(conn, spec, ingest.Rows(ids=ids, texts=part, embedding=vecs))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE bench_lex"))
+    queries = []
+    for i in rng.choice(n_docs, n_queries, replace=False):
+        w = texts[i].split()
+        start = int(rng.integers(0, len(w) - 8))
+        queries.append(" ".join(w[start : start + int(rng.integers(4, 9))]))
+    lexemes = (
+        'SELECT array_agg(u.lexeme ORDER BY u.lexeme COLLATE "C") '
+        "FROM unnest(to_tsvector('english', CAST(:q AS text))) AS u"
+    )
+    tq = (
+        "(SELECT string_agg(array_to_tsvector(ARRAY[l])::text, ' | ')::tsquery "
+        "FROM unnest(CAST(:lex AS text[])) AS l)"
+    )
+    bm25 = sa.text("SELECT count(*) FROM pgembed.search_bm25('bench_lex', :q, 10)")
+    match = sa.text(f"SELECT count(*) FROM bench_lex AS r WHERE r.lexemes @@ {tq}")
+    best = {"bm25": 0.0, "match": 0.0, "ts_rank": 0.0}
+    candidates = []
+    with engine.connect() as conn:
+        for q in tqdm(queries, desc="bm25 breakdown"):
+            lex = conn.execute(sa.text(lexemes), {"q": q}).scalar_one()
+            # one ts_rank per query lexeme and two for the length, as search_bm25 computes
+            ranks = " + ".join(
+                [f"ts_rank(r.lexemes, array_to_tsvector(ARRAY[(CAST(:lex AS text[]))[{i}]])"
+                 f"::text::tsquery)" for i in range(1, len(lex) + 1)]
+                + [f"ts_rank(r.lexemes, {tq}, 0)", f"ts_rank(r.lexemes, {tq}, 2)"]
+            )  # fmt: skip
+            ranked = sa.text(f"SELECT sum({ranks}) FROM bench_lex AS r WHERE r.lexemes @@ {tq}")
+            for key, stmt, params in (
+                ("bm25", bm25, {"q": q}),
+                ("match", match, {"lex": lex}),
+                ("ts_rank", ranked, {"lex": lex}),
+            ):
+                conn.execute(stmt, params).scalar()  # warm
+                t, _ = _best(_runner(conn, stmt, params), repeats)
+                best[key] += t * 1e3 / len(queries)
+            candidates.append(int(conn.execute(match, {"lex": lex}).scalar_one()))
+            conn.rollback()
+    return {
+        "bm25_docs": n_docs,
+        "bm25_queries": n_queries,
+        "bm25_median_candidates": int(np.median(candidates)),
+        "bm25_ms": round(best["bm25"], 2),
+        "bm25_match_only_ms": round(best["match"], 2),
+        "bm25_match_and_ts_rank_ms": round(best["ts_rank"], 2),
+        "bm25_executor_share": round(1 - best["ts_rank"] / best["bm25"], 2),
+    }
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -375,6 +532,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--url", default=None, help="server URL (default: the embedded server)")
+    ap.add_argument(
+        "--bm25-docs", type=int, default=20000, help="lexical rows for the BM25 breakdown (0: skip)"
+    )
     ap.add_argument("--png", default=str(ROOT / "docs" / "scoring.png"))
     args = ap.parse_args()
 
@@ -400,6 +560,9 @@ def main() -> None:
         coll = load(engine, data)
         timings = per_function(engine, data, coll, args.repeats)
         e2e = end_to_end(engine, data, args.repeats)
+        e2e.update(profile(engine, data))
+        if args.bm25_docs:
+            e2e.update(bm25_breakdown(engine, args.bm25_docs, args.queries, args.repeats))
         with engine.connect() as conn:
             scoring.wire_c(conn)
             kernel = conn.execute(sa.text("SELECT pgembed_scoring.kernel()")).scalar()
