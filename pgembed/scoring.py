@@ -461,9 +461,10 @@ def active(conn: Connection) -> str:
     """Which MaxSim ``pgembed.maxsim`` runs, in words."""
     import sqlalchemy as sa
 
-    if not _defined(conn):
+    c = in_c(conn)
+    if "maxsim" not in c:
         return "none (pgembed's schema is not installed; run `pgembed db upgrade`)"
-    if not in_c(conn).get("maxsim"):
+    if not c["maxsim"]:
         return "SQL"
     row = conn.execute(
         sa.text("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = :n"),
