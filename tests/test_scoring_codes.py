@@ -387,3 +387,18 @@ def test_extension_0_1_0_is_updated_and_wired(built: Path, make_database: MakeDa
         ]  # fmt: skip
     finally:
         eng.dispose()
+
+
+def test_wiring_file_and_sql_script_cover_exactly_the_wired_functions() -> None:
+    """scoring_wiring.sql replaces each overload of WIRED, and the one schema script named by
+    pgembed.scoring holds each one's SQL definition, which unwiring restores."""
+    from importlib import resources
+
+    wiring = resources.files("pgembed").joinpath("sql", "scoring_wiring.sql").read_text()
+    for w in scoring.WIRED:
+        assert len(w.pattern().findall(wiring)) == w.overloads, w
+        alone = scoring.sql_script([w.name])
+        assert len(w.pattern().findall(alone)) == w.overloads, w
+        assert "pgembed_scoring" not in alone  # the SQL versions, not the C ones
+    everything = scoring.sql_script()
+    assert everything.count("CREATE OR REPLACE FUNCTION") == sum(w.overloads for w in scoring.WIRED)
