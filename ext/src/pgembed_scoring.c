@@ -10,7 +10,7 @@
 #include "pgembed_scoring.h"
 
 #ifdef PG_MODULE_MAGIC_EXT
-PG_MODULE_MAGIC_EXT(.name = "pgembed_scoring",.version = "0.1.0");
+PG_MODULE_MAGIC_EXT(.name = "pgembed_scoring",.version = "0.2.0");
 #else
 PG_MODULE_MAGIC;
 #endif
