@@ -369,3 +369,27 @@ def test_calibration_on_query_vectors(vec: Collection, cal: calibration.Calibrat
     with pytest.raises(CollectionError, match=r"\(n, 32\) array"):
         vec.calibrate(queries=fresh[0], strategies=["knn"], progress=False)
     vec.calibrate(sample=40, k=10, seed=3, progress=False, strategies=["knn"])  # as before
+
+
+def test_binary_under_ivfflat_calibrates_probes(engine: Engine, tiny_encoder: Any) -> None:
+    c = Collection(engine, "calib ivf", tiny_encoder, kinds=("binary",), text_column=None,
+                   index=IndexParams(binary="ivfflat", lists=16))  # fmt: skip
+    c.create()
+    try:
+        x = _clustered(1500, 6)
+        c.add([str(i) for i in range(1500)], ids=range(1500), vectors=x, progress=False)
+        c.reindex()
+        cal = c.calibrate(sample=20, k=10, progress=False, strategies=["binary"])
+        settings = [m.setting for m in cal.measured]
+        assert {s["probes"] for s in settings} == {1, 4, 8, 16}  # 1, sqrt, 2 sqrt, lists
+        assert {s["oversample"] for s in settings} == {1, 2, 4, 10, 20, 40}
+        by = {(s["oversample"], s["probes"]): m.recall for s, m in zip(settings, cal.measured,
+                                                                        strict=True)}  # fmt: skip
+        assert by[(40, 16)] >= by[(1, 1)]
+        want = _cheapest(c, "binary", 0.8)
+        q = x[5]
+        assert c.search(q, strategy="binary", target_recall=0.8) == c.search(
+            q, strategy="binary", **want
+        )
+    finally:
+        c.drop(force=True)
