@@ -1,0 +1,553 @@
+"""Sharded collections: one collection over several servers (postgres_fdw for plain SQL).
+
+Each shard is an ordinary pgembed collection, created through the normal path with every
+index. The coordinator records the declaration and the shard list (``pgembed.shards``) and
+holds a partitioned parent table, hash on id, over postgres_fdw foreign tables, so plain SQL
+on the coordinator sees every row. Rows go to the shard of their hash partition (PostgreSQL's
+own ``satisfies_hash_partition``), so the parent and the shards always agree.
+
+Searches fan out from Python: every shard runs the strategy's own SQL function with k,
+oversample and ef_search as bound arguments (session settings do not travel over
+postgres_fdw), all shards at once, each under its own statement timeout; the coordinator
+merges by score. Every strategy's score is its exact rerank score, so the merge is exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from pgembed import strategies
+from pgembed.db import _safe, error_for
+from pgembed.errors import (
+    CollectionError,
+    ConfigError,
+    InputError,
+    MigrationError,
+    ShardError,
+    UnknownCollectionError,
+)
+from pgembed.storage import ingest
+from pgembed.storage import schema as sch
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from pgembed.encoders import Encoder
+    from pgembed.pipeline import Collection
+
+DEFAULT_TIMEOUT_MS = 30_000
+"""Statement timeout of one shard's part of a search (ms)."""
+CONNECT_TIMEOUT_S = 10
+
+
+def mask(url: str) -> str:
+    """A shard URL as errors and logs show it: never its password."""
+    return _safe(url)
+
+
+class Hits(list[tuple[int, float]]):
+    """Top-k ``(id, score)`` of a sharded search, best first; ``partial`` when shards were
+    missing (only with ``allow_partial=True``), ``missing`` names them (URLs masked)."""
+
+    partial: bool = False
+    missing: tuple[str, ...] = ()
+
+
+@dataclass
+class Shard:
+    position: int
+    """Hash partition remainder of the rows this shard holds."""
+    url: str
+    engine: Engine
+
+    @property
+    def label(self) -> str:
+        return f"shard {self.position} ({mask(self.url)})"
+
+
+def _engine(url: str) -> Engine:
+    from pgembed.db import normalize_url
+
+    return sa.create_engine(
+        normalize_url(url), connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, pool_pre_ping=True
+    )
+
+
+def _why(exc: BaseException) -> str:
+    """One line about a shard's failure, without URLs (the caller names the shard)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        err = error_for(exc)
+        text = str(err) if err is not None else str(exc.orig or exc)
+    else:
+        text = str(exc)
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _fan_out(shards: Sequence[Shard], fn: Any) -> tuple[list[Any], dict[int, BaseException]]:
+    """``fn(shard)`` on every shard at once; results by position, and the failures."""
+    results: list[Any] = [None] * len(shards)
+    failed: dict[int, BaseException] = {}
+    with ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="pgembed shard") as ex:
+        futures = [ex.submit(fn, s) for s in shards]
+        for s, fut in zip(shards, futures, strict=True):
+            try:
+                results[s.position] = fut.result()
+            except Exception as exc:  # reported per shard by the caller
+                failed[s.position] = exc
+    return results, failed
+
+
+class ShardedCollection:
+    """A collection spread over ``shards`` (database URLs), coordinated from ``engine``.
+
+    >>> coll = ShardedCollection(engine, "docs", enc, shards=[url1, url2], kinds=("single",))
+    >>> coll.create(); coll.add(texts, ids=range(len(texts)))
+    >>> coll.search("a query", k=10)            # every shard at once, merged by score
+
+    The declaration keywords are those of :class:`pgembed.Collection`; every shard gets the
+    same declaration. Every database (coordinator and shards) must be migrated to the same
+    pgembed revision; ``pgembed db upgrade`` on the coordinator upgrades its shards too.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        encoder: Encoder,
+        *,
+        shards: Sequence[str],
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        **declaration: Any,
+    ) -> None:
+        from pgembed.pipeline import Collection
+
+        urls = list(shards) if not isinstance(shards, str) else [shards]
+        if not urls:
+            raise ConfigError("shards= needs at least one database URL")
+        if len(set(urls)) != len(urls):
+            raise ConfigError("shards= names the same database twice; give each shard once")
+        self.engine = engine
+        self.encoder = encoder
+        self.timeout_ms = strategies.check_int("timeout_ms", timeout_ms, 1, 2**31 - 1)
+        self.shards = [Shard(i, u, _engine(u)) for i, u in enumerate(urls)]
+        recorded = declaration.pop("recorded", None)
+        self.parts: list[Collection] = [
+            Collection(s.engine, name, encoder, recorded=recorded, **declaration)
+            for s in self.shards
+        ]
+        self.spec = self.parts[0].spec
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, engine: Engine, name: str, encoder: Encoder | None = None, **kw: Any
+    ) -> ShardedCollection:
+        """A sharded collection recorded on the coordinator ``engine``."""
+        from pgembed.pipeline import Collection
+
+        with engine.connect() as conn:
+            urls = shard_urls(conn, name)
+        first = _engine(urls[0])
+        try:
+            part = Collection.open(first, name, encoder)
+        except Exception as exc:
+            raise ShardError(f"cannot open collection {name!r} on shard 0 ({mask(urls[0])}): "
+                             f"{_why(exc)}") from None  # fmt: skip
+        finally:
+            first.dispose()
+        self = cls(engine, name, part.encoder, shards=urls, recorded=part.spec, **kw)
+        check_versions(engine, self.shards)
+        opened, failed = _fan_out(self.shards, lambda s: Collection.open(s.engine, name, encoder))
+        _raise_failed(self.shards, failed, f"open collection {name!r}")
+        self.parts = opened
+        return self
+
+    def create(self) -> ShardedCollection:
+        """Create the collection on every shard (in parallel) and record it on the coordinator,
+        with its partitioned parent over foreign tables (idempotent)."""
+        check_versions(self.engine, self.shards)
+        _, failed = _fan_out(self.shards, lambda s: self.parts[s.position].create())
+        _raise_failed(self.shards, failed, f"create collection {self.spec.name!r}")
+        with self.engine.begin() as conn:
+            _register(conn, self.spec, self.shards)
+        return self
+
+    def dispose(self) -> None:
+        """Close the shards' connection pools."""
+        for s in self.shards:
+            s.engine.dispose()
+
+    # --- writing ------------------------------------------------------------------------
+
+    def route(self, ids: Sequence[int] | np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+        """For each shard, the positions in ``ids`` of the rows it holds (the coordinator's
+        hash partitioning, asked of PostgreSQL itself)."""
+        arr = ingest.check_ids(ids)
+        n = len(self.shards)
+        with self.engine.connect() as conn:
+            parent = _parent(conn, self.spec.name)
+            rows = conn.execute(
+                sa.text(
+                    "SELECT r, x.at - 1 FROM pg_catalog.unnest(CAST(:ids AS bigint[])) "
+                    "WITH ORDINALITY AS x(id, at), pg_catalog.generate_series(0, :n - 1) AS r "
+                    "WHERE pg_catalog.satisfies_hash_partition(CAST(:parent AS oid), :n, r, x.id)"
+                ),
+                {"ids": arr.tolist(), "n": n, "parent": parent},
+            ).all()
+        at = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        out = [np.sort(at[at[:, 0] == i, 1]) for i in range(n)]
+        assert sum(len(o) for o in out) == len(arr)  # each id in exactly one partition
+        return out
+
+    def add(
+        self,
+        texts: Iterable[str],
+        ids: Iterable[int],
+        *,
+        vectors: Any = None,
+        **options: Any,
+    ) -> int:
+        """Write rows to their shards, all shards at once, each through its own bulk or
+        incremental path (``options`` as :meth:`pgembed.Collection.add`). Returns rows written.
+
+        Re-runs are exact: rows already stored are skipped, the rest are upserted by id. A
+        shard that fails leaves the others' rows committed; the ShardError names it, and
+        the same call run again once it is back writes what it lacks.
+        """
+        text_list = list(texts) if not isinstance(texts, str) else [texts]
+        if ids is None:
+            raise InputError("a sharded collection needs ids= (rows are placed by id hash)")
+        id_arr = ingest.check_ids(list(ids))
+        if len(id_arr) != len(text_list):
+            raise InputError(f"{len(id_arr)} ids for {len(text_list)} texts")
+        routes = self.route(id_arr)
+        pooled, tokens = vectors if isinstance(vectors, tuple) else (vectors, None)
+
+        def write(s: Shard) -> int:
+            at = routes[s.position]
+            if not len(at):
+                return 0
+            given: Any = None
+            if vectors is not None:
+                p = None if pooled is None else np.asarray(pooled)[at]
+                t = None if tokens is None else [tokens[i] for i in at]
+                given = (p, t) if isinstance(vectors, tuple) else p
+            return int(
+                self.parts[s.position].add(
+                    [text_list[i] for i in at], id_arr[at], vectors=given, **options
+                )
+            )
+
+        written, failed = _fan_out(self.shards, write)
+        _raise_failed(
+            self.shards, failed, f"write to {self.spec.name!r}",
+            "; the other shards' rows are committed: run the same add again once the "
+            "shard is back, it writes only what is missing",
+        )  # fmt: skip
+        return sum(written)
+
+    def count(self) -> int:
+        counts, failed = _fan_out(self.shards, lambda s: self.parts[s.position].count())
+        _raise_failed(self.shards, failed, f"count {self.spec.name!r}")
+        return int(sum(counts))
+
+    # --- searching ----------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | Any,
+        k: int = 10,
+        *,
+        strategy: str = "knn",
+        allow_partial: bool = False,
+        **options: Any,
+    ) -> Hits:
+        """Top-k ``(id, score)`` over every shard, best first (options as
+        :meth:`pgembed.Collection.search`; each shard gets them all, ef_search included).
+
+        A shard that is down or runs past the statement timeout raises ShardError naming
+        it; with ``allow_partial=True`` the others' hits come back with ``partial`` set.
+        """
+        from pgembed import sqlfuncs
+
+        plan, opts = strategies.check_search(self.spec, strategy, k, options)
+        if plan.text:
+            raise ConfigError(
+                f"strategy {strategy!r} is not offered on sharded collections yet: BM25 needs "
+                "statistics summed over every shard; use a dense strategy "
+                f"({', '.join(strategies.DENSE)})"
+            )
+        if isinstance(query, str):
+            if plan.tokens:
+                q: Any = self.encoder.encode_tokens([query], "query", progress=False)[0]
+            else:
+                q = self.encoder.encode([query], "query", progress=False)[0]
+        else:
+            q = query
+        q = strategies.check_query(self.spec, plan, q, opts)
+        stmt = sa.select(getattr(sqlfuncs, plan.function)(self.spec.name, q, k=int(k), **opts))
+        timeout = str(self.timeout_ms)
+
+        def ask(s: Shard) -> list[tuple[int, float]]:
+            with s.engine.connect() as conn, conn.begin():
+                conn.execute(
+                    sa.text("SELECT pg_catalog.set_config('statement_timeout', :t, true)"),
+                    {"t": timeout},
+                )
+                return [(int(i), float(sc)) for i, sc in conn.execute(stmt).all()]
+
+        results, failed = _fan_out(self.shards, ask)
+        if failed and not allow_partial:
+            _raise_failed(self.shards, failed, f"search {self.spec.name!r}",
+                          "; or pass allow_partial=True for the other shards' hits, "
+                          "flagged as partial")  # fmt: skip
+        merged = [h for r in results if r is not None for h in r]
+        merged.sort(key=lambda h: (-h[1], h[0]))
+        hits = Hits(merged[: int(k)])
+        if failed:
+            hits.partial = True
+            hits.missing = tuple(self.shards[i].label for i in sorted(failed))
+        return hits
+
+
+# --- coordinator catalog -----------------------------------------------------------------
+
+
+def _require_catalog(conn: Connection) -> None:
+    if conn.execute(sa.text("SELECT to_regclass('pgembed.shards')")).scalar() is None:
+        raise MigrationError(
+            "this database has no catalog of shards (pgembed.shards); run `pgembed db "
+            "upgrade` on the coordinator"
+        )
+
+
+def shard_urls(conn: Connection, name: str) -> list[str]:
+    """The shard URLs of sharded collection ``name``, by position."""
+    _require_catalog(conn)
+    urls = conn.execute(
+        sa.text("SELECT url FROM pgembed.shards WHERE collection = :n ORDER BY position"),
+        {"n": name},
+    ).scalars()
+    out = [str(u) for u in urls]
+    if not out:
+        raise UnknownCollectionError(
+            f"no sharded collection {name!r} is recorded on this coordinator; create it with "
+            "ShardedCollection(engine, name, encoder, shards=[...]).create()"
+        )
+    return out
+
+
+def all_shard_urls(conn: Connection) -> list[str]:
+    """Every shard URL the coordinator records (each once)."""
+    if conn.execute(sa.text("SELECT to_regclass('pgembed.shards')")).scalar() is None:
+        return []
+    rows = conn.execute(sa.text("SELECT DISTINCT url FROM pgembed.shards ORDER BY url"))
+    return [str(u) for u in rows.scalars()]
+
+
+def _parent(conn: Connection, name: str) -> int:
+    _require_catalog(conn)
+    oid = conn.execute(
+        sa.text("SELECT parent FROM pgembed.sharded_collections WHERE name = :n"), {"n": name}
+    ).scalar()
+    if oid is None:
+        raise UnknownCollectionError(
+            f"sharded collection {name!r} is not recorded on this coordinator; create() it"
+        )
+    return int(oid)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """A name part that keeps identifiers under PostgreSQL's 63 bytes."""
+    if len(text.encode()) <= limit:
+        return text
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _server_options(url: str) -> dict[str, str]:
+    """libpq options of a shard's foreign server, from its URL (password excluded)."""
+    from sqlalchemy.engine import make_url
+
+    from pgembed.db import normalize_url
+
+    u = make_url(normalize_url(url))
+    opts = {"dbname": u.database or "postgres"}
+    host = u.query.get("host") or u.host
+    port = u.query.get("port") or u.port
+    if host:
+        opts["host"] = str(host if isinstance(host, str) else host[0])
+    if port:
+        opts["port"] = str(port if isinstance(port, str | int) else port[0])
+    return opts
+
+
+def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard]) -> None:
+    """Record the collection on the coordinator, with its parent over foreign tables."""
+    import json
+
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    from pgembed.db import normalize_url, raw_connection
+
+    _require_catalog(conn)
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.shards'))"))
+    declaration = json.dumps(spec.to_catalog(), sort_keys=True)
+    row = conn.execute(
+        sa.text("SELECT declaration FROM pgembed.sharded_collections WHERE name = :n"),
+        {"n": spec.name},
+    ).first()
+    if row is not None:
+        recorded = shard_urls(conn, spec.name)
+        if json.dumps(row[0], sort_keys=True) != declaration or recorded != [s.url for s in shards]:
+            raise CollectionError(
+                f"sharded collection {spec.name!r} is recorded with another declaration or "
+                "other shards; open it with ShardedCollection.open(engine, name)"
+            )
+        return
+    raw = raw_connection(conn)
+    raw.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
+    table = sch.table(spec, sa.MetaData())
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type.compile(conn.dialect)))
+        for c in table.columns
+    )
+    parent = sql.Identifier(spec.schema, spec.table_name)
+    if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": parent.as_string(raw)}).scalar():
+        raise CollectionError(
+            f"table {spec.schema}.{spec.table_name} exists on the coordinator; the sharded "
+            f"collection {spec.name!r} needs that name for its parent table: drop or rename it"
+        )
+    raw.execute(
+        sql.SQL("CREATE TABLE {} ({}) PARTITION BY HASH ({})").format(
+            parent, cols, sql.Identifier(spec.id_column)
+        )
+    )
+    tag = _short(spec.name)
+    conn.execute(
+        sa.text(
+            "INSERT INTO pgembed.sharded_collections (name, declaration, parent) "
+            "VALUES (:n, CAST(:d AS jsonb), to_regclass(:p)::oid)"
+        ),
+        {"n": spec.name, "d": declaration, "p": parent.as_string(raw)},
+    )
+    for s in shards:
+        server = f"pgembed_{tag}_{s.position}"
+        opts = {**_server_options(s.url), "extensions": "vector", "async_capable": "true"}
+        raw.execute(
+            sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
+                sql.Identifier(server),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(v))
+                    for k, v in opts.items()
+                ),
+            )
+        )
+        u = make_url(normalize_url(s.url))
+        mapping = {"user": u.username or "postgres"}
+        if u.password:
+            mapping["password"] = str(u.password)
+        raw.execute(
+            sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})").format(
+                sql.Identifier(server),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(v))
+                    for k, v in mapping.items()
+                ),
+            )
+        )
+        raw.execute(
+            sql.SQL(
+                "CREATE FOREIGN TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, "
+                "REMAINDER {}) SERVER {} OPTIONS (schema_name {}, table_name {})"
+            ).format(
+                sql.Identifier(spec.schema, f"{_short(spec.table_name)}_shard_{s.position}"),
+                parent,
+                sql.Literal(len(shards)),
+                sql.Literal(s.position),
+                sql.Identifier(server),
+                sql.Literal(spec.schema),
+                sql.Literal(spec.table_name),
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO pgembed.shards (collection, position, url, server) "
+                "VALUES (:c, :p, :u, :s)"
+            ),
+            {"c": spec.name, "p": s.position, "u": s.url, "s": server},
+        )
+
+
+def _raise_failed(
+    shards: Sequence[Shard], failed: dict[int, BaseException], what: str, fix: str = ""
+) -> None:
+    if not failed:
+        return
+    first = min(failed)
+    if len(failed) == 1 and isinstance(failed[first], MigrationError):
+        raise failed[first]
+    named = "; ".join(f"{shards[i].label}: {_why(failed[i])}" for i in sorted(failed))
+    raise ShardError(f"could not {what} on {len(failed)} of {len(shards)} shards: {named}{fix}")
+
+
+# --- versions ----------------------------------------------------------------------------
+
+
+def check_versions(coordinator: Engine, shards: Sequence[Shard]) -> None:
+    """Every shard at the coordinator's pgembed revision, or MigrationError naming it."""
+    from pgembed import migrate
+
+    want = migrate.current(coordinator)
+    revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
+    _raise_failed(shards, failed, "read the pgembed revision")
+    wrong = [f"{s.label} is at {revs[s.position]!r}" for s in shards if revs[s.position] != want]
+    if wrong:
+        raise MigrationError(
+            f"the shards must be at the coordinator's pgembed revision {want!r}, but "
+            f"{'; '.join(wrong)}; run `pgembed db upgrade` on the coordinator, which "
+            "upgrades every shard"
+        )
+
+
+def upgrade_shards(coordinator: Engine, revision: str = "head") -> list[str]:
+    """Upgrade every shard the coordinator records to ``revision``; returns their labels.
+
+    Refuses (MigrationError, before any shard changes) a shard that cannot be reached or is
+    at a revision this pgembed does not know.
+    """
+    from pgembed import migrate
+
+    with coordinator.connect() as conn:
+        urls = all_shard_urls(conn)
+    if not urls:
+        return []
+    shards = [Shard(i, u, _engine(u)) for i, u in enumerate(urls)]
+    try:
+        known = {s.revision for s in migrate.history()}
+        revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
+        _raise_failed(shards, failed, "read the pgembed revision")
+        alien = [f"{s.label} is at {revs[s.position]!r}" for s in shards
+                 if revs[s.position] is not None and revs[s.position] not in known]  # fmt: skip
+        if alien:
+            raise MigrationError(
+                f"cannot upgrade the shards: {'; '.join(alien)}, a revision this pgembed "
+                "does not know (newer?); upgrade pgembed to the shards' version first"
+            )
+        for s in shards:  # one at a time: a failure names its shard, the rest stay as they were
+            try:
+                migrate.upgrade(s.engine, revision)
+            except Exception as exc:
+                raise MigrationError(f"upgrading {s.label} failed: {_why(exc)}") from None
+        return [s.label for s in shards]
+    finally:
+        for s in shards:
+            s.engine.dispose()
