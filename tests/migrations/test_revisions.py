@@ -33,7 +33,10 @@ def test_upgrade_creates_schema_catalog_and_pgvector(empty_engine: Engine) -> No
                 sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'pgembed'")
             ).scalars()
         )
-        assert tables == {"alembic_version", "encoders", "fde_configs", "collections"}
+        assert tables == {
+            "alembic_version", "encoders", "fde_configs", "collections",
+            "sharded_collections", "shards",
+        }  # fmt: skip
         version = conn.execute(
             sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         ).scalar_one()
