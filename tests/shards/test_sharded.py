@@ -110,3 +110,28 @@ def test_open_reads_the_coordinator_catalog(
     coll.add(texts[:50], ids[:50], vectors=vecs[:50])
     assert coll.count() == 50
     coll.dispose()
+
+
+def test_multivector_parity_with_one_server(
+    make_sharded: Any, engine: Engine, tiny_encoder: Any
+) -> None:
+    from pgembed import FDEConfig
+
+    coordinator, urls = make_sharded(3)
+    fde = FDEConfig(dimension=tiny_encoder.dim, num_repetitions=2, num_simhash_projections=2,
+                    projection_dimension=8, seed=3)  # fmt: skip
+    texts = [f"passage {i} about {w}" for i, w in enumerate(["rivers", "storms", "trains"] * 40)]
+    ids = np.arange(len(texts), dtype=np.int64) * 13
+    n = name()
+    coll = ShardedCollection(coordinator, n, tiny_encoder, shards=urls, kinds=("fde",), fde=fde)
+    coll.create().add(texts, ids)
+    ref = Collection(engine, n, tiny_encoder, kinds=("fde",), fde=fde).create()
+    ref.add(texts, ids)
+    # Every row a candidate: exact MaxSim on both sides.
+    opts = {"candidates": 1000, "oversample": 10, "ef_search": 1000}
+    for query in ("storms over rivers", "a train passage"):
+        got = coll.search(query, k=10, strategy="multivector", **opts)
+        want = ref.search(query, k=10, strategy="multivector", **opts)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+    coll.dispose()
