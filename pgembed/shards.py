@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_MS = 30_000
 """Statement timeout of one shard's part of a search (ms)."""
 CONNECT_TIMEOUT_S = 10
+SEARCH_THREADS = 8
+"""Concurrent searches per collection object that each get their own thread per shard."""
 
 
 def mask(url: str) -> str:
@@ -66,17 +68,34 @@ class Shard:
     """Hash partition remainder of the rows this shard holds."""
     url: str
     engine: Engine
+    """Writes and catalog reads: each checkout pings, so a restarted shard is found again."""
+    search_engine: Engine | None = None
+    """Searches: no ping per query (a round trip); a dead connection is retried once."""
+    title: str | None = None
+    """How errors name it, when not ``shard <position>``."""
+
+    @classmethod
+    def at(cls, position: int, url: str) -> Shard:
+        return cls(position, url, _engine(url, ping=True), _engine(url, ping=False))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.search_engine is not None:
+            self.search_engine.dispose()
 
     @property
     def label(self) -> str:
-        return f"shard {self.position} ({mask(self.url)})"
+        return f"{self.title or f'shard {self.position}'} ({mask(self.url)})"
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, *, ping: bool = True) -> Engine:
     from pgembed.db import normalize_url
 
     return sa.create_engine(
-        normalize_url(url), connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, pool_pre_ping=True
+        normalize_url(url),
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        pool_pre_ping=ping,
+        pool_size=SEARCH_THREADS,
     )
 
 
@@ -90,17 +109,24 @@ def _why(exc: BaseException) -> str:
     return (text.strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _fan_out(shards: Sequence[Shard], fn: Any) -> tuple[list[Any], dict[int, BaseException]]:
+def _fan_out(
+    shards: Sequence[Shard], fn: Any, pool: ThreadPoolExecutor | None = None
+) -> tuple[list[Any], dict[int, BaseException]]:
     """``fn(shard)`` on every shard at once; results by position, and the failures."""
     results: list[Any] = [None] * len(shards)
     failed: dict[int, BaseException] = {}
-    with ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="pgembed shard") as ex:
+    own = pool is None
+    ex = pool or ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="pgembed shard")
+    try:
         futures = [ex.submit(fn, s) for s in shards]
         for s, fut in zip(shards, futures, strict=True):
             try:
                 results[s.position] = fut.result()
             except Exception as exc:  # reported per shard by the caller
                 failed[s.position] = exc
+    finally:
+        if own:
+            ex.shutdown()
     return results, failed
 
 
@@ -136,13 +162,17 @@ class ShardedCollection:
         self.engine = engine
         self.encoder = encoder
         self.timeout_ms = strategies.check_int("timeout_ms", timeout_ms, 1, 2**31 - 1)
-        self.shards = [Shard(i, u, _engine(u)) for i, u in enumerate(urls)]
+        self.shards = [Shard.at(i, u) for i, u in enumerate(urls)]
         recorded = declaration.pop("recorded", None)
         self.parts: list[Collection] = [
             Collection(s.engine, name, encoder, recorded=recorded, **declaration)
             for s in self.shards
         ]
         self.spec = self.parts[0].spec
+        # Searches reuse their threads: concurrent callers each get one per shard.
+        self._pool = ThreadPoolExecutor(
+            max_workers=SEARCH_THREADS * len(self.shards), thread_name_prefix="pgembed search"
+        )
 
     # --- construction -------------------------------------------------------------------
 
@@ -181,9 +211,10 @@ class ShardedCollection:
         return self
 
     def dispose(self) -> None:
-        """Close the shards' connection pools."""
+        """Close the shards' connection pools and the search threads."""
+        self._pool.shutdown()
         for s in self.shards:
-            s.engine.dispose()
+            s.dispose()
 
     # --- writing ------------------------------------------------------------------------
 
@@ -297,14 +328,22 @@ class ShardedCollection:
         timeout = str(self.timeout_ms)
 
         def ask(s: Shard) -> list[tuple[int, float]]:
-            with s.engine.connect() as conn, conn.begin():
-                conn.execute(
-                    sa.text("SELECT pg_catalog.set_config('statement_timeout', :t, true)"),
-                    {"t": timeout},
-                )
-                return [(int(i), float(sc)) for i, sc in conn.execute(stmt).all()]
+            assert s.search_engine is not None
+            for retry in (False, True):
+                try:
+                    with s.search_engine.connect() as conn, conn.begin():
+                        conn.execute(
+                            sa.text("SELECT pg_catalog.set_config('statement_timeout', :t, true)"),
+                            {"t": timeout},
+                        )
+                        return [(int(i), float(sc)) for i, sc in conn.execute(stmt).all()]
+                except sa.exc.DBAPIError as exc:
+                    # A pooled connection the shard dropped (it restarted): once more, afresh.
+                    if retry or not exc.connection_invalidated:
+                        raise
+            raise AssertionError("unreachable")
 
-        results, failed = _fan_out(self.shards, ask)
+        results, failed = _fan_out(self.shards, ask, self._pool)
         if failed and not allow_partial:
             _raise_failed(self.shards, failed, f"search {self.spec.name!r}",
                           "; or pass allow_partial=True for the other shards' hits, "
@@ -345,12 +384,17 @@ def shard_urls(conn: Connection, name: str) -> list[str]:
     return out
 
 
-def all_shard_urls(conn: Connection) -> list[str]:
-    """Every shard URL the coordinator records (each once)."""
+def all_shard_urls(conn: Connection) -> list[tuple[str, str]]:
+    """Every shard URL the coordinator records (each once), with how to name it."""
     if conn.execute(sa.text("SELECT to_regclass('pgembed.shards')")).scalar() is None:
         return []
-    rows = conn.execute(sa.text("SELECT DISTINCT url FROM pgembed.shards ORDER BY url"))
-    return [str(u) for u in rows.scalars()]
+    rows = conn.execute(
+        sa.text(
+            "SELECT DISTINCT ON (url) url, collection, position FROM pgembed.shards "
+            "ORDER BY url, collection, position"
+        )
+    ).all()
+    return sorted((str(u), f"shard {p} of {c!r}") for u, c, p in rows)
 
 
 def _parent(conn: Connection, name: str) -> int:
@@ -530,7 +574,7 @@ def upgrade_shards(coordinator: Engine, revision: str = "head") -> list[str]:
         urls = all_shard_urls(conn)
     if not urls:
         return []
-    shards = [Shard(i, u, _engine(u)) for i, u in enumerate(urls)]
+    shards = [Shard(i, u, _engine(u), title=t) for i, (u, t) in enumerate(urls)]
     try:
         known = {s.revision for s in migrate.history()}
         revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
