@@ -180,24 +180,32 @@ class ShardedCollection:
     def open(
         cls, engine: Engine, name: str, encoder: Encoder | None = None, **kw: Any
     ) -> ShardedCollection:
-        """A sharded collection recorded on the coordinator ``engine``."""
+        """A sharded collection recorded on the coordinator ``engine``.
+
+        Reads the declaration from the first shard that answers: a shard that is down is
+        reported by the search or write that needs it (searches may go on without it).
+        """
         from pgembed.pipeline import Collection
 
         with engine.connect() as conn:
             urls = shard_urls(conn, name)
-        first = _engine(urls[0])
-        try:
-            part = Collection.open(first, name, encoder)
-        except Exception as exc:
-            raise ShardError(f"cannot open collection {name!r} on shard 0 ({mask(urls[0])}): "
-                             f"{_why(exc)}") from None  # fmt: skip
-        finally:
-            first.dispose()
-        self = cls(engine, name, part.encoder, shards=urls, recorded=part.spec, **kw)
-        check_versions(engine, self.shards)
-        opened, failed = _fan_out(self.shards, lambda s: Collection.open(s.engine, name, encoder))
-        _raise_failed(self.shards, failed, f"open collection {name!r}")
-        self.parts = opened
+        first: Collection | None = None
+        why: list[str] = []
+        for i, url in enumerate(urls):
+            eng = _engine(url)
+            try:
+                first = Collection.open(eng, name, encoder)
+                break
+            except Exception as exc:
+                why.append(f"shard {i} ({mask(url)}): {_why(exc)}")
+            finally:
+                eng.dispose()
+        if first is None:
+            raise ShardError(f"cannot open collection {name!r} on any shard: {'; '.join(why)}")
+        self = cls(engine, name, first.encoder, shards=urls, recorded=first.spec, **kw)
+        check_versions(engine, self.shards, reachable_only=True)
+        for part in self.parts:  # the recorded FDE matrices, as Collection.open loads them
+            part._fde, part._fde_config_id = first._fde, None
         return self
 
     def create(self) -> ShardedCollection:
@@ -546,14 +554,23 @@ def _raise_failed(
 # --- versions ----------------------------------------------------------------------------
 
 
-def check_versions(coordinator: Engine, shards: Sequence[Shard]) -> None:
-    """Every shard at the coordinator's pgembed revision, or MigrationError naming it."""
+def check_versions(
+    coordinator: Engine, shards: Sequence[Shard], *, reachable_only: bool = False
+) -> None:
+    """Every shard at the coordinator's pgembed revision, or MigrationError naming it
+    (``reachable_only``: shards that cannot be reached are left to the calls that need them).
+    """
     from pgembed import migrate
 
     want = migrate.current(coordinator)
     revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
-    _raise_failed(shards, failed, "read the pgembed revision")
-    wrong = [f"{s.label} is at {revs[s.position]!r}" for s in shards if revs[s.position] != want]
+    if not reachable_only:
+        _raise_failed(shards, failed, "read the pgembed revision")
+    wrong = [
+        f"{s.label} is at {revs[s.position]!r}"
+        for s in shards
+        if s.position not in failed and revs[s.position] != want
+    ]
     if wrong:
         raise MigrationError(
             f"the shards must be at the coordinator's pgembed revision {want!r}, but "
