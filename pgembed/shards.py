@@ -24,12 +24,14 @@ import numpy as np
 import sqlalchemy as sa
 
 from pgembed import strategies
-from pgembed.db import _safe, error_for
+from pgembed.db import _safe, error_for, translate_sql_errors
 from pgembed.errors import (
     CollectionError,
     ConfigError,
+    DatabaseUnavailableError,
     InputError,
     MigrationError,
+    PgembedError,
     ShardError,
     UnknownCollectionError,
 )
@@ -218,6 +220,20 @@ class ShardedCollection:
             _register(conn, self.spec, self.shards)
         return self
 
+    def drop(self, *, force: bool = False) -> None:
+        """Drop the collection on every shard, and on the coordinator its parent table,
+        foreign servers and catalog entry. Refuses (CollectionError) while it holds rows,
+        unless forced; every shard must answer."""
+        if not force and self.count():
+            raise CollectionError(
+                f"sharded collection {self.spec.name!r} holds rows; drop(force=True) drops "
+                "them on every shard"
+            )
+        _, failed = _fan_out(self.shards, lambda s: self.parts[s.position].drop(force=force))
+        _raise_failed(self.shards, failed, f"drop {self.spec.name!r}")
+        with self.engine.begin() as conn:
+            _unregister(conn, self.spec.name)
+
     def dispose(self) -> None:
         """Close the shards' connection pools and the search threads."""
         self._pool.shutdown()
@@ -267,8 +283,13 @@ class ShardedCollection:
         id_arr = ingest.check_ids(list(ids))
         if len(id_arr) != len(text_list):
             raise InputError(f"{len(id_arr)} ids for {len(text_list)} texts")
-        routes = self.route(id_arr)
         pooled, tokens = vectors if isinstance(vectors, tuple) else (vectors, None)
+        for what, given_rows in (("vectors", pooled), ("token arrays", tokens)):
+            if given_rows is not None and len(given_rows) != len(text_list):
+                raise InputError(
+                    f"{len(given_rows)} {what} for {len(text_list)} texts; give one per text"
+                )
+        routes = self.route(id_arr)
 
         def write(s: Shard) -> int:
             at = routes[s.position]
@@ -312,30 +333,110 @@ class ShardedCollection:
         """Top-k ``(id, score)`` over every shard, best first (options as
         :meth:`pgembed.Collection.search`; each shard gets them all, ef_search included).
 
+        Scores equal those of one server holding every row: dense strategies return exact
+        rerank scores, and bm25 scores with statistics summed over every shard; hybrid fuses
+        the merged BM25 and dense lists on the coordinator, as ``search_hybrid`` does.
+
         A shard that is down or runs past the statement timeout raises ShardError naming
         it; with ``allow_partial=True`` the others' hits come back with ``partial`` set.
         """
+        plan, opts = strategies.check_search(self.spec, strategy, k, options)
+        k = int(k)
+        missing: set[int] = set()
+        if plan.name == "bm25":
+            hits = self._bm25(strategies.query_text(query), k, opts, allow_partial, missing)
+        elif plan.name == "hybrid":
+            hits = self._hybrid(strategies.query_text(query), k, opts, allow_partial, missing)
+        else:
+            hits = self._dense(plan, query, k, opts, allow_partial, missing)
+        out = Hits(hits)
+        if missing:
+            out.partial = True
+            out.missing = tuple(self.shards[i].label for i in sorted(missing))
+        return out
+
+    def _encode(self, plan: strategies.Strategy, query: Any) -> Any:
+        if not isinstance(query, str):
+            return query
+        if plan.tokens:
+            return self.encoder.encode_tokens([query], "query", progress=False)[0]
+        return self.encoder.encode([query], "query", progress=False)[0]
+
+    def _dense(
+        self,
+        plan: strategies.Strategy,
+        query: Any,
+        k: int,
+        opts: dict[str, Any],
+        allow_partial: bool,
+        missing: set[int],
+    ) -> list[tuple[int, float]]:
         from pgembed import sqlfuncs
 
-        plan, opts = strategies.check_search(self.spec, strategy, k, options)
-        if plan.text:
-            raise ConfigError(
-                f"strategy {strategy!r} is not offered on sharded collections yet: BM25 needs "
-                "statistics summed over every shard; use a dense strategy "
-                f"({', '.join(strategies.DENSE)})"
-            )
-        if isinstance(query, str):
-            if plan.tokens:
-                q: Any = self.encoder.encode_tokens([query], "query", progress=False)[0]
-            else:
-                q = self.encoder.encode([query], "query", progress=False)[0]
-        else:
-            q = query
-        q = strategies.check_query(self.spec, plan, q, opts)
-        stmt = sa.select(getattr(sqlfuncs, plan.function)(self.spec.name, q, k=int(k), **opts))
+        q = strategies.check_query(self.spec, plan, self._encode(plan, query), opts)
+        stmt = sa.select(getattr(sqlfuncs, plan.function)(self.spec.name, q, k=k, **opts))
+        no_params: dict[str, Any] = {}
+        return _merge(self._ask(stmt, no_params, allow_partial, missing), k)
+
+    def _bm25(
+        self, text: str, k: int, opts: dict[str, Any], allow_partial: bool, missing: set[int]
+    ) -> list[tuple[int, float]]:
+        """Two rounds: every shard's statistics for the query, then every shard's BM25 with
+        their sums, so that scores compare across shards."""
+        stats = self._ask(
+            sa.text("SELECT * FROM pgembed.bm25_statistics(:c, :q)"),
+            {"c": self.spec.name, "q": text}, allow_partial, missing,
+        )  # fmt: skip
+        docs = sum(int(r[0][0]) for r in stats)
+        tokens = sum(int(r[0][1]) for r in stats)
+        dfs: dict[str, int] = {}
+        for r in stats:
+            for lexeme, df in zip(r[0][2], r[0][3], strict=True):
+                dfs[lexeme] = dfs.get(lexeme, 0) + int(df)
+        # k1 and b by name when given (fixed names, bound values), else the function's defaults
+        named = "".join(f", {o} => :{o}" for o in ("k1", "b") if o in opts)
+        stmt = sa.text(
+            "SELECT id, score FROM pgembed.search_bm25_global(:c, :q, :docs, :tokens, "
+            f"CAST(:lexemes AS text[]), CAST(:dfs AS bigint[]), k => :k{named})"
+        )
+        params: dict[str, Any] = {
+            "c": self.spec.name, "q": text, "docs": docs, "tokens": tokens, "k": k,
+            "lexemes": list(dfs), "dfs": list(dfs.values()),
+            **{o: float(opts[o]) for o in ("k1", "b") if o in opts},
+        }  # fmt: skip
+        return _merge(self._ask(stmt, params, allow_partial, missing), k)
+
+    def _hybrid(
+        self, text: str, k: int, opts: dict[str, Any], allow_partial: bool, missing: set[int]
+    ) -> list[tuple[int, float]]:
+        """search_hybrid over the shards: the merged BM25 and dense lists, each ``depth``
+        deep, fused on the coordinator by the same ``pgembed.fuse``."""
+        from pgembed import sqlfuncs
+
+        depth = int(opts.get("depth") or max(k, 100))
+        dense = strategies.get(opts.get("dense") or "knn")
+        bm25: dict[str, Any] = {o: opts[o] for o in ("k1", "b") if o in opts}
+        # the dense side's settings as search_hybrid gives them
+        side: dict[str, Any] = {o: opts[o] for o in ("ef_search",) if o in opts}
+        if dense.name == "multivector":
+            side["candidates"] = max(depth, 100)
+        lexical = self._bm25(text, depth, bm25, allow_partial, missing)
+        found = self._dense(dense, text, depth, side, allow_partial, missing)
+        fusion = {o: opts[o] for o in ("fusion", "rrf_k", "bm25_weight", "dense_weight", "alpha")
+                  if o in opts}  # fmt: skip
+        with self.engine.connect() as conn, translate_sql_errors(self.spec.name):
+            rows = conn.execute(sa.select(sqlfuncs.fuse(lexical, found, k, **fusion))).all()
+        return [(int(i), float(sc)) for i, sc in rows]
+
+    def _ask(
+        self, stmt: Any, params: dict[str, Any], allow_partial: bool, missing: set[int]
+    ) -> list[list[Any]]:
+        """``stmt`` on every shard at once, each under the statement timeout; the rows of
+        those that answered. Shards that did not are added to ``missing`` (allow_partial),
+        else ShardError names them; an error of the request itself is raised as is."""
         timeout = str(self.timeout_ms)
 
-        def ask(s: Shard) -> list[tuple[int, float]]:
+        def ask(s: Shard) -> list[Any]:
             assert s.search_engine is not None
             for retry in (False, True):
                 try:
@@ -344,10 +445,13 @@ class ShardedCollection:
                             sa.text("SELECT pg_catalog.set_config('statement_timeout', :t, true)"),
                             {"t": timeout},
                         )
-                        return [(int(i), float(sc)) for i, sc in conn.execute(stmt).all()]
+                        return list(conn.execute(stmt, params).all())
                 except sa.exc.DBAPIError as exc:
                     # A pooled connection the shard dropped (it restarted): once more, afresh.
                     if retry or not exc.connection_invalidated:
+                        err = error_for(exc, self.spec.name)
+                        if err is not None and not isinstance(err, DatabaseUnavailableError):
+                            raise err from None  # pgembed's own refusal: not the shard's fault
                         raise
             raise AssertionError("unreachable")
 
@@ -356,13 +460,19 @@ class ShardedCollection:
             _raise_failed(self.shards, failed, f"search {self.spec.name!r}",
                           "; or pass allow_partial=True for the other shards' hits, "
                           "flagged as partial")  # fmt: skip
-        merged = [h for r in results if r is not None for h in r]
-        merged.sort(key=lambda h: (-h[1], h[0]))
-        hits = Hits(merged[: int(k)])
-        if failed:
-            hits.partial = True
-            hits.missing = tuple(self.shards[i].label for i in sorted(failed))
-        return hits
+        for i in sorted(failed):  # allow_partial: only a shard's absence is forgiven
+            exc = failed[i]
+            if isinstance(exc, PgembedError) and not isinstance(exc, DatabaseUnavailableError):
+                raise exc
+        missing.update(failed)
+        return [r for i, r in enumerate(results) if i not in failed]
+
+
+def _merge(per_shard: list[list[Any]], k: int) -> list[tuple[int, float]]:
+    """The top k of every shard's top k, by score, ties by id (as the SQL functions)."""
+    merged = [(int(i), float(sc)) for rows in per_shard for i, sc in rows]
+    merged.sort(key=lambda h: (-h[1], h[0]))
+    return merged[:k]
 
 
 # --- coordinator catalog -----------------------------------------------------------------
@@ -539,14 +649,41 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
         )
 
 
+def _unregister(conn: Connection, name: str) -> None:
+    """Remove a sharded collection's parent, foreign servers and catalog rows."""
+    from psycopg import sql
+
+    from pgembed.db import raw_connection
+
+    _require_catalog(conn)
+    raw = raw_connection(conn)
+    parent = conn.execute(
+        sa.text(
+            "SELECT n.nspname, c.relname FROM pgembed.sharded_collections AS s "
+            "JOIN pg_catalog.pg_class AS c ON c.oid = s.parent "
+            "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace WHERE s.name = :n"
+        ),
+        {"n": name},
+    ).first()
+    if parent is not None:  # its foreign partitions go with it
+        raw.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(parent[0], parent[1])))
+    servers = conn.execute(
+        sa.text("SELECT server FROM pgembed.shards WHERE collection = :n"), {"n": name}
+    ).scalars()
+    for server in list(servers):  # with its user mappings
+        raw.execute(sql.SQL("DROP SERVER IF EXISTS {} CASCADE").format(sql.Identifier(server)))
+    conn.execute(sa.text("DELETE FROM pgembed.sharded_collections WHERE name = :n"), {"n": name})
+
+
 def _raise_failed(
     shards: Sequence[Shard], failed: dict[int, BaseException], what: str, fix: str = ""
 ) -> None:
     if not failed:
         return
-    first = min(failed)
-    if len(failed) == 1 and isinstance(failed[first], MigrationError):
-        raise failed[first]
+    for i in sorted(failed):  # bad input or a refused declaration: the shard is not at fault
+        exc = failed[i]
+        if isinstance(exc, PgembedError) and not isinstance(exc, DatabaseUnavailableError):
+            raise exc
     named = "; ".join(f"{shards[i].label}: {_why(failed[i])}" for i in sorted(failed))
     raise ShardError(f"could not {what} on {len(failed)} of {len(shards)} shards: {named}{fix}")
 

@@ -9,11 +9,17 @@ where each shard lives in ``pgembed.shards``; it also holds a partitioned parent
 on id, over postgres_fdw foreign tables (created by ``pgembed.shards``, not here), so plain
 SQL on the coordinator sees every row. Shard URLs may carry passwords, as user mappings do:
 the table is readable by its owner only.
+
+Installs ``sql/pgembed_shards.sql`` on every database (shards run it too):
+``pgembed.bm25_statistics`` and ``pgembed.search_bm25_global``, BM25 with statistics summed
+over the shards.
 """
 
 from __future__ import annotations
 
 from alembic import op
+
+from pgembed import migrate
 
 revision = "0007"
 down_revision = "0005"
@@ -50,6 +56,7 @@ def upgrade() -> None:
         "servers: the declaration every shard records, and the oid of the partitioned parent "
         "table (hash on id) over their foreign tables'"
     )
+    migrate.install_sql(op.get_bind(), "pgembed_shards.sql")  # BM25 with global statistics
     op.execute(
         "COMMENT ON TABLE pgembed.shards IS 'Where each shard of a sharded collection lives: "
         "its database URL (may carry a password: owner-only) and its postgres_fdw server; "
@@ -58,5 +65,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(
+        "DROP FUNCTION pgembed.search_bm25_global(text, text, bigint, bigint, text[], bigint[], "
+        "integer, double precision, double precision)"
+    )
+    op.execute("DROP FUNCTION pgembed.bm25_statistics(text, text)")
     op.execute("DROP TABLE pgembed.shards")
     op.execute("DROP TABLE pgembed.sharded_collections")

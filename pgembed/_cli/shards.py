@@ -60,12 +60,13 @@ def register(sub: Any) -> None:
     sea.add_argument("collection")
     sea.add_argument("query")
     sea.add_argument("-k", type=checked(strategies.check_k), default=10, help="results")
-    sea.add_argument("--strategy", choices=strategies.DENSE, default="knn")
+    sea.add_argument("--strategy", choices=strategies.NAMES, default="knn")
     for opt in strategies.OPTIONS.values():  # the flags follow pgembed.strategies
-        if any(s in strategies.DENSE for s in strategies.accepting(opt.name)):
-            sea.add_argument(
-                opt.flag, dest=opt.name, type=checked(opt.check, opt.type), help=opt.help
-            )
+        used = ", ".join(strategies.accepting(opt.name))
+        sea.add_argument(
+            opt.flag, dest=opt.name, type=checked(opt.check, opt.type),
+            help=f"{opt.help} ({used})",
+        )  # fmt: skip
     sea.add_argument(
         "--allow-partial", action="store_true",
         help="answer from the shards that respond; a warning names the missing ones",

@@ -10,7 +10,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pgembed.errors import ConfigError
+from pgembed.errors import (
+    CollectionError,
+    ConfigError,
+    DimensionError,
+    InputError,
+    UnknownCollectionError,
+)
 from pgembed.pipeline import Collection
 from pgembed.shards import ShardedCollection
 
@@ -93,8 +99,44 @@ def test_search_parity_with_one_server(
     assert [i for i, _ in got] == exact.tolist()
     # A text query is encoded once and searched on every shard.
     assert len(coll.search("document", k=5)) == 5
-    with pytest.raises(ConfigError, match="sharded"):
-        coll.search("document", k=5, strategy="bm25")
+    coll.dispose()
+
+
+def test_bm25_and_hybrid_score_as_one_server(
+    make_sharded: Any, engine: Engine, tiny_encoder: Any
+) -> None:
+    from pgembed.corpus import lee_background
+
+    coordinator, urls = make_sharded(3)
+    sentences = [s for doc in lee_background() for s in doc.split(". ")]
+    texts = [s for s in sentences if 4 < len(s.split()) < 25][:400]
+    ids = np.arange(len(texts), dtype=np.int64) * 3 + 5
+    n = name()
+    kinds = ("single", "lexical")
+    coll = ShardedCollection(coordinator, n, tiny_encoder, shards=urls, kinds=kinds).create()
+    coll.add(texts, ids)
+    ref = Collection(engine, n, tiny_encoder, kinds=kinds).create()
+    ref.add(texts, ids)
+    queries = ("storm damage in the city", "the fire near Sydney", "police said on Sunday")
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("bm25", {}),
+        ("bm25", {"k1": 0.9, "b": 0.4}),
+        ("hybrid", {"ef_search": 1000}),
+        ("hybrid", {"ef_search": 1000, "fusion": "convex", "alpha": 0.3, "depth": 50}),
+    ]
+    for query in queries:
+        for strategy, opts in cases:
+            got = coll.search(query, k=10, strategy=strategy, **opts)
+            want = ref.search(query, k=10, strategy=strategy, **opts)
+            assert len(want) >= 5
+            assert [i for i, _ in got] == [i for i, _ in want], (strategy, opts, query)
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-9)
+    # Each shard alone scores with its own statistics: other scores than the whole's.
+    alone = coll.parts[0].search(queries[0], k=3, strategy="bm25")
+    whole = dict(coll.search(queries[0], k=len(texts), strategy="bm25"))
+    assert any(abs(whole[i] - s) > 1e-6 for i, s in alone)
+    with pytest.raises(InputError, match="no searchable words"):
+        coll.search("the of and", strategy="bm25")
     coll.dispose()
 
 
@@ -109,7 +151,34 @@ def test_open_reads_the_coordinator_catalog(
     assert [s.url for s in coll.shards] == urls
     coll.add(texts[:50], ids[:50], vectors=vecs[:50])
     assert coll.count() == 50
+    # Bad input is the caller's, not a shard's: the plain error, nothing written.
+    with pytest.raises(DimensionError):
+        coll.add(texts[50:60], ids[50:60], vectors=vecs[50:60, :8])
+    with pytest.raises(InputError, match="9 vectors for 10 texts"):
+        coll.add(texts[50:60], ids[50:60], vectors=vecs[50:59])
+    with pytest.raises(InputError, match="needs ids"):
+        coll.add(texts[50:60], None)  # type: ignore[arg-type]
+    assert coll.count() == 50
+    with pytest.raises(ConfigError, match="at least one"):
+        ShardedCollection(coordinator, n, tiny_encoder, shards=[])
+    with pytest.raises(ConfigError, match="twice"):
+        ShardedCollection(coordinator, n, tiny_encoder, shards=[urls[0], urls[0]])
+    with pytest.raises(CollectionError, match="holds rows"):
+        coll.drop()
+    coll.drop(force=True)
     coll.dispose()
+    with pytest.raises(UnknownCollectionError):
+        ShardedCollection.open(coordinator, n, tiny_encoder)
+    with coordinator.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM pg_foreign_server WHERE srvname LIKE 'pgembed_%'")
+        ).scalar()
+        assert left == 0
+        assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": n}).scalar() is None
+    # The name can be used again.
+    again = ShardedCollection(coordinator, n, tiny_encoder, shards=urls).create()
+    assert again.count() == 0
+    again.dispose()
 
 
 def test_multivector_parity_with_one_server(
