@@ -29,7 +29,7 @@ change).
 Prints one JSON line per contender, then a summary line (ratios against ``server`` at equal
 ef_search and at equal recall, the issue's targets and whether each is met), and writes
 ``benchmarks/out/scale_out.png``, copied to ``docs/scale_out.png``. The default run (200,000
-rows) takes about ten minutes on 2 shared cores.
+rows, 3 rounds) takes about seven minutes on 2 shared cores.
 
     python benchmarks/scale_out.py [--rows 200000] [--queries 200] [--ef 10,20,40,80,160]
 """
@@ -196,6 +196,11 @@ def measure(search: Any, queries: Any, exact: Any, clients: int) -> dict[str, fl
     }
 
 
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds (recall is the same in every round)."""
+    return {key: round(statistics.median(r[key] for r in runs), 4) for key in runs[0]}
+
+
 def union_sql(shards: int) -> sql.Composed:
     """The plain-SQL fan-out: per-shard ORDER BY ... LIMIT under an outer ORDER BY d + 0."""
     branch = sql.SQL(
@@ -226,25 +231,31 @@ def plan_check(conninfo: str, shards: int, q: Any, k: int) -> dict[str, Any]:
     }
 
 
-def fdw_measure(conninfo: str, shards: int, queries: Any, exact: Any, k: int) -> dict[str, float]:
+def fdw_measure(
+    conninfo: str, shards: int, queries: Any, exact: Any, k: int, rounds: int
+) -> dict[str, float]:
     stmt = union_sql(shards)
+    runs = []
     with psycopg.connect(conninfo, autocommit=True) as c:
         register_vector(c)
         for q in queries[:20]:
             c.execute(stmt, {"q": HalfVector(q), "k": k}).fetchall()
-        got, lat = [], []
-        t0 = time.perf_counter()
-        for q in queries:
-            t = time.perf_counter()
-            got.append([r[0] for r in c.execute(stmt, {"q": HalfVector(q), "k": k})])
-            lat.append(time.perf_counter() - t)
-        qps = len(queries) / (time.perf_counter() - t0)
-    lat.sort()
-    return {
-        "recall": round(recall(got, exact), 4),
-        "qps_1": round(qps, 1),
-        "p50_ms": round(1000 * statistics.median(lat), 2),
-    }
+        for _ in range(rounds):
+            got, lat = [], []
+            t0 = time.perf_counter()
+            for q in queries:
+                t = time.perf_counter()
+                got.append([r[0] for r in c.execute(stmt, {"q": HalfVector(q), "k": k})])
+                lat.append(time.perf_counter() - t)
+            qps = len(queries) / (time.perf_counter() - t0)
+            runs.append(
+                {
+                    "recall": round(recall(got, exact), 4),
+                    "qps_1": round(qps, 1),
+                    "p50_ms": round(1000 * statistics.median(lat), 2),
+                }
+            )
+    return median_of(runs)
 
 
 def at_recall(points: list[dict[str, Any]], target: float) -> dict[str, Any]:
@@ -262,16 +273,24 @@ def plot(lines: list[dict[str, Any]], clients: int, path: Path, hw: str) -> None
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    for ln in lines:
+    for color, ln in enumerate(lines):
         pts = ln["points"]
-        label = ln["contender"]
-        axes[0].plot([p["recall"] for p in pts], [p["qps_1"] for p in pts], "o-", label=label)
+        label, c = ln["contender"], f"C{color}"
+        axes[0].plot(
+            [p["recall"] for p in pts], [p["qps_1"] for p in pts], "o-", color=c, label=label
+        )
         axes[1].plot(
-            [p["recall"] for p in pts], [p[f"qps_{clients}"] for p in pts], "o-", label=label
+            [p["recall"] for p in pts],
+            [p[f"qps_{clients}"] for p in pts],
+            "o-",
+            color=c,
+            label=label,
         )
         if "fdw_union" in ln:
             f = ln["fdw_union"]
-            axes[0].plot([f["recall"]], [f["qps_1"]], "x", ms=9, label=f"{label} plain SQL")
+            axes[0].plot(
+                [f["recall"]], [f["qps_1"]], "x", ms=9, color=c, label=f"{label}: plain SQL"
+            )
     for ax, title in ((axes[0], "one client"), (axes[1], f"{clients} concurrent clients")):
         ax.set_xlabel("recall@10 (points: ef_search)")
         ax.set_ylabel("queries/s")
@@ -297,10 +316,19 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--ef", default="10,20,40,80,160", help="ef_search values")
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
     ap.add_argument("--recall", type=float, default=0.95, help="recall of the equal-recall ratio")
     ap.add_argument("--shared-buffers", default="512MB")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--plot-from", type=Path, metavar="JSON", help="only draw the plot from a run's JSON"
+    )
     args = ap.parse_args()
+    if args.plot_from:
+        saved = json.loads(args.plot_from.read_text())
+        plot(saved["lines"], args.clients, OUT / "scale_out.png", saved["summary"]["hardware"])
+        shutil.copy(OUT / "scale_out.png", DOCS / "scale_out.png")
+        return
     efs = [int(e) for e in args.ef.split(",")]
     hw = hardware()
     print(f"hardware: {hw}; load average {os.getloadavg()}", flush=True)
@@ -347,16 +375,23 @@ def main() -> None:
                 assert coll.count() == args.rows
             contenders.append((f"shards{n}", coll, rate, n))
 
-        # Contenders take turns at each ef_search, so the machine's load weighs on all alike.
-        points: dict[str, list[dict[str, Any]]] = {c[0]: [] for c in contenders}
-        for ef in tqdm(efs, desc="search (ef_search values)"):
+        # Contenders take turns at each ef_search, round after round, so the machine's load
+        # weighs on all alike; each figure is the median over the rounds.
+        runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        steps = [(r, ef) for r in range(args.rounds) for ef in efs]
+        for _, ef in tqdm(steps, desc="search (rounds x ef_search values)"):
             for name, coll, _, _ in contenders:
 
                 def search(q: Any, coll: Any = coll, ef: int = ef) -> Any:
                     return coll.search(q, k=args.k, ef_search=ef)
 
-                got = measure(search, queries, exact, args.clients)
-                points[name].append({"ef_search": ef, **got})
+                runs.setdefault((name, ef), []).append(
+                    measure(search, queries, exact, args.clients)
+                )
+        points = {
+            name: [{"ef_search": ef, **median_of(runs[name, ef])} for ef in efs]
+            for name, *_ in contenders
+        }
         for name, _, rate, n in contenders:
             line: dict[str, Any] = {"contender": name, "rows": args.rows, "points": points[name]}
             if rate is not None:
@@ -364,7 +399,7 @@ def main() -> None:
             if n > 1:
                 conninfo = servers[0].coordinator_conninfo(f"coord{n}")
                 line["plan"] = plan_check(conninfo, n, queries[0], args.k)
-                line["fdw_union"] = fdw_measure(conninfo, n, queries, exact, args.k)
+                line["fdw_union"] = fdw_measure(conninfo, n, queries, exact, args.k, args.rounds)
             lines.append(line)
             print(json.dumps(line), flush=True)
     finally:
@@ -379,6 +414,7 @@ def main() -> None:
         "hardware": hw,
         "rows": args.rows,
         "queries": args.queries,
+        "rounds": args.rounds,
         "k": args.k,
         "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "seconds": round(time.perf_counter() - started, 1),
