@@ -90,11 +90,29 @@ class Shard:
         return f"{self.title or f'shard {self.position}'} ({mask(self.url)})"
 
 
-def _engine(url: str, *, ping: bool = True) -> Engine:
+def check_url(url: Any) -> str:
+    """A shard's database URL, in the psycopg driver's form; ConfigError when malformed."""
+    from sqlalchemy.engine import make_url
+
     from pgembed.db import normalize_url
 
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"a shard is named by its database URL (a string), got {url!r}")
+    try:
+        parsed = make_url(normalize_url(url))
+    except sa.exc.ArgumentError:
+        parsed = None
+    if parsed is None or not parsed.drivername.startswith("postgresql"):
+        raise ConfigError(
+            f"malformed shard URL {mask(url)}; expected postgresql://user:password@host:port/"
+            "dbname (or ?host=/socket/dir for a unix socket)"
+        )
+    return normalize_url(url)
+
+
+def _engine(url: str, *, ping: bool = True) -> Engine:
     return sa.create_engine(
-        normalize_url(url),
+        check_url(url),
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         pool_pre_ping=ping,
         pool_size=SEARCH_THREADS,
@@ -157,6 +175,8 @@ class ShardedCollection:
         from pgembed.pipeline import Collection
 
         urls = list(shards) if not isinstance(shards, str) else [shards]
+        for url in urls:
+            check_url(url)
         if not urls:
             raise ConfigError("shards= needs at least one database URL")
         if len(set(urls)) != len(urls):

@@ -81,8 +81,10 @@ def register(sub: Any) -> None:
 
 def _create(args: argparse.Namespace) -> int:
     from pgembed import Encoder, db
-    from pgembed.shards import ShardedCollection, mask
+    from pgembed.shards import ShardedCollection, check_url, mask
 
+    for url in args.shards:  # before a model loads
+        check_url(url)
     enc = Encoder.load(args.model)
     coll = ShardedCollection(
         db.create_engine(), args.collection, enc, shards=args.shards, kinds=args.kinds

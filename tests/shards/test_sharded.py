@@ -146,7 +146,9 @@ def test_open_reads_the_coordinator_catalog(
     coordinator, urls = make_sharded(2)
     texts, ids, vecs = data
     n = name()
-    ShardedCollection(coordinator, n, tiny_encoder, shards=urls).create().dispose()
+    made = Collection(coordinator, n, tiny_encoder, shards=urls)  # the declaration's keyword
+    assert isinstance(made, ShardedCollection)
+    made.create().dispose()
     coll = ShardedCollection.open(coordinator, n, tiny_encoder)
     assert [s.url for s in coll.shards] == urls
     coll.add(texts[:50], ids[:50], vectors=vecs[:50])
@@ -161,6 +163,10 @@ def test_open_reads_the_coordinator_catalog(
     assert coll.count() == 50
     with pytest.raises(ConfigError, match="at least one"):
         ShardedCollection(coordinator, n, tiny_encoder, shards=[])
+    with pytest.raises(ConfigError, match=r"malformed shard URL mysql://u:\*\*\*@h/d"):
+        ShardedCollection(coordinator, n, tiny_encoder, shards=["mysql://u:secret@h/d"])
+    with pytest.raises(ConfigError, match="malformed shard URL"):
+        ShardedCollection(coordinator, n, tiny_encoder, shards=["/not/a/url"])
     with pytest.raises(ConfigError, match="twice"):
         ShardedCollection(coordinator, n, tiny_encoder, shards=[urls[0], urls[0]])
     with pytest.raises(CollectionError, match="holds rows"):
