@@ -210,3 +210,38 @@ def test_multivector_parity_with_one_server(
         assert [i for i, _ in got] == [i for i, _ in want]
         np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
     coll.dispose()
+
+
+def test_ann_recall_holds_across_shards(
+    make_sharded: Any, engine: Engine, tiny_encoder: Any
+) -> None:
+    """Default ANN settings: each shard's smaller graph, searched to the same ef_search,
+    finds at least as much of the exact top 10 as one server's graph (within noise)."""
+    coordinator, urls = make_sharded(3)
+    rng = np.random.default_rng(21)
+    n_rows, dim = 6000, tiny_encoder.dim
+    centers = unit(rng, 30, dim)
+    vecs = centers[rng.integers(0, 30, n_rows)] + 0.35 * rng.standard_normal((n_rows, dim))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(n_rows, dtype=np.int64)
+    texts = [f"r{i}" for i in ids]
+    n = name()
+    coll = ShardedCollection(coordinator, n, tiny_encoder, shards=urls).create()
+    coll.add(texts, ids, vectors=vecs)
+    ref = Collection(engine, n, tiny_encoder).create()
+    ref.add(texts, ids, vectors=vecs)
+    stored = vecs.astype(np.float16).astype(np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    queries = unit(rng, 40, dim)
+    exact = np.argsort(-(queries @ stored.T), axis=1)[:, :10]
+
+    def recall(search: Any) -> float:
+        got = [{i for i, _ in search(q, k=10, ef_search=10)} for q in queries]
+        return float(
+            np.mean([len(g & set(e.tolist())) / 10 for g, e in zip(got, exact, strict=True)])
+        )
+
+    sharded, single = recall(coll.search), recall(ref.search)
+    assert single < 1.0  # the setting is approximate here, so the comparison means something
+    assert sharded >= single - 0.05, (sharded, single)
+    coll.dispose()
