@@ -17,6 +17,7 @@ __version__ = "0.5.0"
 _LAZY = {
     "Encoder": "pgembed.encoders",
     "Collection": "pgembed.pipeline",
+    "ShardedCollection": "pgembed.shards",
     "FDEConfig": "pgembed.vectors.fde",
     "FDEEncoder": "pgembed.vectors.fde",
     "CollectionSpec": "pgembed.storage.schema",
@@ -35,6 +36,7 @@ __all__ = [
     "FDEEncoder",
     "IndexParams",
     "PgembedError",
+    "ShardedCollection",
     "__version__",
     "create_engine",
     "db",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from pgembed.db import create_engine
     from pgembed.encoders import Encoder
     from pgembed.pipeline import Collection
+    from pgembed.shards import ShardedCollection
     from pgembed.storage.schema import CollectionSpec, IndexParams
     from pgembed.vectors.fde import FDEConfig, FDEEncoder
 

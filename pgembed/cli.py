@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from pgembed.errors import PgembedError
 
-_GROUPS = ("db", "models", "collections", "search", "report")
+_GROUPS = ("db", "models", "collections", "search", "shards", "report")
 
 _EXAMPLES = """\
 examples:

@@ -104,6 +104,10 @@ class IngestError(PgembedError):
     """Writing rows failed; the batch was rolled back and can be re-run."""
 
 
+class ShardError(DatabaseUnavailableError):
+    """A shard of a sharded collection failed, was unreachable or ran past its timeout."""
+
+
 # --- warnings: the work went on, but something deserves a look ------------------------------
 
 

@@ -48,13 +48,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring pgembed's schema up to ``revision`` (default: the newest), then wire
     ``pgembed.maxsim`` to the scoring extension's C functions when the database has the
     extension, or to the SQL ones when it has not (:func:`pgembed.scoring.wire`; for the
-    embedded server the extension is built first where a C compiler exists).
+    embedded server the extension is built first where a C compiler exists). On a
+    coordinator of sharded collections, every shard it records is upgraded after it
+    (:func:`pgembed.shards.upgrade_shards`).
     """
-    from pgembed import scoring
+    from pgembed import scoring, shards
 
     scoring.mode()  # a bad PGEMBED_SCORING fails before anything runs
     _run(engine, "upgrade", revision)
     scoring.wire(engine)
+    shards.upgrade_shards(engine, revision)  # a coordinator's shards follow it
 
 
 def downgrade(engine: Engine, revision: str, force: bool = False) -> None:

@@ -62,12 +62,22 @@ class Collection:
     recorded spec as ``recorded=`` (the declaration keywords are then not used).
     """
 
+    def __new__(cls, *args: Any, shards: Sequence[str] | None = None, **kw: Any) -> Any:
+        """``shards=[url, ...]`` declares a collection sharded over those databases: a
+        :class:`pgembed.shards.ShardedCollection`, coordinated from ``engine``."""
+        if shards is None:
+            return super().__new__(cls)
+        from pgembed.shards import ShardedCollection
+
+        return ShardedCollection(*args, shards=shards, **kw)
+
     def __init__(
         self,
         engine: Engine,
         name: str,
         encoder: Encoder,
         *,
+        shards: None = None,  # not None: __new__ made a ShardedCollection instead
         kinds: Sequence[str] = ("single",),
         fde: FDEConfig | None = None,
         matryoshka_dims: Sequence[int] | None = None,

@@ -34,13 +34,9 @@ def test_upgrade_creates_schema_catalog_and_pgvector(empty_engine: Engine) -> No
             ).scalars()
         )
         assert tables == {
-            "alembic_version",
-            "encoders",
-            "fde_configs",
-            "collections",
-            "calibrations",
-            "prefix_quality",
-        }
+            "alembic_version", "encoders", "fde_configs", "collections",
+            "calibrations", "prefix_quality", "sharded_collections", "shards",
+        }  # fmt: skip
         version = conn.execute(
             sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         ).scalar_one()

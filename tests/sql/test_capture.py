@@ -313,6 +313,16 @@ def workload(enc: Any) -> list[tuple[str, str, dict[str, Any]]]:
          "SELECT count(*) FROM d", {}),
         ("lexical stats", "SELECT * FROM pgembed.lexical_stats_recompute(CAST('cap b' AS text)) "
          "ORDER BY lexeme", {}),
+        # BM25 of sharded collections: a shard's statistics, scoring with given (summed) ones
+        ("bm25 statistics", "SELECT * FROM pgembed.bm25_statistics(CAST('cap a' AS text), "
+         "CAST('storm damage in the city' AS text))", {}),
+        ("bm25 global", "SELECT * FROM pgembed.search_bm25_global(CAST('cap a' AS text), "
+         "CAST('storm damage' AS text), CAST(100 AS bigint), CAST(1000 AS bigint), "
+         "CAST('{damag,storm}' AS text[]), CAST('{3,4}' AS bigint[]), 5, CAST(0.9 AS float8), "
+         "CAST(0.4 AS float8))", {}),
+        ("bm25 global mismatch", "SELECT * FROM pgembed.search_bm25_global(CAST('cap a' AS text), "
+         "CAST('storm' AS text), CAST(100 AS bigint), CAST(1000 AS bigint), "
+         "CAST('{storm}' AS text[]), CAST('{3,4}' AS bigint[]))", {}),
     ]  # fmt: skip
     return calls
 
@@ -579,7 +589,7 @@ def test_superuser_runs_every_function_and_no_plant_fires(planted: dict[str, Any
     # the error paths raised pgembed's own errors, before and after
     failing = {"halfvec overflow", "halfvec underflow", "zero", "maxsim null", "maxsim dims",
                "multivector zero", "fail", "bm25 stop words", "hybrid bad weight",
-               "target unmet", "target out of range"}  # fmt: skip
+               "target unmet", "target out of range", "bm25 global mismatch"}  # fmt: skip
     for label in failing:
         result = after[label]
         assert result[0] == "error" and "planted" not in result[2], (label, result)

@@ -1,0 +1,771 @@
+"""Sharded collections: one collection over several servers (postgres_fdw for plain SQL).
+
+Each shard is an ordinary pgembed collection, created through the normal path with every
+index. The coordinator records the declaration and the shard list (``pgembed.shards``) and
+holds a partitioned parent table, hash on id, over postgres_fdw foreign tables, so plain SQL
+on the coordinator sees every row. Rows go to the shard of their hash partition (PostgreSQL's
+own ``satisfies_hash_partition``), so the parent and the shards always agree.
+
+Searches fan out from Python: every shard runs the strategy's own SQL function with k,
+oversample and ef_search as bound arguments (session settings do not travel over
+postgres_fdw), all shards at once, each under its own statement timeout; the coordinator
+merges by score. Every strategy's score is its exact rerank score, so the merge is exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from pgembed import strategies
+from pgembed.db import _safe, error_for, translate_sql_errors
+from pgembed.errors import (
+    CollectionError,
+    ConfigError,
+    DatabaseUnavailableError,
+    InputError,
+    MigrationError,
+    PgembedError,
+    ShardError,
+    UnknownCollectionError,
+)
+from pgembed.storage import ingest
+from pgembed.storage import schema as sch
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from pgembed.encoders import Encoder
+    from pgembed.pipeline import Collection
+
+DEFAULT_TIMEOUT_MS = 30_000
+"""Statement timeout of one shard's part of a search (ms)."""
+CONNECT_TIMEOUT_S = 10
+SEARCH_THREADS = 8
+"""Concurrent searches per collection object that each get their own thread per shard."""
+
+
+def mask(url: str) -> str:
+    """A shard URL as errors and logs show it: never its password."""
+    return _safe(url)
+
+
+class Hits(list[tuple[int, float]]):
+    """Top-k ``(id, score)`` of a sharded search, best first; ``partial`` when shards were
+    missing (only with ``allow_partial=True``), ``missing`` names them (URLs masked)."""
+
+    partial: bool = False
+    missing: tuple[str, ...] = ()
+
+
+@dataclass
+class Shard:
+    position: int
+    """Hash partition remainder of the rows this shard holds."""
+    url: str
+    engine: Engine
+    """Writes and catalog reads: each checkout pings, so a restarted shard is found again."""
+    search_engine: Engine | None = None
+    """Searches: no ping per query (a round trip); a dead connection is retried once."""
+    title: str | None = None
+    """How errors name it, when not ``shard <position>``."""
+
+    @classmethod
+    def at(cls, position: int, url: str) -> Shard:
+        return cls(position, url, _engine(url, ping=True), _engine(url, ping=False))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.search_engine is not None:
+            self.search_engine.dispose()
+
+    @property
+    def label(self) -> str:
+        return f"{self.title or f'shard {self.position}'} ({mask(self.url)})"
+
+
+def check_url(url: Any) -> str:
+    """A shard's database URL, in the psycopg driver's form; ConfigError when malformed."""
+    from sqlalchemy.engine import make_url
+
+    from pgembed.db import normalize_url
+
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"a shard is named by its database URL (a string), got {url!r}")
+    try:
+        parsed = make_url(normalize_url(url))
+    except sa.exc.ArgumentError:
+        parsed = None
+    if parsed is None or not parsed.drivername.startswith("postgresql"):
+        raise ConfigError(
+            f"malformed shard URL {mask(url)}; expected postgresql://user:password@host:port/"
+            "dbname (or ?host=/socket/dir for a unix socket)"
+        )
+    return normalize_url(url)
+
+
+def _engine(url: str, *, ping: bool = True) -> Engine:
+    return sa.create_engine(
+        check_url(url),
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        pool_pre_ping=ping,
+        pool_size=SEARCH_THREADS,
+    )
+
+
+def _why(exc: BaseException) -> str:
+    """One line about a shard's failure, without URLs (the caller names the shard)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        err = error_for(exc)
+        text = str(err) if err is not None else str(exc.orig or exc)
+    else:
+        text = str(exc)
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _fan_out(
+    shards: Sequence[Shard], fn: Any, pool: ThreadPoolExecutor | None = None
+) -> tuple[list[Any], dict[int, BaseException]]:
+    """``fn(shard)`` on every shard at once; results by position, and the failures."""
+    results: list[Any] = [None] * len(shards)
+    failed: dict[int, BaseException] = {}
+    own = pool is None
+    ex = pool or ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="pgembed shard")
+    try:
+        futures = [ex.submit(fn, s) for s in shards]
+        for s, fut in zip(shards, futures, strict=True):
+            try:
+                results[s.position] = fut.result()
+            except Exception as exc:  # reported per shard by the caller
+                failed[s.position] = exc
+    finally:
+        if own:
+            ex.shutdown()
+    return results, failed
+
+
+class ShardedCollection:
+    """A collection spread over ``shards`` (database URLs), coordinated from ``engine``.
+
+    >>> coll = ShardedCollection(engine, "docs", enc, shards=[url1, url2], kinds=("single",))
+    >>> coll.create(); coll.add(texts, ids=range(len(texts)))
+    >>> coll.search("a query", k=10)            # every shard at once, merged by score
+
+    The declaration keywords are those of :class:`pgembed.Collection`; every shard gets the
+    same declaration. Every database (coordinator and shards) must be migrated to the same
+    pgembed revision; ``pgembed db upgrade`` on the coordinator upgrades its shards too.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        encoder: Encoder,
+        *,
+        shards: Sequence[str],
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        **declaration: Any,
+    ) -> None:
+        from pgembed.pipeline import Collection
+
+        urls = list(shards) if not isinstance(shards, str) else [shards]
+        for url in urls:
+            check_url(url)
+        if not urls:
+            raise ConfigError("shards= needs at least one database URL")
+        if len(set(urls)) != len(urls):
+            raise ConfigError("shards= names the same database twice; give each shard once")
+        self.engine = engine
+        self.encoder = encoder
+        self.timeout_ms = strategies.check_int("timeout_ms", timeout_ms, 1, 2**31 - 1)
+        self.shards = [Shard.at(i, u) for i, u in enumerate(urls)]
+        recorded = declaration.pop("recorded", None)
+        self.parts: list[Collection] = [
+            Collection(s.engine, name, encoder, recorded=recorded, **declaration)
+            for s in self.shards
+        ]
+        self.spec = self.parts[0].spec
+        # Searches reuse their threads: concurrent callers each get one per shard.
+        self._pool = ThreadPoolExecutor(
+            max_workers=SEARCH_THREADS * len(self.shards), thread_name_prefix="pgembed search"
+        )
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, engine: Engine, name: str, encoder: Encoder | None = None, **kw: Any
+    ) -> ShardedCollection:
+        """A sharded collection recorded on the coordinator ``engine``.
+
+        Reads the declaration from the first shard that answers: a shard that is down is
+        reported by the search or write that needs it (searches may go on without it).
+        """
+        from pgembed.pipeline import Collection
+
+        with engine.connect() as conn:
+            urls = shard_urls(conn, name)
+        first: Collection | None = None
+        why: list[str] = []
+        for i, url in enumerate(urls):
+            eng = _engine(url)
+            try:
+                first = Collection.open(eng, name, encoder)
+                break
+            except Exception as exc:
+                why.append(f"shard {i} ({mask(url)}): {_why(exc)}")
+            finally:
+                eng.dispose()
+        if first is None:
+            raise ShardError(f"cannot open collection {name!r} on any shard: {'; '.join(why)}")
+        self = cls(engine, name, first.encoder, shards=urls, recorded=first.spec, **kw)
+        check_versions(engine, self.shards, reachable_only=True)
+        for part in self.parts:  # the recorded FDE matrices, as Collection.open loads them
+            part._fde, part._fde_config_id = first._fde, None
+        return self
+
+    def create(self) -> ShardedCollection:
+        """Create the collection on every shard (in parallel) and record it on the coordinator,
+        with its partitioned parent over foreign tables (idempotent)."""
+        check_versions(self.engine, self.shards)
+        _, failed = _fan_out(self.shards, lambda s: self.parts[s.position].create())
+        _raise_failed(self.shards, failed, f"create collection {self.spec.name!r}")
+        with self.engine.begin() as conn:
+            _register(conn, self.spec, self.shards)
+        return self
+
+    def drop(self, *, force: bool = False) -> None:
+        """Drop the collection on every shard, and on the coordinator its parent table,
+        foreign servers and catalog entry. Refuses (CollectionError) while it holds rows,
+        unless forced; every shard must answer."""
+        if not force and self.count():
+            raise CollectionError(
+                f"sharded collection {self.spec.name!r} holds rows; drop(force=True) drops "
+                "them on every shard"
+            )
+        _, failed = _fan_out(self.shards, lambda s: self.parts[s.position].drop(force=force))
+        _raise_failed(self.shards, failed, f"drop {self.spec.name!r}")
+        with self.engine.begin() as conn:
+            _unregister(conn, self.spec.name)
+
+    def dispose(self) -> None:
+        """Close the shards' connection pools and the search threads."""
+        self._pool.shutdown()
+        for s in self.shards:
+            s.dispose()
+
+    # --- writing ------------------------------------------------------------------------
+
+    def route(self, ids: Sequence[int] | np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+        """For each shard, the positions in ``ids`` of the rows it holds (the coordinator's
+        hash partitioning, asked of PostgreSQL itself)."""
+        arr = ingest.check_ids(ids)
+        n = len(self.shards)
+        with self.engine.connect() as conn:
+            parent = _parent(conn, self.spec.name)
+            rows = conn.execute(
+                sa.text(
+                    "SELECT r, x.at - 1 FROM pg_catalog.unnest(CAST(:ids AS bigint[])) "
+                    "WITH ORDINALITY AS x(id, at), pg_catalog.generate_series(0, :n - 1) AS r "
+                    "WHERE pg_catalog.satisfies_hash_partition(CAST(:parent AS oid), :n, r, x.id)"
+                ),
+                {"ids": arr.tolist(), "n": n, "parent": parent},
+            ).all()
+        at = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        out = [np.sort(at[at[:, 0] == i, 1]) for i in range(n)]
+        assert sum(len(o) for o in out) == len(arr)  # each id in exactly one partition
+        return out
+
+    def add(
+        self,
+        texts: Iterable[str],
+        ids: Iterable[int],
+        *,
+        vectors: Any = None,
+        **options: Any,
+    ) -> int:
+        """Write rows to their shards, all shards at once, each through its own bulk or
+        incremental path (``options`` as :meth:`pgembed.Collection.add`). Returns rows written.
+
+        Re-runs are exact: rows already stored are skipped, the rest are upserted by id. A
+        shard that fails leaves the others' rows committed; the ShardError names it, and
+        the same call run again once it is back writes what it lacks.
+        """
+        text_list = list(texts) if not isinstance(texts, str) else [texts]
+        if ids is None:
+            raise InputError("a sharded collection needs ids= (rows are placed by id hash)")
+        id_arr = ingest.check_ids(list(ids))
+        if len(id_arr) != len(text_list):
+            raise InputError(f"{len(id_arr)} ids for {len(text_list)} texts")
+        pooled, tokens = vectors if isinstance(vectors, tuple) else (vectors, None)
+        for what, given_rows in (("vectors", pooled), ("token arrays", tokens)):
+            if given_rows is not None and len(given_rows) != len(text_list):
+                raise InputError(
+                    f"{len(given_rows)} {what} for {len(text_list)} texts; give one per text"
+                )
+        routes = self.route(id_arr)
+
+        def write(s: Shard) -> int:
+            at = routes[s.position]
+            if not len(at):
+                return 0
+            given: Any = None
+            if vectors is not None:
+                p = None if pooled is None else np.asarray(pooled)[at]
+                t = None if tokens is None else [tokens[i] for i in at]
+                given = (p, t) if isinstance(vectors, tuple) else p
+            return int(
+                self.parts[s.position].add(
+                    [text_list[i] for i in at], id_arr[at], vectors=given, **options
+                )
+            )
+
+        written, failed = _fan_out(self.shards, write)
+        _raise_failed(
+            self.shards, failed, f"write to {self.spec.name!r}",
+            "; the other shards' rows are committed: run the same add again once the "
+            "shard is back, it writes only what is missing",
+        )  # fmt: skip
+        return sum(written)
+
+    def count(self) -> int:
+        counts, failed = _fan_out(self.shards, lambda s: self.parts[s.position].count())
+        _raise_failed(self.shards, failed, f"count {self.spec.name!r}")
+        return int(sum(counts))
+
+    # --- searching ----------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | Any,
+        k: int = 10,
+        *,
+        strategy: str = "knn",
+        allow_partial: bool = False,
+        **options: Any,
+    ) -> Hits:
+        """Top-k ``(id, score)`` over every shard, best first (options as
+        :meth:`pgembed.Collection.search`; each shard gets them all, ef_search included).
+
+        Scores equal those of one server holding every row: dense strategies return exact
+        rerank scores, and bm25 scores with statistics summed over every shard; hybrid fuses
+        the merged BM25 and dense lists on the coordinator, as ``search_hybrid`` does.
+
+        A shard that is down or runs past the statement timeout raises ShardError naming
+        it; with ``allow_partial=True`` the others' hits come back with ``partial`` set.
+        """
+        plan, opts = strategies.check_search(self.spec, strategy, k, options)
+        k = int(k)
+        missing: set[int] = set()
+        if plan.name == "bm25":
+            hits = self._bm25(strategies.query_text(query), k, opts, allow_partial, missing)
+        elif plan.name == "hybrid":
+            hits = self._hybrid(strategies.query_text(query), k, opts, allow_partial, missing)
+        else:
+            hits = self._dense(plan, query, k, opts, allow_partial, missing)
+        out = Hits(hits)
+        if missing:
+            out.partial = True
+            out.missing = tuple(self.shards[i].label for i in sorted(missing))
+        return out
+
+    def _encode(self, plan: strategies.Strategy, query: Any) -> Any:
+        if not isinstance(query, str):
+            return query
+        if plan.tokens:
+            return self.encoder.encode_tokens([query], "query", progress=False)[0]
+        return self.encoder.encode([query], "query", progress=False)[0]
+
+    def _dense(
+        self,
+        plan: strategies.Strategy,
+        query: Any,
+        k: int,
+        opts: dict[str, Any],
+        allow_partial: bool,
+        missing: set[int],
+    ) -> list[tuple[int, float]]:
+        from pgembed import sqlfuncs
+
+        q = strategies.check_query(self.spec, plan, self._encode(plan, query), opts)
+        stmt = sa.select(getattr(sqlfuncs, plan.function)(self.spec.name, q, k=k, **opts))
+        no_params: dict[str, Any] = {}
+        return _merge(self._ask(stmt, no_params, allow_partial, missing), k)
+
+    def _bm25(
+        self, text: str, k: int, opts: dict[str, Any], allow_partial: bool, missing: set[int]
+    ) -> list[tuple[int, float]]:
+        """Two rounds: every shard's statistics for the query, then every shard's BM25 with
+        their sums, so that scores compare across shards."""
+        stats = self._ask(
+            sa.text("SELECT * FROM pgembed.bm25_statistics(:c, :q)"),
+            {"c": self.spec.name, "q": text}, allow_partial, missing,
+        )  # fmt: skip
+        docs = sum(int(r[0][0]) for r in stats)
+        tokens = sum(int(r[0][1]) for r in stats)
+        dfs: dict[str, int] = {}
+        for r in stats:
+            for lexeme, df in zip(r[0][2], r[0][3], strict=True):
+                dfs[lexeme] = dfs.get(lexeme, 0) + int(df)
+        # k1 and b by name when given (fixed names, bound values), else the function's defaults
+        named = "".join(f", {o} => :{o}" for o in ("k1", "b") if o in opts)
+        stmt = sa.text(
+            "SELECT id, score FROM pgembed.search_bm25_global(:c, :q, :docs, :tokens, "
+            f"CAST(:lexemes AS text[]), CAST(:dfs AS bigint[]), k => :k{named})"
+        )
+        params: dict[str, Any] = {
+            "c": self.spec.name, "q": text, "docs": docs, "tokens": tokens, "k": k,
+            "lexemes": list(dfs), "dfs": list(dfs.values()),
+            **{o: float(opts[o]) for o in ("k1", "b") if o in opts},
+        }  # fmt: skip
+        return _merge(self._ask(stmt, params, allow_partial, missing), k)
+
+    def _hybrid(
+        self, text: str, k: int, opts: dict[str, Any], allow_partial: bool, missing: set[int]
+    ) -> list[tuple[int, float]]:
+        """search_hybrid over the shards: the merged BM25 and dense lists, each ``depth``
+        deep, fused on the coordinator by the same ``pgembed.fuse``."""
+        from pgembed import sqlfuncs
+
+        depth = int(opts.get("depth") or max(k, 100))
+        dense = strategies.get(opts.get("dense") or "knn")
+        bm25: dict[str, Any] = {o: opts[o] for o in ("k1", "b") if o in opts}
+        # the dense side's settings as search_hybrid gives them
+        side: dict[str, Any] = {o: opts[o] for o in ("ef_search",) if o in opts}
+        if dense.name == "multivector":
+            side["candidates"] = max(depth, 100)
+        lexical = self._bm25(text, depth, bm25, allow_partial, missing)
+        found = self._dense(dense, text, depth, side, allow_partial, missing)
+        fusion = {o: opts[o] for o in ("fusion", "rrf_k", "bm25_weight", "dense_weight", "alpha")
+                  if o in opts}  # fmt: skip
+        with self.engine.connect() as conn, translate_sql_errors(self.spec.name):
+            rows = conn.execute(sa.select(sqlfuncs.fuse(lexical, found, k, **fusion))).all()
+        return [(int(i), float(sc)) for i, sc in rows]
+
+    def _ask(
+        self, stmt: Any, params: dict[str, Any], allow_partial: bool, missing: set[int]
+    ) -> list[list[Any]]:
+        """``stmt`` on every shard at once, each under the statement timeout; the rows of
+        those that answered. Shards that did not are added to ``missing`` (allow_partial),
+        else ShardError names them; an error of the request itself is raised as is."""
+        timeout = str(self.timeout_ms)
+
+        def ask(s: Shard) -> list[Any]:
+            assert s.search_engine is not None
+            for retry in (False, True):
+                try:
+                    with s.search_engine.connect() as conn, conn.begin():
+                        conn.execute(
+                            sa.text("SELECT pg_catalog.set_config('statement_timeout', :t, true)"),
+                            {"t": timeout},
+                        )
+                        return list(conn.execute(stmt, params).all())
+                except sa.exc.DBAPIError as exc:
+                    # A pooled connection the shard dropped (it restarted): once more, afresh.
+                    if retry or not exc.connection_invalidated:
+                        err = error_for(exc, self.spec.name)
+                        if err is not None and not isinstance(err, DatabaseUnavailableError):
+                            raise err from None  # pgembed's own refusal: not the shard's fault
+                        raise
+            raise AssertionError("unreachable")
+
+        results, failed = _fan_out(self.shards, ask, self._pool)
+        if failed and not allow_partial:
+            _raise_failed(self.shards, failed, f"search {self.spec.name!r}",
+                          "; or pass allow_partial=True for the other shards' hits, "
+                          "flagged as partial")  # fmt: skip
+        for i in sorted(failed):  # allow_partial: only a shard's absence is forgiven
+            exc = failed[i]
+            if isinstance(exc, PgembedError) and not isinstance(exc, DatabaseUnavailableError):
+                raise exc
+        missing.update(failed)
+        return [r for i, r in enumerate(results) if i not in failed]
+
+
+def _merge(per_shard: list[list[Any]], k: int) -> list[tuple[int, float]]:
+    """The top k of every shard's top k, by score, ties by id (as the SQL functions)."""
+    merged = [(int(i), float(sc)) for rows in per_shard for i, sc in rows]
+    merged.sort(key=lambda h: (-h[1], h[0]))
+    return merged[:k]
+
+
+# --- coordinator catalog -----------------------------------------------------------------
+
+
+def _require_catalog(conn: Connection) -> None:
+    if conn.execute(sa.text("SELECT to_regclass('pgembed.shards')")).scalar() is None:
+        raise MigrationError(
+            "this database has no catalog of shards (pgembed.shards); run `pgembed db "
+            "upgrade` on the coordinator"
+        )
+
+
+def shard_urls(conn: Connection, name: str) -> list[str]:
+    """The shard URLs of sharded collection ``name``, by position."""
+    _require_catalog(conn)
+    urls = conn.execute(
+        sa.text("SELECT url FROM pgembed.shards WHERE collection = :n ORDER BY position"),
+        {"n": name},
+    ).scalars()
+    out = [str(u) for u in urls]
+    if not out:
+        raise UnknownCollectionError(
+            f"no sharded collection {name!r} is recorded on this coordinator; create it with "
+            "ShardedCollection(engine, name, encoder, shards=[...]).create()"
+        )
+    return out
+
+
+def all_shard_urls(conn: Connection) -> list[tuple[str, str]]:
+    """Every shard URL the coordinator records (each once), with how to name it."""
+    if conn.execute(sa.text("SELECT to_regclass('pgembed.shards')")).scalar() is None:
+        return []
+    rows = conn.execute(
+        sa.text(
+            "SELECT DISTINCT ON (url) url, collection, position FROM pgembed.shards "
+            "ORDER BY url, collection, position"
+        )
+    ).all()
+    return sorted((str(u), f"shard {p} of {c!r}") for u, c, p in rows)
+
+
+def _parent(conn: Connection, name: str) -> int:
+    _require_catalog(conn)
+    oid = conn.execute(
+        sa.text("SELECT parent FROM pgembed.sharded_collections WHERE name = :n"), {"n": name}
+    ).scalar()
+    if oid is None:
+        raise UnknownCollectionError(
+            f"sharded collection {name!r} is not recorded on this coordinator; create() it"
+        )
+    return int(oid)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """A name part that keeps identifiers under PostgreSQL's 63 bytes."""
+    if len(text.encode()) <= limit:
+        return text
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _server_options(url: str) -> dict[str, str]:
+    """libpq options of a shard's foreign server, from its URL (password excluded)."""
+    from sqlalchemy.engine import make_url
+
+    from pgembed.db import normalize_url
+
+    u = make_url(normalize_url(url))
+    opts = {"dbname": u.database or "postgres"}
+    host = u.query.get("host") or u.host
+    port = u.query.get("port") or u.port
+    if host:
+        opts["host"] = str(host if isinstance(host, str) else host[0])
+    if port:
+        opts["port"] = str(port if isinstance(port, str | int) else port[0])
+    return opts
+
+
+def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard]) -> None:
+    """Record the collection on the coordinator, with its parent over foreign tables."""
+    import json
+
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    from pgembed.db import normalize_url, raw_connection
+
+    _require_catalog(conn)
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.shards'))"))
+    declaration = json.dumps(spec.to_catalog(), sort_keys=True)
+    row = conn.execute(
+        sa.text("SELECT declaration FROM pgembed.sharded_collections WHERE name = :n"),
+        {"n": spec.name},
+    ).first()
+    if row is not None:
+        recorded = shard_urls(conn, spec.name)
+        if json.dumps(row[0], sort_keys=True) != declaration or recorded != [s.url for s in shards]:
+            raise CollectionError(
+                f"sharded collection {spec.name!r} is recorded with another declaration or "
+                "other shards; open it with ShardedCollection.open(engine, name)"
+            )
+        return
+    raw = raw_connection(conn)
+    raw.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
+    table = sch.table(spec, sa.MetaData())
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type.compile(conn.dialect)))
+        for c in table.columns
+    )
+    parent = sql.Identifier(spec.schema, spec.table_name)
+    if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": parent.as_string(raw)}).scalar():
+        raise CollectionError(
+            f"table {spec.schema}.{spec.table_name} exists on the coordinator; the sharded "
+            f"collection {spec.name!r} needs that name for its parent table: drop or rename it"
+        )
+    raw.execute(
+        sql.SQL("CREATE TABLE {} ({}) PARTITION BY HASH ({})").format(
+            parent, cols, sql.Identifier(spec.id_column)
+        )
+    )
+    tag = _short(spec.name)
+    conn.execute(
+        sa.text(
+            "INSERT INTO pgembed.sharded_collections (name, declaration, parent) "
+            "VALUES (:n, CAST(:d AS jsonb), to_regclass(:p)::oid)"
+        ),
+        {"n": spec.name, "d": declaration, "p": parent.as_string(raw)},
+    )
+    for s in shards:
+        server = f"pgembed_{tag}_{s.position}"
+        opts = {**_server_options(s.url), "extensions": "vector", "async_capable": "true"}
+        raw.execute(
+            sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
+                sql.Identifier(server),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(v))
+                    for k, v in opts.items()
+                ),
+            )
+        )
+        u = make_url(normalize_url(s.url))
+        mapping = {"user": u.username or "postgres"}
+        if u.password:
+            mapping["password"] = str(u.password)
+        raw.execute(
+            sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})").format(
+                sql.Identifier(server),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(v))
+                    for k, v in mapping.items()
+                ),
+            )
+        )
+        raw.execute(
+            sql.SQL(
+                "CREATE FOREIGN TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, "
+                "REMAINDER {}) SERVER {} OPTIONS (schema_name {}, table_name {})"
+            ).format(
+                sql.Identifier(spec.schema, f"{_short(spec.table_name)}_shard_{s.position}"),
+                parent,
+                sql.Literal(len(shards)),
+                sql.Literal(s.position),
+                sql.Identifier(server),
+                sql.Literal(spec.schema),
+                sql.Literal(spec.table_name),
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO pgembed.shards (collection, position, url, server) "
+                "VALUES (:c, :p, :u, :s)"
+            ),
+            {"c": spec.name, "p": s.position, "u": s.url, "s": server},
+        )
+
+
+def _unregister(conn: Connection, name: str) -> None:
+    """Remove a sharded collection's parent, foreign servers and catalog rows."""
+    from psycopg import sql
+
+    from pgembed.db import raw_connection
+
+    _require_catalog(conn)
+    raw = raw_connection(conn)
+    parent = conn.execute(
+        sa.text(
+            "SELECT n.nspname, c.relname FROM pgembed.sharded_collections AS s "
+            "JOIN pg_catalog.pg_class AS c ON c.oid = s.parent "
+            "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace WHERE s.name = :n"
+        ),
+        {"n": name},
+    ).first()
+    if parent is not None:  # its foreign partitions go with it
+        raw.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(parent[0], parent[1])))
+    servers = conn.execute(
+        sa.text("SELECT server FROM pgembed.shards WHERE collection = :n"), {"n": name}
+    ).scalars()
+    for server in list(servers):  # with its user mappings
+        raw.execute(sql.SQL("DROP SERVER IF EXISTS {} CASCADE").format(sql.Identifier(server)))
+    conn.execute(sa.text("DELETE FROM pgembed.sharded_collections WHERE name = :n"), {"n": name})
+
+
+def _raise_failed(
+    shards: Sequence[Shard], failed: dict[int, BaseException], what: str, fix: str = ""
+) -> None:
+    if not failed:
+        return
+    for i in sorted(failed):  # bad input or a refused declaration: the shard is not at fault
+        exc = failed[i]
+        if isinstance(exc, PgembedError) and not isinstance(exc, DatabaseUnavailableError):
+            raise exc
+    named = "; ".join(f"{shards[i].label}: {_why(failed[i])}" for i in sorted(failed))
+    raise ShardError(f"could not {what} on {len(failed)} of {len(shards)} shards: {named}{fix}")
+
+
+# --- versions ----------------------------------------------------------------------------
+
+
+def check_versions(
+    coordinator: Engine, shards: Sequence[Shard], *, reachable_only: bool = False
+) -> None:
+    """Every shard at the coordinator's pgembed revision, or MigrationError naming it
+    (``reachable_only``: shards that cannot be reached are left to the calls that need them).
+    """
+    from pgembed import migrate
+
+    want = migrate.current(coordinator)
+    revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
+    if not reachable_only:
+        _raise_failed(shards, failed, "read the pgembed revision")
+    wrong = [
+        f"{s.label} is at {revs[s.position]!r}"
+        for s in shards
+        if s.position not in failed and revs[s.position] != want
+    ]
+    if wrong:
+        raise MigrationError(
+            f"the shards must be at the coordinator's pgembed revision {want!r}, but "
+            f"{'; '.join(wrong)}; run `pgembed db upgrade` on the coordinator, which "
+            "upgrades every shard"
+        )
+
+
+def upgrade_shards(coordinator: Engine, revision: str = "head") -> list[str]:
+    """Upgrade every shard the coordinator records to ``revision``; returns their labels.
+
+    Refuses (MigrationError, before any shard changes) a shard that cannot be reached or is
+    at a revision this pgembed does not know.
+    """
+    from pgembed import migrate
+
+    with coordinator.connect() as conn:
+        urls = all_shard_urls(conn)
+    if not urls:
+        return []
+    shards = [Shard(i, u, _engine(u), title=t) for i, (u, t) in enumerate(urls)]
+    try:
+        known = {s.revision for s in migrate.history()}
+        revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
+        _raise_failed(shards, failed, "read the pgembed revision")
+        alien = [f"{s.label} is at {revs[s.position]!r}" for s in shards
+                 if revs[s.position] is not None and revs[s.position] not in known]  # fmt: skip
+        if alien:
+            raise MigrationError(
+                f"cannot upgrade the shards: {'; '.join(alien)}, a revision this pgembed "
+                "does not know (newer?); upgrade pgembed to the shards' version first"
+            )
+        for s in shards:  # one at a time: a failure names its shard, the rest stay as they were
+            try:
+                migrate.upgrade(s.engine, revision)
+            except Exception as exc:
+                raise MigrationError(f"upgrading {s.label} failed: {_why(exc)}") from None
+        return [s.label for s in shards]
+    finally:
+        for s in shards:
+            s.engine.dispose()

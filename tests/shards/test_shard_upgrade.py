@@ -1,0 +1,58 @@
+"""`pgembed db upgrade` on the coordinator upgrades every shard, and refuses mismatches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from pgembed import migrate
+from pgembed.errors import MigrationError
+from pgembed.shards import ShardedCollection
+
+
+def test_upgrade_on_the_coordinator_upgrades_every_shard(
+    make_sharded: Any, shard_servers: Any, tiny_encoder: Any
+) -> None:
+    coordinator, urls = make_sharded(2)
+    name = f"su_{uuid.uuid4().hex[:8]}"
+    ShardedCollection(coordinator, name, tiny_encoder, shards=urls).create().dispose()
+    shard1 = sa.create_engine(urls[1])
+    migrate.downgrade(shard1, "0005")
+    # A shard behind the coordinator is refused, naming it (URL masked).
+    with pytest.raises(MigrationError, match=r"shard 1 \(.*'0005'.*pgembed db upgrade") as err:
+        ShardedCollection.open(coordinator, name, tiny_encoder)
+    assert shard_servers[1].password not in str(err.value)
+    # The CLI's `db upgrade` on the coordinator brings it to head.
+    env = {**os.environ, "PGEMBED_DATABASE_URL": str(coordinator.url.render_as_string(False))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pgembed.cli", "db", "upgrade"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert migrate.current(shard1) == migrate.head()
+    coll = ShardedCollection.open(coordinator, name, tiny_encoder)
+    assert coll.count() == 0
+    coll.dispose()
+    # A shard at a revision this pgembed does not know: refused before any shard changes.
+    with shard1.begin() as conn:
+        conn.execute(sa.text("UPDATE pgembed.alembic_version SET version_num = 'ffff'"))
+    shard0 = sa.create_engine(urls[0])
+    migrate.downgrade(shard0, "0005")
+    with pytest.raises(MigrationError, match=r"shard 1 of '.*'ffff'.*does not know"):
+        migrate.upgrade(coordinator)
+    assert migrate.current(shard0) == "0005"
+    done = subprocess.run(
+        [sys.executable, "-m", "pgembed.cli", "db", "upgrade"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.startswith("pgembed: error:") and "Traceback" not in done.stderr
+    assert shard_servers[1].password not in done.stderr
+    shard0.dispose()
+    shard1.dispose()
