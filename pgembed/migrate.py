@@ -66,10 +66,13 @@ def downgrade(engine: Engine, revision: str, force: bool = False) -> None:
     Going to base removes the catalog, so it refuses (:class:`MigrationError`) while
     collections are registered, unless ``force=True``. Forced, the collection tables stay
     as ordinary tables with their rows (pgvector stays installed too); only pgembed's
-    catalog entries, functions and schema go.
+    catalog entries, functions and schema go. On a coordinator of sharded collections,
+    every shard it records is downgraded first (:func:`pgembed.shards.downgrade_shards`),
+    after checks that change nothing when they refuse.
     """
-    from pgembed import scoring
+    from pgembed import scoring, shards
 
+    shards.downgrade_shards(engine, revision, force)  # while the coordinator still lists them
     # The revisions' downgrade scripts expect the SQL maxsim they installed: unwire first.
     # A downgrade that stays at or above 0.4.0 wires it again after.
     _unwire(engine)

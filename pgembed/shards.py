@@ -15,6 +15,7 @@ merges by score. Every strategy's score is its exact rerank score, so the merge 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -736,6 +737,33 @@ def check_versions(
         )
 
 
+def _recorded_shards(coordinator: Engine) -> list[Shard]:
+    """Every shard the coordinator records, each once, named by collection and position."""
+    from pgembed.db import translate_errors
+
+    with translate_errors(str(coordinator.url)), coordinator.connect() as conn:
+        urls = all_shard_urls(conn)
+    return [Shard(i, u, _engine(u), title=t) for i, (u, t) in enumerate(urls)]
+
+
+def _shard_revisions(shards: Sequence[Shard], doing: str) -> list[str | None]:
+    """Every shard's pgembed revision; MigrationError (nothing changed) when a shard cannot
+    be reached or is at a revision this pgembed does not know."""
+    from pgembed import migrate
+
+    known = {s.revision for s in migrate.history()}
+    revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
+    _raise_failed(shards, failed, "read the pgembed revision")
+    alien = [f"{s.label} is at {revs[s.position]!r}" for s in shards
+             if revs[s.position] is not None and revs[s.position] not in known]  # fmt: skip
+    if alien:
+        raise MigrationError(
+            f"cannot {doing} the shards: {'; '.join(alien)}, a revision this pgembed "
+            "does not know (newer?); upgrade pgembed to the shards' version first"
+        )
+    return revs
+
+
 def upgrade_shards(coordinator: Engine, revision: str = "head") -> list[str]:
     """Upgrade every shard the coordinator records to ``revision``; returns their labels.
 
@@ -744,27 +772,78 @@ def upgrade_shards(coordinator: Engine, revision: str = "head") -> list[str]:
     """
     from pgembed import migrate
 
-    with coordinator.connect() as conn:
-        urls = all_shard_urls(conn)
-    if not urls:
+    shards = _recorded_shards(coordinator)
+    if not shards:
         return []
-    shards = [Shard(i, u, _engine(u), title=t) for i, (u, t) in enumerate(urls)]
     try:
-        known = {s.revision for s in migrate.history()}
-        revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
-        _raise_failed(shards, failed, "read the pgembed revision")
-        alien = [f"{s.label} is at {revs[s.position]!r}" for s in shards
-                 if revs[s.position] is not None and revs[s.position] not in known]  # fmt: skip
-        if alien:
-            raise MigrationError(
-                f"cannot upgrade the shards: {'; '.join(alien)}, a revision this pgembed "
-                "does not know (newer?); upgrade pgembed to the shards' version first"
-            )
+        _shard_revisions(shards, "upgrade")
         for s in shards:  # one at a time: a failure names its shard, the rest stay as they were
             try:
                 migrate.upgrade(s.engine, revision)
             except Exception as exc:
                 raise MigrationError(f"upgrading {s.label} failed: {_why(exc)}") from None
+        return [s.label for s in shards]
+    finally:
+        for s in shards:
+            s.engine.dispose()
+
+
+def _downgrade_target(coordinator: Engine, revision: str) -> str | None:
+    """``revision`` as an absolute revision (None: base), relative ones (``-1``) counted
+    from the coordinator's."""
+    from pgembed import migrate
+
+    order: list[str | None] = [None, *(s.revision for s in reversed(migrate.history()))]
+    if revision == "base" or revision in order:
+        return None if revision == "base" else revision
+    here = migrate.current(coordinator)
+    if re.fullmatch(r"-[0-9]+", revision) and here in order:
+        at = order.index(here) + int(revision)
+        if at >= 0:
+            return order[at]
+    raise MigrationError(
+        f"cannot downgrade a coordinator and its shards to {revision!r}: give a revision "
+        f"of `pgembed db history`, 'base', or -N steps below {here!r}"
+    )
+
+
+def downgrade_shards(coordinator: Engine, revision: str, force: bool = False) -> list[str]:
+    """Downgrade every shard the coordinator records to ``revision`` (before the coordinator
+    itself: it keeps the list of shards until they are done, so a failed downgrade is run
+    again from the coordinator); returns their labels. Shards already at or below it stay.
+
+    Refuses (MigrationError, before any database changes) a shard that cannot be reached,
+    one at a revision this pgembed does not know, and, going to base without ``force``, a
+    shard or coordinator whose registered collections would lose their catalog.
+    """
+    from pgembed import migrate
+
+    shards = _recorded_shards(coordinator)
+    if not shards:
+        return []
+    try:
+        target = _downgrade_target(coordinator, revision)
+        revs = _shard_revisions(shards, "downgrade")
+        if target is None and not force:
+            for eng, label in [(coordinator, "the coordinator")] + [
+                (s.engine, s.label) for s in shards
+            ]:
+                with eng.connect() as conn:
+                    try:
+                        migrate.refuse_orphaning_collections(conn, force)
+                    except MigrationError as exc:
+                        raise MigrationError(f"on {label}: {exc}") from None
+        order: list[str | None] = [None, *(s.revision for s in reversed(migrate.history()))]
+        for s in shards:  # one at a time: a failure names its shard
+            if order.index(revs[s.position]) <= order.index(target):
+                continue
+            try:
+                migrate.downgrade(s.engine, "base" if target is None else target, force=force)
+            except Exception as exc:
+                raise MigrationError(
+                    f"downgrading {s.label} failed: {_why(exc)}; the coordinator is "
+                    "unchanged: run the same downgrade on it again"
+                ) from None
         return [s.label for s in shards]
     finally:
         for s in shards:

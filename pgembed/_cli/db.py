@@ -25,7 +25,8 @@ def register(sub: Any) -> None:
         "downgrade",
         help="migrate pgembed's schema down ('base' removes it)",
         description="Migrate pgembed's schema down. 'base' removes pgembed's catalog, "
-        "functions and schema; it refuses while collections are registered unless --force.",
+        "functions and schema; it refuses while collections are registered unless --force. "
+        "On a coordinator of sharded collections, every shard it records goes down first.",
     )
     down.add_argument("revision")
     down.add_argument(

@@ -8,6 +8,7 @@ import sys
 import uuid
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -56,3 +57,47 @@ def test_upgrade_on_the_coordinator_upgrades_every_shard(
     assert shard_servers[1].password not in done.stderr
     shard0.dispose()
     shard1.dispose()
+
+
+def test_downgrade_on_the_coordinator_downgrades_every_shard(
+    make_sharded: Any, shard_servers: Any, tiny_encoder: Any
+) -> None:
+    coordinator, urls = make_sharded(2)
+    name = f"sd_{uuid.uuid4().hex[:8]}"
+    coll = ShardedCollection(coordinator, name, tiny_encoder, shards=urls).create()
+    coll.add(["a", "b", "c"], [1, 2, 3], vectors=np.eye(3, tiny_encoder.dim, dtype=np.float32))
+    coll.dispose()
+    shard0, shard1 = (sa.create_engine(u) for u in urls)
+    head = migrate.head()
+    everyone = (coordinator, shard0, shard1)
+
+    # A shard at a revision this pgembed does not know: refused before anything changes.
+    with shard1.begin() as conn:
+        conn.execute(sa.text("UPDATE pgembed.alembic_version SET version_num = 'ffff'"))
+    with pytest.raises(MigrationError, match=r"shard 1 of '.*'ffff'.*does not know"):
+        migrate.downgrade(coordinator, "0006")
+    assert [migrate.current(e) for e in (coordinator, shard0)] == [head, head]
+    with shard1.begin() as conn:
+        conn.execute(sa.text("UPDATE pgembed.alembic_version SET version_num = :h"), {"h": head})
+
+    # To base, the shards' registered collections refuse it without --force: nothing changes.
+    with pytest.raises(MigrationError, match=r"on shard [01] of .*registered.*--force") as err:
+        migrate.downgrade(coordinator, "base")
+    assert all(s.password not in str(err.value) for s in shard_servers)
+    assert [migrate.current(e) for e in everyone] == [head] * 3
+
+    # The CLI's `db downgrade` on the coordinator takes every shard down with it.
+    env = {**os.environ, "PGEMBED_DATABASE_URL": str(coordinator.url.render_as_string(False))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pgembed.cli", "db", "downgrade", "-1"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [migrate.current(e) for e in everyone] == ["0006"] * 3
+    # The shards keep their collection and rows (only the revision's own objects went).
+    with shard0.connect() as conn0, shard1.connect() as conn1:
+        held = [c.execute(sa.text(f'SELECT count(*) FROM public."{name}"')).scalar()
+                for c in (conn0, conn1)]  # fmt: skip
+    assert sum(held) == 3
+    for e in (shard0, shard1):
+        e.dispose()
