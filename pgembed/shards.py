@@ -18,6 +18,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,18 @@ def check_url(url: Any) -> str:
     return normalize_url(url)
 
 
+def check_urls(shards: Sequence[str]) -> list[str]:
+    """The shard URLs of a declaration, each checked, at least one, none twice."""
+    urls = list(shards) if not isinstance(shards, str) else [shards]
+    for url in urls:
+        check_url(url)
+    if not urls:
+        raise ConfigError("shards= needs at least one database URL")
+    if len(set(urls)) != len(urls):
+        raise ConfigError("shards= names the same database twice; give each shard once")
+    return urls
+
+
 def _engine(url: str, *, ping: bool = True) -> Engine:
     return sa.create_engine(
         check_url(url),
@@ -175,13 +188,7 @@ class ShardedCollection:
     ) -> None:
         from pgembed.pipeline import Collection
 
-        urls = list(shards) if not isinstance(shards, str) else [shards]
-        for url in urls:
-            check_url(url)
-        if not urls:
-            raise ConfigError("shards= needs at least one database URL")
-        if len(set(urls)) != len(urls):
-            raise ConfigError("shards= names the same database twice; give each shard once")
+        urls = check_urls(shards)
         self.engine = engine
         self.encoder = encoder
         self.timeout_ms = strategies.check_int("timeout_ms", timeout_ms, 1, 2**31 - 1)
@@ -720,7 +727,12 @@ def check_versions(
     """
     from pgembed import migrate
 
-    want = migrate.current(coordinator)
+    _check_revisions(migrate.current(coordinator), shards, reachable_only)
+
+
+def _check_revisions(want: str | None, shards: Sequence[Shard], reachable_only: bool) -> None:
+    from pgembed import migrate
+
     revs, failed = _fan_out(shards, lambda s: migrate.current(s.engine))
     if not reachable_only:
         _raise_failed(shards, failed, "read the pgembed revision")
@@ -848,3 +860,84 @@ def downgrade_shards(coordinator: Engine, revision: str, force: bool = False) ->
     finally:
         for s in shards:
             s.engine.dispose()
+
+
+# --- declaring in users' migrations (op.create_sharded_collection) ----------------------
+
+
+def declare(
+    conn: Connection, name: str, encoder: Any, shards: Sequence[str], **options: Any
+) -> sch.CollectionSpec:
+    """Create sharded collection ``name`` without loading a model: on every shard (each in
+    its own transaction, committed here), then on the coordinator ``conn`` inside its open
+    transaction (catalog rows, parent table, foreign servers). ``encoder`` is an
+    EncoderRecord; ``options`` are those of :class:`pgembed.Collection`.
+
+    The shards' part is not inside the coordinator's transaction: it commits even when the
+    coordinator's rolls back. Both parts are idempotent (a shard that holds the same
+    declaration is left as is), so running it again completes it.
+    """
+    from pgembed.storage import declare as decl
+
+    urls = check_urls(shards)
+    decl.spec_for(name, encoder, **_declaration(options))  # bad options: before any shard
+    _require_catalog(conn)
+    revision = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version")).scalar()
+    parts = [Shard(i, u, _engine(u)) for i, u in enumerate(urls)]
+    try:
+        _check_revisions(None if revision is None else str(revision), parts, False)
+
+        def create(s: Shard) -> sch.CollectionSpec:
+            with s.engine.begin() as shard:
+                return decl.declare(shard, name, encoder, **options)
+
+        specs, failed = _fan_out(parts, create)
+        _raise_failed(parts, failed, f"create collection {name!r}",
+                      "; the shards that answered keep it: run the migration again once the "
+                      "shard is back")  # fmt: skip
+        _register(conn, specs[0], parts)
+        return specs[0]  # type: ignore[no-any-return]
+    finally:
+        for s in parts:
+            s.dispose()
+
+
+def _declaration(options: dict[str, Any]) -> dict[str, Any]:
+    opts = dict(options)
+    return {
+        "kinds": opts.pop("kinds", ("single",)),
+        "fde": opts.pop("fde", None),
+        "matryoshka_dims": opts.pop("matryoshka_dims", None),
+        **opts,
+    }
+
+
+def undeclare(conn: Connection, name: str, *, force: bool = False) -> None:
+    """Drop sharded collection ``name``: on every shard, then on the coordinator ``conn``
+    inside its open transaction. Refuses (CollectionError) a collection that holds rows
+    unless forced, before any shard changes: every shard's drop runs in its own
+    transaction, and they commit only once all have succeeded. A shard that no longer holds
+    the collection is skipped, so running it again completes it.
+    """
+    from pgembed.storage import declare as decl
+
+    parts = [Shard(i, u, _engine(u)) for i, u in enumerate(shard_urls(conn, name))]
+    held: dict[int, Connection] = {}
+
+    def drop(s: Shard) -> None:
+        shard = held[s.position] = s.engine.connect()
+        shard.begin()
+        with suppress(UnknownCollectionError):  # dropped by an earlier run
+            decl.undeclare(shard, name, force=force)
+
+    try:
+        _, failed = _fan_out(parts, drop)
+        _raise_failed(parts, failed, f"drop {name!r}")
+        for shard in held.values():
+            shard.commit()
+    finally:
+        for shard in held.values():
+            shard.close()  # rolls back what did not commit
+        for s in parts:
+            s.dispose()
+    _unregister(conn, name)
