@@ -514,14 +514,53 @@ def _require_catalog(conn: Connection) -> None:
         )
 
 
+_RESOLVED = """
+    SELECT s.url, (SELECT o.option_value FROM pg_catalog.pg_options_to_table(m.umoptions) AS o
+                   WHERE o.option_name = 'password') AS password, s.collection, s.position
+    FROM pgembed.shards AS s
+    LEFT JOIN pg_catalog.pg_user_mappings AS m
+        ON m.srvname = s.server AND m.usename = pg_catalog.current_user()
+"""
+"""Shard URLs with the password of the current user's postgres_fdw user mapping."""
+
+
+def without_password(url: str) -> str:
+    """``url`` as ``pgembed.shards`` stores it: no password (that lives in the foreign
+    server's user mapping, which PostgreSQL shows only to its user and superusers)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':', 1)[0]}@{hostport}" if at else parts.netloc
+    query = parts.query
+    if "password" in dict(parse_qsl(query)):
+        query = urlencode([(k, v) for k, v in parse_qsl(query) if k != "password"], safe="/")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # urlunsplit would also rewrite an empty host ("postgresql:///db")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """A stored URL with its user mapping's password; as stored when there is none, so
+    that libpq's own sources (PGPASSWORD, the password file, a service file) apply."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if password is None or not at or ":" in userinfo:
+        return url
+    netloc = f"{userinfo}:{quote(password, safe='')}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def shard_urls(conn: Connection, name: str) -> list[str]:
-    """The shard URLs of sharded collection ``name``, by position."""
+    """The shard URLs of sharded collection ``name``, by position, with passwords from the
+    user mappings."""
     _require_catalog(conn)
-    urls = conn.execute(
-        sa.text("SELECT url FROM pgembed.shards WHERE collection = :n ORDER BY position"),
-        {"n": name},
-    ).scalars()
-    out = [str(u) for u in urls]
+    rows = conn.execute(
+        sa.text(f"{_RESOLVED} WHERE s.collection = :n ORDER BY s.position"), {"n": name}
+    ).all()
+    out = [_with_password(str(u), pw) for u, pw, _, _ in rows]
     if not out:
         raise UnknownCollectionError(
             f"no sharded collection {name!r} is recorded on this coordinator; create it with "
@@ -534,13 +573,11 @@ def all_shard_urls(conn: Connection) -> list[tuple[str, str]]:
     """Every shard URL the coordinator records (each once), with how to name it."""
     if conn.execute(sa.text("SELECT to_regclass('pgembed.shards')")).scalar() is None:
         return []
-    rows = conn.execute(
-        sa.text(
-            "SELECT DISTINCT ON (url) url, collection, position FROM pgembed.shards "
-            "ORDER BY url, collection, position"
-        )
-    ).all()
-    return sorted((str(u), f"shard {p} of {c!r}") for u, c, p in rows)
+    rows = conn.execute(sa.text(f"{_RESOLVED} ORDER BY s.url, s.collection, s.position")).all()
+    first: dict[str, tuple[str, str]] = {}
+    for u, pw, c, p in rows:
+        first.setdefault(str(u), (_with_password(str(u), pw), f"shard {p} of {c!r}"))
+    return sorted(first.values())
 
 
 def _parent(conn: Connection, name: str) -> int:
@@ -597,7 +634,10 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
     ).first()
     if row is not None:
         recorded = shard_urls(conn, spec.name)
-        if json.dumps(row[0], sort_keys=True) != declaration or recorded != [s.url for s in shards]:
+        given = [without_password(s.url) for s in shards]
+        if json.dumps(row[0], sort_keys=True) != declaration or given != [
+            without_password(u) for u in recorded
+        ]:
             raise CollectionError(
                 f"sharded collection {spec.name!r} is recorded with another declaration or "
                 "other shards; open it with ShardedCollection.open(engine, name)"
@@ -643,8 +683,9 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
         )
         u = make_url(normalize_url(s.url))
         mapping = {"user": u.username or "postgres"}
-        if u.password:
-            mapping["password"] = str(u.password)
+        password = u.password or u.query.get("password")
+        if password:
+            mapping["password"] = str(password if isinstance(password, str) else password[0])
         raw.execute(
             sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})").format(
                 sql.Identifier(server),
@@ -673,7 +714,7 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
                 "INSERT INTO pgembed.shards (collection, position, url, server) "
                 "VALUES (:c, :p, :u, :s)"
             ),
-            {"c": spec.name, "p": s.position, "u": s.url, "s": server},
+            {"c": spec.name, "p": s.position, "u": without_password(s.url), "s": server},
         )
 
 

@@ -7,8 +7,8 @@ A sharded collection is an ordinary pgembed collection on each of several server
 shards). The coordinator records its declaration in ``pgembed.sharded_collections`` and
 where each shard lives in ``pgembed.shards``; it also holds a partitioned parent table, hash
 on id, over postgres_fdw foreign tables (created by ``pgembed.shards``, not here), so plain
-SQL on the coordinator sees every row. Shard URLs may carry passwords, as user mappings do:
-the table is readable by its owner only.
+SQL on the coordinator sees every row. Shard URLs are stored without their passwords, which
+live in the foreign servers' user mappings; the tables are readable by their owner only.
 
 Installs ``sql/pgembed_shards.sql`` on every database (shards run it too):
 ``pgembed.bm25_statistics`` and ``pgembed.search_bm25_global``, BM25 with statistics summed
@@ -59,7 +59,8 @@ def upgrade() -> None:
     migrate.install_sql(op.get_bind(), "pgembed_shards.sql")  # BM25 with global statistics
     op.execute(
         "COMMENT ON TABLE pgembed.shards IS 'Where each shard of a sharded collection lives: "
-        "its database URL (may carry a password: owner-only) and its postgres_fdw server; "
+        "its database URL (without its password, which the server''s user mapping holds) and "
+        "its postgres_fdw server; "
         "position is the hash partition remainder'"
     )
 
