@@ -860,14 +860,36 @@ def _downgrade_target(coordinator: Engine, revision: str) -> str | None:
     )
 
 
+CATALOG_REVISION = "0007"
+"""The revision that adds the coordinator's catalog of shards."""
+
+
+def _refuse_dropping_catalog(coordinator: Engine) -> None:
+    with coordinator.connect() as conn:
+        names = conn.execute(
+            sa.text("SELECT name FROM pgembed.sharded_collections ORDER BY name")
+        ).scalars()
+        listed = ", ".join(repr(n) for n in names)
+    if listed:
+        raise MigrationError(
+            f"downgrading below {CATALOG_REVISION} removes the coordinator's catalog of "
+            f"shards, but sharded collections are recorded: {listed}. Drop them first "
+            "(ShardedCollection.drop / op.drop_sharded_collection), or pass --force "
+            "(migrate.downgrade(engine, revision, force=True)): the catalog goes, each "
+            "parent table stays on the coordinator over its foreign tables, with the rows "
+            "on the shards"
+        )
+
+
 def downgrade_shards(coordinator: Engine, revision: str, force: bool = False) -> list[str]:
     """Downgrade every shard the coordinator records to ``revision`` (before the coordinator
     itself: it keeps the list of shards until they are done, so a failed downgrade is run
     again from the coordinator); returns their labels. Shards already at or below it stay.
 
     Refuses (MigrationError, before any database changes) a shard that cannot be reached,
-    one at a revision this pgembed does not know, and, going to base without ``force``, a
-    shard or coordinator whose registered collections would lose their catalog.
+    one at a revision this pgembed does not know, and, without ``force``, a downgrade
+    that would take their catalog from sharded collections (below 0007 on the coordinator)
+    or from registered collections (base).
     """
     from pgembed import migrate
 
@@ -887,6 +909,8 @@ def downgrade_shards(coordinator: Engine, revision: str, force: bool = False) ->
                     except MigrationError as exc:
                         raise MigrationError(f"on {label}: {exc}") from None
         order: list[str | None] = [None, *(s.revision for s in reversed(migrate.history()))]
+        if not force and order.index(target) < order.index(CATALOG_REVISION):
+            _refuse_dropping_catalog(coordinator)
         for s in shards:  # one at a time: a failure names its shard
             if order.index(revs[s.position]) <= order.index(target):
                 continue

@@ -32,8 +32,9 @@ def register(sub: Any) -> None:
     down.add_argument(
         "--force",
         action="store_true",
-        help="go to base even with registered collections: their catalog entries go, "
-        "their tables stay as ordinary tables with their rows",
+        help="go to base even with registered collections (or, on a coordinator, below "
+        "0007 with sharded collections): their catalog entries go, their tables stay as "
+        "ordinary tables with their rows",
     )
     down.set_defaults(func=_downgrade)
     dsub.add_parser("current", help="print the current revision").set_defaults(func=_current)

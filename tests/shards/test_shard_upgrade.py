@@ -86,14 +86,27 @@ def test_downgrade_on_the_coordinator_downgrades_every_shard(
     assert all(s.password not in str(err.value) for s in shard_servers)
     assert [migrate.current(e) for e in everyone] == [head] * 3
 
-    # The CLI's `db downgrade` on the coordinator takes every shard down with it.
+    # Below 0007 the coordinator's catalog of shards goes: refused without --force.
     env = {**os.environ, "PGEMBED_DATABASE_URL": str(coordinator.url.render_as_string(False))}
-    done = subprocess.run(
-        [sys.executable, "-m", "pgembed.cli", "db", "downgrade", "-1"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+
+    def downgrade(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pgembed.cli", "db", "downgrade", *args],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    done = downgrade("-1")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("pgembed: error:") and f"'{name}'" in done.stderr
+    assert "--force" in done.stderr
+    assert [migrate.current(e) for e in everyone] == [head] * 3
+
+    # The CLI's `db downgrade` on the coordinator takes every shard down with it.
+    done = downgrade("-1", "--force")
     assert done.returncode == 0, done.stderr
     assert [migrate.current(e) for e in everyone] == ["0006"] * 3
+    with coordinator.connect() as conn:  # the parent stays, over the shards' rows
+        assert conn.execute(sa.text(f'SELECT count(*) FROM public."{name}"')).scalar() == 3
     # The shards keep their collection and rows (only the revision's own objects went).
     with shard0.connect() as conn0, shard1.connect() as conn1:
         held = [c.execute(sa.text(f'SELECT count(*) FROM public."{name}"')).scalar()
