@@ -24,7 +24,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +117,9 @@ class Calibration:
     seed: int | None
     measured: list[Measured]
     prefixes: list[PrefixQuality]
+    depths: list[Any] = field(default_factory=list)
+    """query_depth.DepthMeasured per (strategy, setting, query encoder depth), where the
+    encoder has shallower exported depths and the queries have texts."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,7 +170,12 @@ def calibrate(
     dense strategies only), or None for ``sample`` stored rows drawn with ``seed``. Stored
     rows make optimistic queries for HNSW even with their own row left out: the search
     starts from a graph that holds them and their links. Real queries give the recall
-    real queries get (benchmarks/RESULTS.md, "Recall targets")."""
+    real queries get (benchmarks/RESULTS.md, "Recall targets").
+
+    Where the encoder has shallower exported depths and the queries have texts (passed, or
+    the sampled rows' stored texts), it also measures each query encoder depth
+    (:mod:`pgembed.query_depth`)."""
+    from pgembed import query_depth
     from pgembed.db import translate_sql_errors
 
     k = strategies.check_k(k)
@@ -201,6 +209,7 @@ def calibrate(
         if queries is None:
             dense, tokens, dense_ids, token_ids = _sample_rows(coll, conn, sample, seed)
             used_seed: int | None = seed
+            texts = query_depth.texts_of(coll, conn, dense_ids) if dense_ids else []
         elif isinstance(queries, np.ndarray):
             if "multivector" in chosen:
                 raise CollectionError(
@@ -216,10 +225,12 @@ def calibrate(
             ]
             tokens, dense_ids, token_ids = [], [None] * len(dense), []
             used_seed = None
+            texts = []
         else:
             dense, tokens = _encode(coll, queries, spec.has("single"), "multivector" in chosen)
             dense_ids, token_ids = [None] * len(dense), [None] * len(tokens)
             used_seed = None
+            texts = list(queries) if spec.has("single") else []
         n_queries = max(len(dense), len(tokens))
         dense_used = any(s != "multivector" for s in chosen)
         total = (len(dense) if dense_used else 0) + sum(
@@ -251,7 +262,8 @@ def calibrate(
             if "funnel" in chosen
             else []
         )
-    cal = Calibration(spec.name, k, n_queries, rows, used_seed, measured, prefixes)
+        depths = query_depth.measure(coll, conn, texts, dense_ids, chosen, k, progress)
+    cal = Calibration(spec.name, k, n_queries, rows, used_seed, measured, prefixes, depths)
     _save(coll, cal, chosen)
     return cal
 
@@ -493,6 +505,7 @@ def _prefix_quality(
 
 def _save(coll: Collection, cal: Calibration, chosen: Sequence[str]) -> None:
     """Replace the collection's calibration of the strategies measured, in one transaction."""
+    from pgembed import query_depth
     from pgembed.db import translate_sql_errors
 
     name = cal.collection
@@ -512,6 +525,7 @@ def _save(coll: Collection, cal: Calibration, chosen: Sequence[str]) -> None:
                     for m in cal.measured
                 ],
             )  # fmt: skip
+        query_depth.save(conn, name, chosen, cal.rows, cal.k, cal.queries, cal.depths)
         if "funnel" in chosen:
             conn.execute(prefix_quality.delete().where(prefix_quality.c.collection == name))
             if cal.prefixes:
@@ -699,5 +713,11 @@ def format_calibration(cal: Calibration) -> str:
         lines.append(
             f"  prefix {p.prefix:<5} alone keeps {p.recall:.3f} of the full top-{cal.k}; "
             f"RankMe {p.effective_rank:.1f} (full {p.full_effective_rank:.1f}){weak}"
+        )
+    for layers in sorted({d.layers for d in cal.depths}):
+        at = [d for d in cal.depths if d.layers == layers]
+        lines.append(
+            f"  query depth {layers} layers: encode {at[0].encode_ms:.2f} ms/query, best recall "
+            f"{max(d.recall for d in at):.3f} against full-depth queries"
         )
     return "\n".join(lines)

@@ -551,11 +551,14 @@ class Collection:
                 stmt = sa.select(fn(self.spec.name, text, k=int(k), **opts))
             with _connect(self.engine) as conn, translate_sql_errors(self.spec.name):
                 return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
+        encoder = self.encoder
+        if isinstance(query, str) and "target_recall" in opts and not plan.tokens:
+            encoder, opts = self._query_depth(plan.name, opts)
         if isinstance(query, str):
             if plan.tokens:
-                q: Any = self.encoder.encode_tokens([query], "query", progress=False)[0]
+                q: Any = encoder.encode_tokens([query], "query", progress=False)[0]
             else:
-                q = self.encoder.encode([query], "query", progress=False)[0]
+                q = encoder.encode([query], "query", progress=False)[0]
         else:
             q = query
         q = strategies.check_query(self.spec, plan, q, opts)
@@ -566,6 +569,22 @@ class Collection:
 
                 calibration.check_target(conn, self.spec, plan.name, opts)
             return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
+
+    def _query_depth(self, strategy: str, opts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The query encoder and options of a text search with target_recall: a shallower
+        depth with its setting when calibration found one cheaper that meets the target
+        (:mod:`pgembed.query_depth`), else the full depth and the options unchanged."""
+        from pgembed import calibration, query_depth
+
+        if strategy not in query_depth.STRATEGIES or not query_depth.shallow_depths(self.encoder):
+            return self.encoder, opts
+        fixed = {o: opts[o] for o in calibration.GRID_OPTIONS[strategy] if o in opts}
+        with _connect(self.engine) as conn, translate_sql_errors(self.spec.name):
+            got = query_depth.pick(conn, self.spec.name, strategy, opts["target_recall"], fixed)
+        if got is None or got.layers >= self.encoder.layers:
+            return self.encoder, opts
+        chosen = {o: v for o, v in opts.items() if o != "target_recall"} | got.setting
+        return query_depth.encoder_at(self.encoder, got.layers), chosen
 
     def calibrate(
         self,

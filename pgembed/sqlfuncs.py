@@ -237,7 +237,7 @@ def search_multivector(
     iterative_scan: str | None = None,
     target_recall: float | None = None,
 ) -> TableValuedAlias:
-    """``pgembed.search_multivector``: FDE HNSW candidates (default 100), exact MaxSim
+    """``pgembed.search_multivector``: FDE HNSW candidates (default 300), exact MaxSim
     rerank.
 
     ``q`` is the query's token vectors, an (n, d) array (or a ``vector[]`` expression).

@@ -36,6 +36,10 @@ search's top-10 on MiniLM vectors of about 33,000 short texts, 100 kept 0.987. T
 and binary's default oversample (16, 20; below) were raised from 8 and 10 the same way: on
 the Wikipedia sample's passages with MiniLM, 8 kept 0.949 (128-dim prefix) and 10 kept
 0.968; 16 and 20 kept 0.979 and 0.989 (benchmarks/RESULTS.md, "Recall targets")."""
+MULTIVECTOR_CANDIDATES = 300
+"""multivector's default FDE candidates reranked by exact MaxSim (``pgembed.search_multivector``):
+on MiniLM token vectors of 6,000 Wikipedia passages, 100 kept 0.939 of exact MaxSim's top-10,
+200 kept 0.970, 300 kept 0.979 (benchmarks/RESULTS.md, "Multivector default")."""
 HALFVEC_MAX = 65504.0
 """Largest magnitude a halfvec element holds."""
 
@@ -161,7 +165,7 @@ STRATEGIES: dict[str, Strategy] = {
                  {"oversample": 20}),
         Strategy("multivector", "fde", "search_multivector",
                  ("candidates", "oversample", "ef_search", "iterative_scan", "target_recall"),
-                 {"candidates": 100, "oversample": 10}, tokens=True),
+                 {"candidates": MULTIVECTOR_CANDIDATES, "oversample": 10}, tokens=True),
         Strategy("bm25", "lexical", "search_bm25", ("k1", "b"), text=True),
         Strategy("hybrid", "lexical", "search_hybrid",
                  ("dense", "fusion", "rrf_k", "bm25_weight", "dense_weight", "alpha", "depth",

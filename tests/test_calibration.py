@@ -3,6 +3,7 @@ against the table, held-out recall, bad input, stale calibrations."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -123,7 +124,8 @@ def _cheapest(vec: Collection, strategy: str, target: float, **fixed: int) -> di
 
     def key(m: calibration.Measured) -> tuple[Any, ...]:
         is_weak = "prefix" not in fixed and m.setting.get("prefix") in weak
-        return (is_weak, m.ms, m.recall)
+        # pgembed.calibrated_setting's order, down to its last tie-break (setting::text)
+        return (is_weak, m.ms, m.recall, json.dumps(m.setting))
 
     return min(ok, key=key).setting
 
@@ -292,11 +294,34 @@ def test_multivector_is_calibrated_against_exact_maxsim(texts_coll: Collection) 
     assert got == texts_coll.search(tq[0], k=5, strategy="multivector", **want)
 
 
+def test_multivector_default_is_the_strategies_table(engine: Engine, tiny_encoder: Any) -> None:
+    """search_multivector without candidates runs pgembed.strategies' default (300): the same
+    rows as passing it, on 500 rows, where 100 candidates give other rows."""
+    from pgembed import strategies
+
+    default = strategies.STRATEGIES["multivector"].defaults["candidates"]
+    assert default == strategies.MULTIVECTOR_CANDIDATES == 300
+    sents = [s for p in lee_background() for s in p.split(". ") if len(s.split()) > 4][:500]
+    fde = FDEConfig(dimension=DIM, num_repetitions=2, num_simhash_projections=2,
+                    projection_dimension=4)  # fmt: skip
+    c = Collection(engine, "mv default", tiny_encoder, kinds=("fde",), fde=fde)
+    c.create()
+    try:
+        c.add(sents, ids=range(len(sents)), progress=False)
+        qs = c.encoder.encode_tokens(sents[3:300:37], "query", progress=False)
+        mv = "multivector"
+        runs = [(c.search(q, k=10, strategy=mv), c.search(q, k=10, strategy=mv, candidates=default),
+                 c.search(q, k=10, strategy=mv, candidates=100)) for q in qs]  # fmt: skip
+        assert all(got == explicit for got, explicit, _ in runs)
+        assert any(got != fewer for got, _, fewer in runs)  # the test can tell 100 from 300
+    finally:
+        c.drop(force=True)
+
+
 def test_the_command_line(engine: Engine, tiny_model_dir: Any, tiny_encoder: Any,
                           tmp_path: Any) -> None:  # fmt: skip
     """`pgembed calibrate` records what Collection.calibrate would; `pgembed search
     --target-recall` runs the pick; `pgembed stats` shows it; a bad target is one line."""
-    import json
     import os
     import subprocess
     import sys

@@ -11,9 +11,13 @@ Adds two catalog tables, written by ``Collection.calibrate`` (``pgembed calibrat
   k, the number of queries, the collection's row count and the time of measurement;
 - ``pgembed.prefix_quality``: per collection and Matryoshka prefix, the recall@k of the
   prefix alone against the full vector, the effective rank (RankMe) of the prefix, and
-  whether the prefix is weak.
+  whether the prefix is weak;
+- ``pgembed.query_depths``: where the collection's encoder was exported with shallower
+  graphs (``pgembed export --layers``), per strategy, setting and query encoder depth, the
+  recall@k against exact search with full-depth queries, its lower bound, and the encode
+  and database time per query (elastic depth on the query side, 2DMSE).
 
-Both go with their collection (ON DELETE CASCADE). Then installs ``pgembed--0.5.0.sql``,
+All three go with their collection (ON DELETE CASCADE). Then installs ``pgembed--0.5.0.sql``,
 whose four dense searches take ``target_recall`` (see that script). The downgrade runs
 ``pgembed--0.5.0--0.4.0.sql``, which drops what 0.5.0 added and restores 0.4.0's
 definitions of the functions it changed, then drops the tables.
@@ -79,10 +83,38 @@ def upgrade() -> None:
         "the prefix and of the full vector, and whether the prefix is weak (pgembed "
         "calibrate); target_recall never picks a weak prefix unless it is given'"
     )
+    op.execute(
+        """
+        CREATE TABLE pgembed.query_depths (
+            collection text NOT NULL REFERENCES pgembed.collections (name)
+                ON DELETE CASCADE ON UPDATE CASCADE,
+            strategy text NOT NULL,
+            setting jsonb NOT NULL,
+            layers integer NOT NULL CHECK (layers > 0),
+            k integer NOT NULL CHECK (k > 0),
+            recall double precision NOT NULL CHECK (recall >= 0 AND recall <= 1),
+            recall_low double precision NOT NULL CHECK (recall_low >= 0 AND recall_low <= recall),
+            encode_ms double precision NOT NULL CHECK (encode_ms >= 0),
+            ms double precision NOT NULL CHECK (ms >= 0),
+            queries integer NOT NULL CHECK (queries > 0),
+            rows bigint NOT NULL CHECK (rows >= 0),
+            calibrated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (collection, strategy, setting, layers)
+        )
+        """
+    )
+    op.execute(
+        "COMMENT ON TABLE pgembed.query_depths IS 'Per search setting of a collection and "
+        "depth (layers) of its query encoder: recall@k against exact search with full-depth "
+        "queries (recall_low: its one-sided 95 percent lower bound), encode and database ms "
+        "per query (pgembed calibrate); Collection.search with target_recall encodes a text "
+        "query at the cheapest depth that meets the target'"
+    )
     install_sql(op.get_bind(), "pgembed--0.5.0.sql")
 
 
 def downgrade() -> None:
     install_sql(op.get_bind(), "pgembed--0.5.0--0.4.0.sql")
+    op.execute("DROP TABLE pgembed.query_depths")
     op.execute("DROP TABLE pgembed.prefix_quality")
     op.execute("DROP TABLE pgembed.calibrations")

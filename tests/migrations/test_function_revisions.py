@@ -179,7 +179,10 @@ def test_downgrade_0006_restores_0005s_functions(empty_engine: Engine) -> None:
         "obj_description(p.oid, 'pg_proc') FROM pg_proc p "
         "WHERE p.pronamespace = 'pgembed'::regnamespace ORDER BY 1"
     )
-    tables = "SELECT to_regclass('pgembed.calibrations'), to_regclass('pgembed.prefix_quality')"
+    tables = (
+        "SELECT to_regclass('pgembed.calibrations'), to_regclass('pgembed.prefix_quality'), "
+        "to_regclass('pgembed.query_depths')"
+    )
     with empty_engine.connect() as conn:
         at5 = conn.execute(sa.text(every)).all()
     migrate.upgrade(empty_engine, "0006")
@@ -201,7 +204,7 @@ def test_downgrade_0006_restores_0005s_functions(empty_engine: Engine) -> None:
         migrate.downgrade(empty_engine, "0005")
         with empty_engine.connect() as conn:
             assert conn.execute(sa.text(every)).all() == at5
-            assert conn.execute(sa.text(tables)).one() == (None, None)
+            assert conn.execute(sa.text(tables)).one() == (None, None, None)
         migrate.upgrade(empty_engine, "0006")
         with empty_engine.connect() as conn:
             assert conn.execute(sa.text(every)).all() == at6
