@@ -1,6 +1,7 @@
 -- pgembed 0.5.0 -> 0.4.0 (downgrade of migration 0006): drops the functions 0.5.0 added
 -- and restores 0.4.0's definitions, copied verbatim from pgembed--0.4.0.sql, of the ones it
--- changed (version and the four dense searches). Every other function is the same in both.
+-- changed (version, the four dense searches and search_hybrid). Every other function is the
+-- same in both.
 
 SELECT pg_catalog.set_config('pgembed.saved_search_path',
                              pg_catalog.current_setting('search_path'), true);
@@ -10,6 +11,8 @@ DROP FUNCTION IF EXISTS pgembed.search_knn(text, @extschema:vector@.vector, inte
 DROP FUNCTION IF EXISTS pgembed.search_funnel(text, @extschema:vector@.vector, integer, integer, integer, integer, text, double precision);
 DROP FUNCTION IF EXISTS pgembed.search_binary(text, @extschema:vector@.vector, integer, integer, integer, integer, text, integer, double precision);
 DROP FUNCTION IF EXISTS pgembed.search_multivector(text, @extschema:vector@.vector[], integer, integer, integer, integer, text, double precision);
+DROP FUNCTION IF EXISTS pgembed.search_hybrid(text, text, @extschema:vector@.vector, integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer, double precision);
+DROP FUNCTION IF EXISTS pgembed.search_hybrid(text, text, @extschema:vector@.vector[], integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer, double precision);
 DROP FUNCTION IF EXISTS pgembed.calibrated_setting(text, text, double precision, jsonb);
 
 CREATE OR REPLACE FUNCTION pgembed.version() RETURNS text
@@ -275,6 +278,103 @@ $fn$;
 
 COMMENT ON FUNCTION pgembed.search_multivector(text, @extschema:vector@.vector[], integer, integer, integer, integer, text) IS
     'Multi-vector search: query FDE (pgembed.fde_query), inner-product HNSW on the fde column (`candidates` rows; with a bit index: Hamming on binary_quantize(fde) for candidates*oversample rows, then a float-FDE rescore to `candidates`), then exact MaxSim on the token vectors. Top-k (id, score) best first, score = MaxSim.';
+
+
+CREATE OR REPLACE FUNCTION pgembed.search_hybrid(
+    collection text, query text, q @extschema:vector@.vector, k integer DEFAULT 10,
+    dense text DEFAULT 'knn', fusion text DEFAULT 'rrf', rrf_k integer DEFAULT 60,
+    bm25_weight double precision DEFAULT 1, dense_weight double precision DEFAULT 1,
+    alpha double precision DEFAULT 0.5, depth integer DEFAULT NULL,
+    k1 double precision DEFAULT 1.2, b double precision DEFAULT 0.75,
+    ef_search integer DEFAULT NULL)
+    RETURNS TABLE (id bigint, score double precision)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 10
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    kind text;
+    n integer;
+    li bigint[];
+    ls double precision[];
+    di bigint[];
+    ds double precision[];
+BEGIN
+    kind := CASE dense WHEN 'knn'::text THEN 'single'::text WHEN 'funnel'::text THEN 'matryoshka'::text
+                       WHEN 'binary'::text THEN 'binary'::text END;
+    IF kind IS NULL THEN
+        RAISE EXCEPTION 'pgembed: dense must be knn, funnel or binary with a query vector, got %',
+            coalesce(pg_catalog.quote_literal(dense), 'NULL'::text)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'for multivector, pass the query''s token vectors (vector[]) instead';
+    END IF;
+    PERFORM pgembed.collection_info(collection, 'lexical'::text);
+    PERFORM pgembed.collection_info(collection, kind);
+    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    n := pgembed.check_range('depth'::text, coalesce(depth, greatest(k, 100)), k, 100000);
+    -- fusion arguments first, so that a bad one fails before any search runs
+    PERFORM * FROM pgembed.fuse('{}'::bigint[], '{}'::double precision[], '{}'::bigint[],
+                                '{}'::double precision[], k, fusion, rrf_k, bm25_weight,
+                                dense_weight, alpha);
+    SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
+      INTO li, ls FROM pgembed.search_bm25(collection, query, n, k1, b) AS s;
+    IF dense = 'knn'::text THEN
+        SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
+          INTO di, ds FROM pgembed.search_knn(collection, q, n, ef_search, NULL::text) AS s;
+    ELSIF dense = 'funnel'::text THEN
+        SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
+          INTO di, ds FROM pgembed.search_funnel(collection, q, n, NULL::integer, 8, ef_search, NULL::text) AS s;
+    ELSE
+        SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
+          INTO di, ds FROM pgembed.search_binary(collection, q, n, 10, NULL::integer, ef_search, NULL::text, NULL::integer) AS s;
+    END IF;
+    RETURN QUERY SELECT f.id, f.score FROM pgembed.fuse(li, ls, di, ds, k, fusion, rrf_k, bm25_weight, dense_weight, alpha) AS f;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.search_hybrid(text, text, @extschema:vector@.vector, integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer) IS
+    'Hybrid search: pgembed.search_bm25 of the query text and a dense search (dense: knn, funnel or binary) of the query vector q, each to `depth` rows (default max(k, 100)), fused by pgembed.fuse (rrf with rrf_k and per-side weights, or convex with alpha, the dense side''s weight). ef_search goes to the dense side. Top-k (id, score) best first.';
+
+CREATE OR REPLACE FUNCTION pgembed.search_hybrid(
+    collection text, query text, q @extschema:vector@.vector[], k integer DEFAULT 10,
+    dense text DEFAULT 'multivector', fusion text DEFAULT 'rrf', rrf_k integer DEFAULT 60,
+    bm25_weight double precision DEFAULT 1, dense_weight double precision DEFAULT 1,
+    alpha double precision DEFAULT 0.5, depth integer DEFAULT NULL,
+    k1 double precision DEFAULT 1.2, b double precision DEFAULT 0.75,
+    ef_search integer DEFAULT NULL)
+    RETURNS TABLE (id bigint, score double precision)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 10
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n integer;
+    li bigint[];
+    ls double precision[];
+    di bigint[];
+    ds double precision[];
+BEGIN
+    IF dense IS DISTINCT FROM 'multivector'::text THEN
+        RAISE EXCEPTION 'pgembed: a query of token vectors (vector[]) goes with dense => multivector, got %',
+            coalesce(pg_catalog.quote_literal(dense), 'NULL'::text)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'for knn, funnel or binary, pass one query vector';
+    END IF;
+    PERFORM pgembed.collection_info(collection, 'lexical'::text);
+    PERFORM pgembed.collection_info(collection, 'fde'::text);
+    PERFORM pgembed.check_range('k'::text, k, 1, 100000);
+    n := pgembed.check_range('depth'::text, coalesce(depth, greatest(k, 100)), k, 100000);
+    PERFORM * FROM pgembed.fuse('{}'::bigint[], '{}'::double precision[], '{}'::bigint[],
+                                '{}'::double precision[], k, fusion, rrf_k, bm25_weight,
+                                dense_weight, alpha);
+    SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
+      INTO li, ls FROM pgembed.search_bm25(collection, query, n, k1, b) AS s;
+    SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
+      INTO di, ds FROM pgembed.search_multivector(collection, q, n, greatest(n, 100), 10, ef_search, NULL::text) AS s;
+    RETURN QUERY SELECT f.id, f.score FROM pgembed.fuse(li, ls, di, ds, k, fusion, rrf_k, bm25_weight, dense_weight, alpha) AS f;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.search_hybrid(text, text, @extschema:vector@.vector[], integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer) IS
+    'Hybrid search with a multi-vector dense side: pgembed.search_bm25 of the query text and pgembed.search_multivector of the query''s token vectors q (candidates max(depth, 100)), each to `depth` rows (default max(k, 100)), fused by pgembed.fuse as in search_hybrid(text, text, vector, ...).';
 
 
 SELECT pg_catalog.set_config('search_path',

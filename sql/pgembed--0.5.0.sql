@@ -1,9 +1,10 @@
 -- pgembed 0.5.0: every function of schema pgembed, in full. Installed by migration 0006
 -- (and by any later revision that reinstalls 0.5.0). CREATE OR REPLACE throughout, with
 -- 0.4.0's signatures, except for the four dense searches (search_knn, search_funnel,
--- search_binary, search_multivector), which take a last argument `target_recall` and are
--- dropped first (CREATE OR REPLACE cannot add an argument). Objects that depend on the
--- other functions (the generated column pgembed.fde_configs.ams_vectors) stay.
+-- search_binary, search_multivector) and search_hybrid, which take a last argument
+-- `target_recall` and are dropped first (CREATE OR REPLACE cannot add an argument).
+-- Objects that depend on the other functions (the generated column
+-- pgembed.fde_configs.ams_vectors) stay.
 --
 -- New in 0.5.0: searches that meet a recall target. pgembed.calibrations (migration 0006)
 -- holds, per collection, strategy and setting, the recall@k against exact search and the
@@ -14,7 +15,8 @@
 -- Wikipedia sample's passages with a 128-dim prefix, 16 kept 0.979); search_binary's
 -- oversample 20 (10 kept 0.968, 20 kept 0.989); search_multivector's candidates 300 (against
 -- exact MaxSim, MiniLM token vectors of 6,000 Wikipedia passages: 100 kept 0.939, 200 kept
--- 0.970, 300 kept 0.979). search_hybrid keeps its own dense depths.
+-- 0.970, 300 kept 0.979). search_hybrid keeps its own dense depths, except with a
+-- target_recall, which its dense side meets by its calibrated setting.
 --
 -- Name resolution (DESIGN.md, "SQL security"). Every function runs with
 -- `search_path = pg_catalog, pg_temp`: unqualified functions and operators resolve only in
@@ -669,8 +671,10 @@ COMMENT ON FUNCTION pgembed.distance_sql(text) IS
 
 -- --- recall targets (0.5.0) ----------------------------------------------------------------
 
--- The four dense searches take target_recall; 0.4.0's signatures go first, so that a call
--- without it resolves to one function only.
+-- The four dense searches and search_hybrid take target_recall; 0.4.0's signatures go
+-- first, so that a call without it resolves to one function only.
+DROP FUNCTION IF EXISTS pgembed.search_hybrid(text, text, @extschema:vector@.vector, integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer);
+DROP FUNCTION IF EXISTS pgembed.search_hybrid(text, text, @extschema:vector@.vector[], integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer);
 DROP FUNCTION IF EXISTS pgembed.search_knn(text, @extschema:vector@.vector, integer, integer, text);
 DROP FUNCTION IF EXISTS pgembed.search_funnel(text, @extschema:vector@.vector, integer, integer, integer, integer, text);
 DROP FUNCTION IF EXISTS pgembed.search_binary(text, @extschema:vector@.vector, integer, integer, integer, integer, text, integer);
@@ -1351,7 +1355,7 @@ CREATE OR REPLACE FUNCTION pgembed.search_hybrid(
     bm25_weight double precision DEFAULT 1, dense_weight double precision DEFAULT 1,
     alpha double precision DEFAULT 0.5, depth integer DEFAULT NULL,
     k1 double precision DEFAULT 1.2, b double precision DEFAULT 0.75,
-    ef_search integer DEFAULT NULL)
+    ef_search integer DEFAULT NULL, target_recall double precision DEFAULT NULL)
     RETURNS TABLE (id bigint, score double precision)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 10
     SET search_path = pg_catalog, pg_temp
@@ -1384,20 +1388,24 @@ BEGIN
       INTO li, ls FROM pgembed.search_bm25(collection, query, n, k1, b) AS s;
     IF dense = 'knn'::text THEN
         SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
-          INTO di, ds FROM pgembed.search_knn(collection, q, n, ef_search, NULL::text) AS s;
+          INTO di, ds FROM pgembed.search_knn(collection, q, n, ef_search, NULL::text, target_recall) AS s;
     ELSIF dense = 'funnel'::text THEN
         SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
-          INTO di, ds FROM pgembed.search_funnel(collection, q, n, NULL::integer, 8, ef_search, NULL::text) AS s;
+          INTO di, ds FROM pgembed.search_funnel(collection, q, n, NULL::integer,
+                                            CASE WHEN target_recall IS NULL THEN 8 END, ef_search,
+                                            NULL::text, target_recall) AS s;
     ELSE
         SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
-          INTO di, ds FROM pgembed.search_binary(collection, q, n, 10, NULL::integer, ef_search, NULL::text, NULL::integer) AS s;
+          INTO di, ds FROM pgembed.search_binary(collection, q, n, CASE WHEN target_recall IS NULL THEN 10 END,
+                                            NULL::integer, ef_search, NULL::text, NULL::integer,
+                                            target_recall) AS s;
     END IF;
     RETURN QUERY SELECT f.id, f.score FROM pgembed.fuse(li, ls, di, ds, k, fusion, rrf_k, bm25_weight, dense_weight, alpha) AS f;
 END
 $fn$;
 
-COMMENT ON FUNCTION pgembed.search_hybrid(text, text, @extschema:vector@.vector, integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer) IS
-    'Hybrid search: pgembed.search_bm25 of the query text and a dense search (dense: knn, funnel or binary) of the query vector q, each to `depth` rows (default max(k, 100)), fused by pgembed.fuse (rrf with rrf_k and per-side weights, or convex with alpha, the dense side''s weight). ef_search goes to the dense side. Top-k (id, score) best first.';
+COMMENT ON FUNCTION pgembed.search_hybrid(text, text, @extschema:vector@.vector, integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer, double precision) IS
+    'Hybrid search: pgembed.search_bm25 of the query text and a dense search (dense: knn, funnel or binary) of the query vector q, each to `depth` rows (default max(k, 100)), fused by pgembed.fuse (rrf with rrf_k and per-side weights, or convex with alpha, the dense side''s weight). ef_search goes to the dense side. target_recall (0 < t <= 1) goes to the dense side too, which then takes its calibrated setting (pgembed.calibrated_setting; its oversample or candidates too, instead of hybrid''s own; an explicit ef_search wins); its depth stays `depth`. Top-k (id, score) best first.';
 
 CREATE OR REPLACE FUNCTION pgembed.search_hybrid(
     collection text, query text, q @extschema:vector@.vector[], k integer DEFAULT 10,
@@ -1405,7 +1413,7 @@ CREATE OR REPLACE FUNCTION pgembed.search_hybrid(
     bm25_weight double precision DEFAULT 1, dense_weight double precision DEFAULT 1,
     alpha double precision DEFAULT 0.5, depth integer DEFAULT NULL,
     k1 double precision DEFAULT 1.2, b double precision DEFAULT 0.75,
-    ef_search integer DEFAULT NULL)
+    ef_search integer DEFAULT NULL, target_recall double precision DEFAULT NULL)
     RETURNS TABLE (id bigint, score double precision)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 10
     SET search_path = pg_catalog, pg_temp
@@ -1433,13 +1441,16 @@ BEGIN
     SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
       INTO li, ls FROM pgembed.search_bm25(collection, query, n, k1, b) AS s;
     SELECT pg_catalog.array_agg(s.id ORDER BY s.score DESC, s.id), pg_catalog.array_agg(s.score ORDER BY s.score DESC, s.id)
-      INTO di, ds FROM pgembed.search_multivector(collection, q, n, greatest(n, 100), 10, ef_search, NULL::text) AS s;
+      INTO di, ds FROM pgembed.search_multivector(collection, q, n,
+                                              CASE WHEN target_recall IS NULL THEN greatest(n, 100) END,
+                                              CASE WHEN target_recall IS NULL THEN 10 END, ef_search,
+                                              NULL::text, target_recall) AS s;
     RETURN QUERY SELECT f.id, f.score FROM pgembed.fuse(li, ls, di, ds, k, fusion, rrf_k, bm25_weight, dense_weight, alpha) AS f;
 END
 $fn$;
 
-COMMENT ON FUNCTION pgembed.search_hybrid(text, text, @extschema:vector@.vector[], integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer) IS
-    'Hybrid search with a multi-vector dense side: pgembed.search_bm25 of the query text and pgembed.search_multivector of the query''s token vectors q (candidates max(depth, 100)), each to `depth` rows (default max(k, 100)), fused by pgembed.fuse as in search_hybrid(text, text, vector, ...).';
+COMMENT ON FUNCTION pgembed.search_hybrid(text, text, @extschema:vector@.vector[], integer, text, text, integer, double precision, double precision, double precision, integer, double precision, double precision, integer, double precision) IS
+    'Hybrid search with a multi-vector dense side: pgembed.search_bm25 of the query text and pgembed.search_multivector of the query''s token vectors q (candidates max(depth, 100)), each to `depth` rows (default max(k, 100)), fused by pgembed.fuse as in search_hybrid(text, text, vector, ...). target_recall (0 < t <= 1): candidates and oversample from search_multivector''s calibrated setting instead (pgembed.calibrated_setting).';
 
 -- --- restore the installing session's search_path ------------------------------------
 

@@ -171,8 +171,9 @@ def test_upgrade_backfills_simhash_vectors_of_older_configs(empty_engine: Engine
 
 
 def test_downgrade_0006_restores_0005s_functions(empty_engine: Engine) -> None:
-    """0.5.0 adds target_recall to the dense searches and the calibration picker; its
-    downgrade gives back 0.4.0's functions byte for byte, and drops the calibration tables."""
+    """0.5.0 adds target_recall to the dense searches (hybrid's too) and the calibration
+    picker; its downgrade gives back 0.4.0's functions byte for byte, and drops the
+    calibration tables."""
     migrate.upgrade(empty_engine, "0005")
     every = (
         "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proconfig, "
@@ -190,7 +191,8 @@ def test_downgrade_0006_restores_0005s_functions(empty_engine: Engine) -> None:
         at6 = conn.execute(sa.text(every)).all()
         assert conn.execute(sa.text("SELECT pgembed.version()")).scalar_one() == "0.5.0"
         assert None not in conn.execute(sa.text(tables)).one()
-    searches = ("search_knn", "search_funnel", "search_binary", "search_multivector")
+    searches = ("search_knn", "search_funnel", "search_binary", "search_multivector",
+                "search_hybrid")  # fmt: skip
     added = {r[0] for r in at6} - {r[0] for r in at5}
     assert added == {
         "pgembed.calibrated_setting(text,text,double precision,jsonb)",

@@ -262,6 +262,9 @@ def workload(enc: Any) -> list[tuple[str, str, dict[str, Any]]]:
          f"{V}, 5, target_recall => CAST(0.5 AS float8))", qd),
         ("multivector target", "SELECT * FROM pgembed.search_multivector(CAST('cap a' AS text), "
          f"{T}, 5, target_recall => CAST(0.5 AS float8))", {"t": _toks(t)}),
+        *[(f"hybrid {d} target", "SELECT * FROM pgembed.search_hybrid(CAST('cap a' AS text), "
+           f"CAST('storm damage' AS text), {V}, 5, CAST(:d AS text), "
+           "target_recall => CAST(0.5 AS float8))", {**qd, "d": d}) for d in ("knn", "binary")],
         ("target unmet", "SELECT pgembed.calibrated_setting(CAST('cap a' AS text), "
          "CAST('knn' AS text), CAST(1 AS float8), CAST('{\"ef_search\": 7}' AS jsonb))", {}),
         ("target out of range", f"SELECT * FROM pgembed.search_knn(CAST('cap a' AS text), {V}, "
