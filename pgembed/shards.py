@@ -445,8 +445,9 @@ class ShardedCollection:
         dense = strategies.get(opts.get("dense") or "knn")
         bm25: dict[str, Any] = {o: opts[o] for o in ("k1", "b") if o in opts}
         # the dense side's settings as search_hybrid gives them
-        side: dict[str, Any] = {o: opts[o] for o in ("ef_search",) if o in opts}
-        if dense.name == "multivector":
+        # (with target_recall, each shard's dense side takes its own calibrated setting)
+        side: dict[str, Any] = {o: opts[o] for o in ("ef_search", "target_recall") if o in opts}
+        if dense.name == "multivector" and "target_recall" not in side:
             side["candidates"] = max(depth, 100)
         lexical = self._bm25(text, depth, bm25, allow_partial, missing)
         found = self._dense(dense, text, depth, side, allow_partial, missing)

@@ -294,11 +294,13 @@ def search_hybrid(
     k1: float = 1.2,
     b: float = 0.75,
     ef_search: int | None = None,
+    target_recall: float | None = None,
 ) -> TableValuedAlias:
     """``pgembed.search_hybrid``: BM25 of the text ``query`` fused with the dense search
     ``dense`` of ``q`` (a vector; for ``dense="multivector"`` the query's token vectors),
     each side ``depth`` rows deep; ``fusion`` is ``rrf`` (``rrf_k``, per-side weights) or
-    ``convex`` (``alpha``, the dense side's weight over min-max normalised scores)."""
+    ``convex`` (``alpha``, the dense side's weight over min-max normalised scores);
+    ``target_recall`` goes to the dense side, which then runs its calibrated setting."""
     _options(
         "hybrid",
         k,
@@ -312,6 +314,7 @@ def search_hybrid(
         k1=k1,
         b=b,
         ef_search=ef_search,
+        target_recall=target_recall,
     )
     qv = _tokens(q) if strategies.STRATEGIES[dense].tokens else _vector(q)
     return _hits(
@@ -330,6 +333,7 @@ def search_hybrid(
             _float(k1),
             _float(b),
             _int(ef_search),
+            _float(target_recall),
         )
     )
 

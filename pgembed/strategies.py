@@ -169,7 +169,7 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("bm25", "lexical", "search_bm25", ("k1", "b"), text=True),
         Strategy("hybrid", "lexical", "search_hybrid",
                  ("dense", "fusion", "rrf_k", "bm25_weight", "dense_weight", "alpha", "depth",
-                  "k1", "b", "ef_search"), {"rrf_k": 60}, text=True),
+                  "k1", "b", "ef_search", "target_recall"), {"rrf_k": 60}, text=True),
     )
 }  # fmt: skip
 NAMES = tuple(STRATEGIES)

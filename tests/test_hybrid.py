@@ -380,6 +380,54 @@ def test_hybrid_is_the_fusion_of_its_sides(engine: Engine, tiny_encoder: Any) ->
             assert len(hits) == 5
 
 
+def test_hybrid_target_recall_is_the_calibrated_dense_setting(
+    engine: Engine, tiny_encoder: Any
+) -> None:
+    coll = _coll(engine, tiny_encoder, kinds=("single", "binary", "lexical"))
+    texts = _texts(80)
+    coll.add(texts, ids=range(len(texts)))
+    coll.calibrate(sample=10, k=5, seed=1, progress=False, strategies=["knn", "binary"])
+    query = "storm damage in the city"
+    q = tiny_encoder.encode([query], "query", progress=False)[0]
+    name = coll.spec.name
+    with engine.connect() as conn:
+
+        def pick(strategy: str) -> dict[str, Any]:
+            cal = conn.execute(
+                sa.text("SELECT pgembed.calibrated_setting(:c, :s, 0.5)"),
+                {"c": name, "s": strategy},
+            ).scalar()
+            assert cal, strategy
+            return {o: v for o, v in cal.items() if v is not None}
+
+        def run(f: Any) -> list[tuple[int, float]]:
+            return [(int(i), float(sc)) for i, sc in conn.execute(f.select()).all()]
+
+        # knn: the dense side runs at the calibrated ef_search (never below its depth, 20)
+        ef = min(1000, max(20, int(pick("knn")["ef_search"])))
+        want = run(sqlfuncs.search_hybrid(name, query, q, k=5, depth=20, ef_search=ef))
+        got = run(sqlfuncs.search_hybrid(name, query, q, k=5, depth=20, target_recall=0.5))
+        assert got == want
+        assert coll.search(query, k=5, strategy="hybrid", depth=20, target_recall=0.5) == want
+        # binary: the calibrated oversample instead of hybrid's own 10
+        lex = run(sqlfuncs.search_bm25(name, query, k=20))
+        den = run(sqlfuncs.search_binary(name, q, k=20, **pick("binary")))
+        want = run(sqlfuncs.fuse(lex, den, k=5))
+        got = run(sqlfuncs.search_hybrid(name, query, q, k=5, dense="binary", depth=20,
+                                         target_recall=0.5))  # fmt: skip
+        assert got == want
+        # out of range: refused as for every other strategy, in Python and in SQL
+        for bad in (0, 1.5):
+            with pytest.raises(ConfigError, match=r"target_recall must be a number in \(0, 1\]"):
+                coll.search(query, strategy="hybrid", target_recall=bad)
+        with pytest.raises(sa.exc.DBAPIError, match=r"target_recall must be a number in \(0, 1\]"):
+            conn.execute(
+                sa.text("SELECT * FROM pgembed.search_hybrid(:c, 'storm', CAST(:q AS vector), 5, "
+                        "target_recall => CAST(1.5 AS float8))"),
+                {"c": name, "q": str(q.tolist())},
+            )  # fmt: skip
+
+
 def test_hybrid_with_multivector(engine: Engine, tiny_encoder: Any) -> None:
     from pgembed import FDEConfig
 
