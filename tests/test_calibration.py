@@ -124,8 +124,10 @@ def _cheapest(vec: Collection, strategy: str, target: float, **fixed: int) -> di
 
     def key(m: calibration.Measured) -> tuple[Any, ...]:
         is_weak = "prefix" not in fixed and m.setting.get("prefix") in weak
-        # pgembed.calibrated_setting's order, down to its last tie-break (setting::text)
-        return (is_weak, m.ms, m.recall, json.dumps(m.setting))
+        # pgembed.calibrated_setting's order, down to its last tie-break (setting::text:
+        # jsonb prints keys shortest first, then bytewise)
+        text = json.dumps(dict(sorted(m.setting.items(), key=lambda kv: (len(kv[0]), kv[0]))))
+        return (is_weak, m.ms, m.recall, text)
 
     return min(ok, key=key).setting
 
@@ -353,9 +355,13 @@ def test_the_command_line(engine: Engine, tiny_model_dir: Any, tiny_encoder: Any
         out = cli("search", "calib cli", texts[5], "-k", "5", "--strategy", "funnel",
                   "--target-recall", "0.9", "--json")  # fmt: skip
         assert out.returncode == 0, out.stderr
-        want = _cheapest(c, "funnel", 0.9)
-        hits = [json.loads(line)["id"] for line in out.stdout.splitlines()]
-        assert hits == [i for i, _ in c.search(texts[5], k=5, strategy="funnel", **want)]
+        hits = [json.loads(line) for line in out.stdout.splitlines()]
+        # the same pick as Python's (setting and, with elastic depths, query depth; which
+        # one is the cheapest is tested above and in test_query_depth.py)
+        ref = c.search(texts[5], k=5, strategy="funnel", target_recall=0.9)
+        # the same rows and scores; rows of equal score may come in either order
+        assert sorted(h["id"] for h in hits) == sorted(i for i, _ in ref)
+        assert [h["score"] for h in hits] == pytest.approx([s for _, s in ref], rel=1e-6)
         out = cli("stats", "calib cli", "--sample", "5")
         assert out.returncode == 0, out.stderr
         assert "calibration funnel" in out.stdout and "calibration knn" in out.stdout
