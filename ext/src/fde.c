@@ -34,15 +34,6 @@
 
 #include "pgembed_scoring.h"
 
-/* pgvector's vector: varlena header, int16 dim, int16 unused, then dim float4 */
-typedef struct VectorHeader
-{
-	int32		vl_len_;
-	int16		dim;
-	int16		unused;
-	float		x[FLEXIBLE_ARRAY_MEMBER];
-} VectorHeader;
-
 #define VECTOR_MAX_DIM 16000	/* pgvector's */
 #define MAX_SIMHASH 16			/* 65536 partitions per repetition */
 #define MAX_INTERMEDIATE (1 << 26)	/* R * 2^k * d_proj, and R * 2^k * d */

@@ -10,6 +10,15 @@
 
 #include "postgres.h"
 
+/* pgvector's vector (fde.c, residual.c): varlena header, int16 dim, int16 unused, then dim float4 */
+typedef struct VectorHeader
+{
+	int32		vl_len_;
+	int16		dim;
+	int16		unused;
+	float		x[FLEXIBLE_ARRAY_MEMBER];
+} VectorHeader;
+
 /* Document tokens per kernel block and per transposed chunk. */
 #define PGEMBED_BLOCK_DOCS 16
 #define PGEMBED_CHUNK_DOCS 64

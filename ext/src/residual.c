@@ -33,15 +33,6 @@
 
 #include "pgembed_scoring.h"
 
-/* pgvector's vector: varlena header, int16 dim, int16 unused, then dim float4 */
-typedef struct VectorHeader
-{
-	int32		vl_len_;
-	int16		dim;
-	int16		unused;
-	float		x[FLEXIBLE_ARRAY_MEMBER];
-} VectorHeader;
-
 #define MAX_RESIDUAL_BITS 16
 
 /* --- residual_levels ------------------------------------------------------------------- */

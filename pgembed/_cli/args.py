@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pgembed import strategies
 from pgembed.errors import ConfigError, InputError
 
 MAX_INT = 2**31 - 1  # PostgreSQL's integer
@@ -42,6 +43,21 @@ def checked(check: Callable[[Any], Any], convert: Callable[[str], Any] = int) ->
             raise argparse.ArgumentTypeError(msg) from None
 
     return parse
+
+
+def add_search_args(parser: argparse.ArgumentParser) -> None:
+    """COLLECTION, QUERY, -k, --strategy and one flag per search option, all checked by
+    pgembed.strategies (`pgembed search` and `pgembed shards search`)."""
+    parser.add_argument("collection")
+    parser.add_argument("query")
+    parser.add_argument("-k", type=checked(strategies.check_k), default=10, help="results")
+    parser.add_argument("--strategy", choices=strategies.NAMES, default="knn")
+    for opt in strategies.OPTIONS.values():
+        used = ", ".join(strategies.accepting(opt.name))
+        parser.add_argument(
+            opt.flag, dest=opt.name, type=checked(opt.check, opt.type),
+            help=f"{opt.help} ({used})",
+        )  # fmt: skip
 
 
 def vectors_path(value: str) -> Path:

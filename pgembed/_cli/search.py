@@ -8,7 +8,7 @@ import shutil
 from typing import Any
 
 from pgembed import strategies
-from pgembed._cli.args import checked
+from pgembed._cli.args import add_search_args
 
 
 def register(sub: Any) -> None:
@@ -21,18 +21,7 @@ def register(sub: Any) -> None:
         '{"rank": 1, "id": 42, "score": 0.83, "text": "..."}, with the full text '
         "(null when the collection stores no text).",
     )
-    sea.add_argument("collection")
-    sea.add_argument("query")
-    sea.add_argument("-k", type=checked(strategies.check_k), default=10, help="results")
-    sea.add_argument("--strategy", choices=strategies.NAMES, default="knn")
-    for opt in strategies.OPTIONS.values():  # the flags follow pgembed.strategies
-        used = ", ".join(strategies.accepting(opt.name))
-        sea.add_argument(
-            opt.flag,
-            dest=opt.name,
-            type=checked(opt.check, opt.type),
-            help=f"{opt.help} ({used})",
-        )
+    add_search_args(sea)
     sea.add_argument(
         "--json", action="store_true", help="one JSON object per line: rank, id, score, text"
     )

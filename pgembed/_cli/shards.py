@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from pgembed import strategies
-from pgembed._cli.args import checked, positive_int
+from pgembed._cli.args import add_search_args, positive_int
 
 
 def _kinds(value: str) -> tuple[str, ...]:
@@ -57,16 +57,7 @@ def register(sub: Any) -> None:
     ing.set_defaults(func=_ingest)
 
     sea = cmds.add_parser("search", help="search every shard at once, best hits first")
-    sea.add_argument("collection")
-    sea.add_argument("query")
-    sea.add_argument("-k", type=checked(strategies.check_k), default=10, help="results")
-    sea.add_argument("--strategy", choices=strategies.NAMES, default="knn")
-    for opt in strategies.OPTIONS.values():  # the flags follow pgembed.strategies
-        used = ", ".join(strategies.accepting(opt.name))
-        sea.add_argument(
-            opt.flag, dest=opt.name, type=checked(opt.check, opt.type),
-            help=f"{opt.help} ({used})",
-        )  # fmt: skip
+    add_search_args(sea)
     sea.add_argument(
         "--allow-partial", action="store_true",
         help="answer from the shards that respond; a warning names the missing ones",
