@@ -317,3 +317,93 @@ def test_builder_input_errors(docs: tuple) -> None:
         query.knn(t.c.embedding, np.ones(D), k=0)
     with pytest.raises(ConfigError, match="oversample"):
         query.funnel(t.c.embedding, np.ones(D), prefix=4, oversample=10**6)
+
+
+# --- selective filters with the index in use: every builder still returns k rows ------------
+
+
+def _selective(t: sa.Table) -> list[Any]:
+    return [t.c.id % 90 == 0]  # 10 of the 300 rows (ids are multiples of 3)
+
+
+@pytest.mark.parametrize("builder", ["knn", "funnel", "binary_rerank"])
+def test_selective_filter_returns_k_rows_through_the_index(
+    engine: Engine, docs: tuple, data: dict, builder: str
+) -> None:
+    """The filter keeps 10 rows; with the HNSW scan in use and no setting of the caller's,
+    every builder still returns the exact 5 best of them (its statement carries the scan
+    settings, pgembed.scan), and the caller's settings are as before afterwards."""
+    _, t = docs
+    q = data["queries"][3]
+    where = _selective(t)
+    stmt = {
+        "knn": lambda: query.knn(t.c.embedding, q, k=5, where=where),
+        "funnel": lambda: query.funnel(t.c.embedding, q, k=5, prefix=8, where=where),
+        "binary_rerank": lambda: query.binary_rerank(t.c.embedding, q, k=5, where=where),
+    }[builder]()
+    ids = np.arange(N) * 3
+    keep = ids % 90 == 0
+    want = ids[keep][np.argsort(-(_half(data["emb"][keep]) @ _half(q)), kind="stable")[:5]]
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(conn.execute(Explain(stmt)).scalars())
+        assert "hnsw" in plan, plan
+        before = conn.execute(sa.text("SELECT current_setting('hnsw.iterative_scan', true)"))
+        got = [r.id for r in conn.execute(stmt)]
+        after = conn.execute(sa.text("SELECT current_setting('hnsw.iterative_scan', true)"))
+        assert after.scalar() == before.scalar()
+    assert got == want.tolist()
+
+
+def test_scan_settings_in_autocommit_are_restored(engine: Engine, docs: tuple, data: dict) -> None:
+    _, t = docs
+    stmt = query.knn(t.c.embedding, data["queries"][0], k=5, where=_selective(t))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("SET enable_seqscan = off"))
+        assert len(conn.execute(stmt).all()) == 5
+        ef, it = conn.execute(
+            sa.text(
+                "SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')"
+            )
+        ).one()
+        conn.execute(sa.text("RESET enable_seqscan"))
+    assert (ef, it) == ("40", "off")
+
+
+def test_multivector_builder_uses_the_fde_bit_index(engine: Engine, tiny_encoder: Any) -> None:
+    """The FDE index is HNSW on binary_quantize(fde): the builder orders by that expression
+    (so the plan uses it), rescores by the float FDE, and ranks by exact MaxSim."""
+    c = Collection(engine, f"mvq {uuid.uuid4().hex[:6]}", tiny_encoder,
+                   kinds=("fde", "multivector")).create()  # fmt: skip
+    try:
+        texts = [s for d in lee_background() for s in d.split(". ") if len(s.split()) > 3][:60]
+        c.add(texts, ids=range(len(texts)))
+        t = c.table()
+        qt = tiny_encoder.encode_tokens([QUERY], "query")[0]
+        stmt = query.multivector(t.c.fde, t.c.tokens, qt, c.fde.encode_query([qt])[0], k=5)
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(conn.execute(Explain(stmt)).scalars())
+            got = [(r.id, r.score) for r in conn.execute(stmt)]
+        assert "_fde_bq_hnsw" in plan, plan
+        want = c.search(QUERY, k=5, strategy="multivector")  # the SQL function's plan
+        assert [i for i, _ in got] == [i for i, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+    finally:
+        c.drop(force=True)
+
+
+@pytest.mark.parametrize("form", ["ndarray", "list"])
+def test_multivector_maxsim_comparator_takes_arrays(engine: Engine, docs: tuple, form: str) -> None:
+    from pgembed.vectors.maxsim import maxsim
+
+    _, t = docs
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(3, D)).astype(np.float32)
+    arg = q if form == "ndarray" else q.tolist()
+    stmt = sa.select(t.c.id, t.c.tokens.maxsim(arg).label("s")).order_by(t.c.id).limit(20)
+    with engine.begin() as conn:
+        rows = conn.execute(stmt).all()
+        tokens = [r.tokens for r in conn.execute(sa.select(t.c.tokens).order_by(t.c.id).limit(20))]
+    want = maxsim(_half(q), tokens)
+    np.testing.assert_allclose([r.s for r in rows], want, rtol=1e-3, atol=1e-3)

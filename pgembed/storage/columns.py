@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Float
-from sqlalchemy.sql import func
+from sqlalchemy.sql import ClauseElement, bindparam, func
 from sqlalchemy.types import TypeEngine, UserDefinedType
 
 from pgembed.errors import DimensionError, EmptyInputError, NonFiniteError
@@ -92,7 +92,13 @@ class MultiVector(UserDefinedType[Any]):
 
     class Comparator(TypeEngine.Comparator[Any]):
         def maxsim(self, other: Any) -> Any:
-            """MaxSim of a query multi-vector against this column (higher is closer)."""
+            """MaxSim of a query multi-vector against this column (higher is closer).
+
+            ``other`` is an SQL expression, or the query's token vectors (an (n, d) array
+            or a list of vectors), sent as this column's ``halfvec(d)[]``.
+            """
+            if not isinstance(other, ClauseElement):
+                other = bindparam(None, other, type_=self.type, unique=True)
             return func.pgembed.maxsim(other, self.expr, type_=Float)
 
     comparator_factory = Comparator
