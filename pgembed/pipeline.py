@@ -550,6 +550,11 @@ class Collection:
             else:
                 stmt = sa.select(fn(self.spec.name, text, k=int(k), **opts))
             with _connect(self.engine) as conn, translate_sql_errors(self.spec.name):
+                if plan.name == "hybrid" and "target_recall" in opts:
+                    from pgembed import calibration
+
+                    # its dense side reads the calibration: the same warnings as alone
+                    calibration.check_target(conn, self.spec, opts.get("dense", "knn"), opts)
                 return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
         encoder = self.encoder
         if isinstance(query, str) and "target_recall" in opts and not plan.tokens:

@@ -314,6 +314,6 @@ def test_cli_db_commands(pg_home: Path, admin_url: str) -> None:
     assert pgembed("db", "upgrade").stdout.strip() == f"pgembed schema at {migrate.head()}"
     assert pgembed("db", "current").stdout.strip() == migrate.head()
     out = pgembed("db", "psql", "-tA", "-c", "SELECT pgembed.version()")
-    assert out.stdout.strip() == "0.5.0", out.stderr
+    assert out.stdout.strip() == "0.5.1", out.stderr
     assert "0001" in pgembed("db", "history").stdout
     assert pgembed("db", "downgrade", "base").stdout.strip() == "pgembed schema at base (removed)"

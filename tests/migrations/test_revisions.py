@@ -41,7 +41,7 @@ def test_upgrade_creates_schema_catalog_and_pgvector(empty_engine: Engine) -> No
             sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         ).scalar_one()
         assert migrate.parse_version(version) >= (0, 8)
-        assert conn.execute(sa.text("SELECT pgembed.version()")).scalar_one() == "0.5.0"
+        assert conn.execute(sa.text("SELECT pgembed.version()")).scalar_one() == "0.5.1"
         # the user's own alembic_version is untouched
         user_table = sa.text("SELECT to_regclass('public.alembic_version')")
         assert conn.execute(user_table).scalar() is None

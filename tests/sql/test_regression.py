@@ -104,7 +104,7 @@ def test_psql_expected_values_match_numpy() -> None:
         fde = "[" + ",".join(f"{x:g}" for x in f) + "]"
         assert f"({i + 1}, '[" in script and f"B'{b}', '{fde}'" in script, (b, fde)
 
-    assert exp["version"] == "0.5.0"
+    assert exp["version"] == "0.5.1"
     assert float(exp["maxsim vector[]"]) == pytest.approx(np_maxsim(qt, [tokens[4]])[0])
     assert float(exp["maxsim halfvec[]"]) == pytest.approx(np_maxsim(qt, [tokens[3]])[0])
     assert exp["maxsim empty doc"] == "NULL"

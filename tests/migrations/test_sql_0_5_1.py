@@ -1,0 +1,34 @@
+"""Migration 0010 (SQL 0.5.1): up changes only the functions its patch script defines, down
+restores 0.5.0's definitions of them exactly (read back from the catalog)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pgembed import migrate
+
+_EVERY = sa.text(
+    "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), "
+    "obj_description(p.oid, 'pg_proc') FROM pg_proc p "
+    "WHERE p.pronamespace = 'pgembed'::regnamespace ORDER BY 1"
+)
+
+
+def _functions(engine: Engine) -> dict[str, tuple[str, str]]:
+    with engine.connect() as conn:
+        return {name: (body, comment) for name, body, comment in conn.execute(_EVERY)}
+
+
+def test_0010_changes_its_functions_and_its_downgrade_restores_them(empty_engine: Engine) -> None:
+    migrate.upgrade(empty_engine, "0007")
+    before = _functions(empty_engine)
+    migrate.upgrade(empty_engine, "0010")
+    after = _functions(empty_engine)
+    assert before.keys() == after.keys()
+    changed = {n.split("(")[0] for n in before if before[n] != after[n]}
+    assert changed == {"pgembed.version", "pgembed.search_knn", "pgembed.search_multivector"}
+    with empty_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT pgembed.version()")).scalar_one() == "0.5.1"
+    migrate.downgrade(empty_engine, "0007")
+    assert _functions(empty_engine) == before
