@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
@@ -598,16 +598,39 @@ def _sub_names(op: Any) -> set[str]:
     return {str(n) for n in names if n is not None}
 
 
+def _sharded_tables(conn: Connection) -> set[tuple[str, str]]:
+    """(schema, table) of every sharded collection's parent and its foreign partitions on a
+    coordinator: pgembed made them all (:mod:`pgembed.shards`), and autogenerate must
+    neither drop nor change them."""
+    if conn.execute(sa.text("SELECT to_regclass('pgembed.sharded_collections')")).scalar() is None:
+        return set()
+    rows = conn.execute(
+        sa.text(
+            "SELECT n.nspname, c.relname FROM pgembed.sharded_collections AS s "
+            "JOIN pg_catalog.pg_class AS c ON c.oid = s.parent OR c.oid IN ("
+            "SELECT i.inhrelid FROM pg_catalog.pg_inherits AS i WHERE i.inhparent = s.parent) "
+            "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+        )
+    ).all()
+    return {(str(schema), str(table)) for schema, table in rows}
+
+
 def _without_collection_tables(
-    found: Iterable[Any], owned: Mapping[tuple[str, str], set[str]], default_schema: str
+    found: Iterable[Any],
+    owned: Mapping[tuple[str, str], set[str]],
+    default_schema: str,
+    whole: Container[tuple[str, str]] = (),
 ) -> list[Any]:
-    """alembic's ops minus creating, dropping or changing what pgembed owns on its tables."""
+    """alembic's ops minus creating, dropping or changing what pgembed owns on its tables
+    (``whole``: tables that are pgembed's entirely, every op on them goes)."""
     kept = []
     for op in found:
         key = (
             str(getattr(op, "schema", None) or default_schema),
             str(getattr(op, "table_name", "")),
         )
+        if key in whole:
+            continue
         if key not in owned:
             kept.append(op)
         elif isinstance(op, ops.ModifyTableOps):
@@ -633,7 +656,8 @@ def compare_collections(
         return _CONTINUE
     declared = declared_collections(autogen_context.metadata)
     recorded = _recorded(conn, required=declared is not None)
-    if not recorded and declared is None:
+    sharded = _sharded_tables(conn)
+    if not recorded and declared is None and not sharded:
         return _CONTINUE
     owned = dict(_owned(rec.spec) for rec in recorded.values())
     owned.update(_stats_tables(rec.spec for rec in recorded.values()))
@@ -663,7 +687,7 @@ def compare_collections(
         encoder, options = declaration_of(conn, recorded[name])
         drops.append(DropCollectionOp(name, False, encoder, **options))
     default_schema = str(conn.dialect.default_schema_name)
-    kept = _without_collection_tables(upgrade_ops.ops, owned, default_schema)
+    kept = _without_collection_tables(upgrade_ops.ops, owned, default_schema, sharded)
     upgrade_ops.ops[:] = [*creates, *kept, *drops]
     return _CONTINUE
 

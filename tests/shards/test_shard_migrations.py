@@ -167,3 +167,43 @@ def test_sharded_ops_reverse() -> None:
     )  # fmt: skip
     with pytest.raises(IrreversibleDropError, match="shards=\\[url1, url2\\]"):
         DropShardedCollectionOp("d").reverse()
+
+
+@pytest.mark.parametrize("declare_user_table", [False, True])
+def test_autogenerate_leaves_sharded_tables_alone(
+    make_sharded: Any, tiny_encoder: Any, declare_user_table: bool
+) -> None:
+    """On a coordinator, every table the sharded collection made (the partitioned parent and
+    its foreign partitions, read from the catalog) is left out of autogenerate, with or
+    without other tables declared; a user's own new table still gets its op."""
+    from alembic.autogenerate import produce_migrations
+
+    from pgembed.alembic_ops import include_object, render_item
+
+    coordinator, urls = make_sharded(2)
+    name = f"ag_{uuid.uuid4().hex[:8]}"
+    ShardedCollection(coordinator, name, tiny_encoder, shards=urls).create().dispose()
+    md = sa.MetaData()
+    if declare_user_table:
+        sa.Table("user_notes", md, sa.Column("id", sa.Integer, primary_key=True))
+    with coordinator.connect() as conn:
+        pgembed_tables = set(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pgembed.sharded_collections s "
+                    "JOIN pg_class c ON c.oid = s.parent OR c.oid IN "
+                    "(SELECT inhrelid FROM pg_inherits WHERE inhparent = s.parent)"
+                )
+            ).scalars()
+        )
+        assert name in pgembed_tables and len(pgembed_tables) == 3  # parent + 2 partitions
+        ctx = MigrationContext.configure(
+            conn,
+            opts={"target_metadata": md, "include_object": include_object,
+                  "render_item": render_item},
+        )  # fmt: skip
+        script = produce_migrations(ctx, md)
+    assert script.upgrade_ops is not None
+    touched = {getattr(op, "table_name", None) for op in script.upgrade_ops.ops}
+    assert not touched & pgembed_tables, script.upgrade_ops.ops
+    assert touched == ({"user_notes"} if declare_user_table else set())
