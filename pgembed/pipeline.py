@@ -26,6 +26,7 @@ from pgembed.errors import (
     IngestError,
     InputError,
     NonFiniteError,
+    PgembedError,
     UnknownKindError,
 )
 from pgembed.storage import bulk, catalog, declare, ingest, ownership
@@ -500,6 +501,8 @@ class Collection:
         """
         rec = catalog.get_collection(conn, self.spec.name)
         self._check_encoder(rec.fingerprint)
+        if _adoptable(rec.spec, self.spec):
+            self.spec = rec.spec
         _check_same_declaration(rec.spec, self.spec)
         if rec.fde_config is not None and rec.fde_config != self._fde_config_id:
             stored = catalog.load_fde_config(conn, rec.fde_config)
@@ -536,7 +539,11 @@ class Collection:
         """
         from pgembed import sqlfuncs
 
-        plan, opts = strategies.check_search(self.spec, strategy, k, options)
+        try:
+            plan, opts = strategies.check_search(self.spec, strategy, k, options)
+        except UnknownKindError as exc:
+            self._adopt_server_kinds(exc)
+            plan, opts = strategies.check_search(self.spec, strategy, k, options)
         if plan.text:
             text = strategies.query_text(query)
             fn = getattr(sqlfuncs, plan.function)
@@ -574,6 +581,27 @@ class Collection:
 
                 calibration.check_target(conn, self.spec, plan.name, opts)
             return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
+
+    def _adopt_server_kinds(self, exc: UnknownKindError) -> None:
+        """The table stores a kind this declaration lacks (a migration added it). Kinds the
+        database computes itself (:data:`SERVER_KINDS`) are taken from the record; for any
+        other, ``exc`` says what the record holds and how to declare it."""
+        try:
+            with _connect(self.engine) as conn:
+                rec = catalog.get_collection(conn, self.spec.name)
+        except PgembedError:
+            raise exc from None
+        if _adoptable(rec.spec, self.spec):
+            self.spec = rec.spec
+            return
+        added = [k for k in rec.spec.all_kinds if not self.spec.has(k)]
+        if not added:
+            raise exc
+        raise UnknownKindError(
+            f"collection {self.spec.name!r} stores {added} (its record in pgembed.collections), "
+            f"but this Collection was declared with kinds={list(self.spec.kinds)}; declare "
+            f"it as recorded, or use Collection.open(engine, {self.spec.name!r})"
+        ) from None
 
     def _query_depth(self, strategy: str, opts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """The query encoder and options of a text search with target_recall: a shallower
@@ -745,16 +773,53 @@ def _check_batch_size(value: Any) -> int:
     return value
 
 
-def _check_same_declaration(recorded: sch.CollectionSpec, declared: sch.CollectionSpec) -> None:
+def declaration_differences(
+    recorded: sch.CollectionSpec, declared: sch.CollectionSpec
+) -> list[str]:
+    """What a declaration lacks or changes against the record, in words (kinds by name,
+    then each kind's settings that differ), empty when they agree."""
     rec, dec = recorded.to_catalog(), declared.to_catalog()
-    differ = [f"{k}: recorded {rec[k]!r}, declared {dec[k]!r}" for k in rec if rec[k] != dec[k]]
+    out = []
+    rk, dk = rec.pop("kinds"), dec.pop("kinds")
+    if set(rk) - set(dk):
+        out.append(f"the table stores {sorted(set(rk) - set(dk))}, which this declaration lacks")
+    if set(dk) - set(rk):
+        out.append(f"this declaration adds {sorted(set(dk) - set(rk))}, which the table lacks")
+    for kind in sorted(set(rk) & set(dk)):
+        keys = sorted(set(rk[kind]) | set(dk[kind]))
+        out += [
+            f"{kind} {key}: recorded {rk[kind].get(key)!r}, declared {dk[kind].get(key)!r}"
+            for key in keys
+            if rk[kind].get(key) != dk[kind].get(key)
+        ]
+    out += [f"{k}: recorded {rec[k]!r}, declared {dec[k]!r}" for k in rec if rec[k] != dec[k]]
+    return out
+
+
+SERVER_KINDS = frozenset({"lexical"})
+"""Kinds the database computes from the stored text itself (a generated column and
+triggers): a declaration that lacks one writes the same rows."""
+
+
+def _adoptable(recorded: sch.CollectionSpec, declared: sch.CollectionSpec) -> bool:
+    """Whether the record is the declaration plus kinds of :data:`SERVER_KINDS` only."""
+    extra = set(recorded.all_kinds) - set(declared.all_kinds)
+    if not extra or not extra <= SERVER_KINDS:
+        return False
+    rec = recorded.to_catalog()
+    rec["kinds"] = {k: v for k, v in rec["kinds"].items() if k not in extra}
+    return rec == declared.to_catalog()
+
+
+def _check_same_declaration(recorded: sch.CollectionSpec, declared: sch.CollectionSpec) -> None:
+    differ = declaration_differences(recorded, declared)
     if differ:
         raise CollectionError(
             f"collection {declared.name!r} is recorded with another declaration than this "
             f"Collection's ({'; '.join(differ)}), so writing would leave rows partial or "
-            f"land in another table. Write through Collection.open(engine, "
-            f"{declared.name!r}), which uses the recorded declaration, or drop the "
-            "collection and create() it anew"
+            f"land in another table. Declare it as recorded (a migration such as "
+            f"op.add_lexical changes the record), or write through Collection.open(engine, "
+            f"{declared.name!r}), which uses the recorded declaration"
         )
 
 
