@@ -109,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except PgembedError as exc:
-        print(f"pgembed: error: {_one_line(str(exc))}", file=sys.stderr)
+        # the database's own messages carry their source ("pgembed: ..."): once is enough
+        text = _one_line(str(exc)).removeprefix("pgembed: ")
+        print(f"pgembed: error: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pgembed: error: interrupted", file=sys.stderr)

@@ -117,6 +117,9 @@ def error_for(e: Exception, collection: str | None = None) -> PgembedError | Non
     state = str(getattr(orig, "sqlstate", None) or "")
     message = _first_line(e)
     if message.startswith("pgembed"):
+        hint = getattr(getattr(orig, "diag", None), "message_hint", None)
+        if hint:  # what to do: the function's HINT, which the message line lacks
+            message = f"{message}; {hint}"
         return _PGEMBED_STATES.get(state, InputError)(message)
     lost = isinstance(e, exc.OperationalError | exc.InterfaceError) and not state
     if lost or state.startswith(_LOST_STATES) or getattr(e, "connection_invalidated", False):

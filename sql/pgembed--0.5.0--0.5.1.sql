@@ -2,7 +2,10 @@
 -- no calibration runs the strategy's defaults. In 0.5.0 search_knn then ran ef_search = k and
 -- search_multivector candidates = k (greatest(k, NULL) is k), far below the defaults (100 and
 -- 300): asking for recall gave less. The downgrade reinstalls 0.5.0's definitions of these
--- functions from pgembed--0.5.0.sql.
+-- functions from pgembed--0.5.0.sql. pgembed.calibrated_setting's messages: without a
+-- calibration it no longer says it searches (it only picks), and a target that the measured
+-- recall meets but whose lower bound the sample is too small to claim asks for more queries,
+-- naming how many, instead of a wider grid.
 
 CREATE OR REPLACE FUNCTION pgembed.version() RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SECURITY INVOKER
@@ -143,3 +146,91 @@ $fn$;
 
 COMMENT ON FUNCTION pgembed.search_multivector(text, @extschema:vector@.vector[], integer, integer, integer, integer, text, double precision) IS
     'Multi-vector search: query FDE (pgembed.fde_query), inner-product HNSW on the fde column (`candidates` rows, default 300; with a bit index: Hamming on binary_quantize(fde) for candidates*oversample rows, then a float-FDE rescore to `candidates`), then exact MaxSim on the token vectors. Top-k (id, score) best first, score = MaxSim. target_recall (0 < t <= 1): candidates from the cheapest calibrated setting meeting it (pgembed.calibrated_setting; explicit options win; no calibration: the defaults).';
+
+CREATE OR REPLACE FUNCTION pgembed.calibrated_setting(
+    collection text, strategy text, target_recall double precision, fixed jsonb DEFAULT '{}')
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n bigint;
+    best double precision;
+    found_k integer;
+    top double precision;
+    n_queries integer;
+    chosen jsonb;
+    weak boolean;
+    given jsonb := coalesce(fixed, '{}'::jsonb);
+    own_prefix boolean := (coalesce(fixed, '{}'::jsonb) ->> 'prefix'::text) IS NOT NULL;
+BEGIN
+    IF target_recall IS NULL OR NOT (target_recall > 0::double precision
+                                     AND target_recall <= 1::double precision) THEN
+        RAISE EXCEPTION 'pgembed: target_recall must be a number in (0, 1], got %',
+            coalesce(target_recall::text, 'NULL'::text)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass the share of exact search''s top-k to keep, e.g. 0.95';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pgembed.calibrations AS c
+                   WHERE c.collection = calibrated_setting.collection
+                     AND c.strategy = calibrated_setting.strategy) THEN
+        RAISE WARNING 'pgembed: collection % has no calibration of strategy %; a search with target_recall runs the strategy''s defaults',
+            pg_catalog.quote_literal(collection), strategy
+            USING HINT = pg_catalog.format('run pgembed calibrate %s', collection);
+        RETURN NULL;
+    END IF;
+    SELECT x.setting, x.weak, pg_catalog.max(x.recall_low) OVER (), pg_catalog.max(x.k) OVER ()
+      INTO chosen, weak, best, found_k
+      FROM (SELECT c.setting, c.k, c.ms, c.recall, c.recall_low,
+                   (NOT own_prefix AND EXISTS (
+                        SELECT FROM pgembed.prefix_quality AS p
+                        WHERE p.collection = calibrated_setting.collection AND p.weak
+                          AND p.prefix::text = c.setting ->> 'prefix'::text)) AS weak
+              FROM pgembed.calibrations AS c
+             WHERE c.collection = calibrated_setting.collection
+               AND c.strategy = calibrated_setting.strategy
+               -- agrees with every option given (a JSON null was not given)
+               AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_each(given) AS g
+                               WHERE g.value <> 'null'::jsonb
+                                 AND (c.setting -> g.key) IS DISTINCT FROM g.value)) AS x
+     ORDER BY x.recall_low >= target_recall DESC, x.weak, x.ms, x.recall, x.setting::text
+     LIMIT 1;
+    IF chosen IS NULL OR best < target_recall THEN
+        SELECT pg_catalog.max(c.recall), pg_catalog.min(c.queries) INTO top, n_queries
+          FROM pgembed.calibrations AS c
+         WHERE c.collection = calibrated_setting.collection
+           AND c.strategy = calibrated_setting.strategy
+           AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_each(given) AS g
+                           WHERE g.value <> 'null'::jsonb
+                             AND (c.setting -> g.key) IS DISTINCT FROM g.value);
+        IF top >= target_recall THEN
+            -- Measured high enough, but too few queries to claim it: with n queries even
+            -- perfect recall bounds at (n - 0.3225) / (n + 1) (pgembed.calibration.lower_bound).
+            RAISE EXCEPTION 'pgembed: no calibrated % setting of collection % can claim recall@% % from % queries: the best measured recall is %, but its 95%% lower bound reaches only % (% queries bound even perfect recall at %)',
+                strategy, pg_catalog.quote_literal(collection), coalesce(found_k, 0), target_recall,
+                n_queries, pg_catalog.round(top::numeric, 4), coalesce(pg_catalog.round(best::numeric, 4)::text, 'nothing'::text),
+                n_queries, pg_catalog.round(((n_queries - 0.3225) / (n_queries + 1))::numeric, 4)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE WHEN target_recall < 1::double precision
+                                  THEN pg_catalog.format('calibrate with at least %s queries (pgembed calibrate --sample N, Collection.calibrate(sample=N)), or lower target_recall',
+                                                         pg_catalog.ceil((target_recall + 0.3225::double precision) / (1::double precision - target_recall))::integer)
+                                  ELSE 'no sample can claim recall 1 with confidence: lower target_recall'::text END;
+        END IF;
+        RAISE EXCEPTION 'pgembed: no calibrated % setting of collection % reaches recall@% % (with %); the best measured reaches %',
+            strategy, pg_catalog.quote_literal(collection), coalesce(found_k, 0), target_recall,
+            CASE WHEN given = '{}'::jsonb THEN 'any options'::text ELSE given::text END,
+            coalesce(pg_catalog.round(best::numeric, 4)::text, 'nothing'::text)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'lower target_recall, drop the explicit options, or calibrate a wider grid (pgembed calibrate)';
+    END IF;
+    IF weak THEN
+        RAISE WARNING 'pgembed: target_recall % on collection % runs the funnel on prefix %, which calibration found weak (no stronger prefix meets the target)',
+            target_recall, pg_catalog.quote_literal(collection), chosen ->> 'prefix'::text
+            USING HINT = 'add larger Matryoshka prefixes, or search with knn';
+    END IF;
+    RETURN chosen;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgembed.calibrated_setting(text, text, double precision, jsonb) IS
+    'The cheapest setting (jsonb of search options; least median ms per query) in pgembed.calibrations of a collection''s strategy whose recall_low (one-sided 95% lower bound of its recall@k against exact search) is at least target_recall (0 < target_recall <= 1), among those agreeing with `fixed` (the options given explicitly; null: not given); settings on a weak Matryoshka prefix (pgembed.prefix_quality) only when no other meets it, with a WARNING. NULL (with a WARNING) when the strategy has no calibration; an error when no setting meets the target.';

@@ -248,6 +248,27 @@ def test_a_target_no_setting_meets_is_a_clear_error(
         vec.search(q, strategy="binary", oversample=1, target_recall=1.0)
 
 
+def test_a_target_the_sample_is_too_small_to_claim_asks_for_more_queries(
+    vec: Collection, cal: calibration.Calibration
+) -> None:
+    """Measured recall meets 0.99, but 40 queries bound even perfect recall at
+    (40 - 0.3225) / 41: the error says so and names the queries that would do (the
+    function's HINT travels with the message)."""
+    top = max(m.recall for m in cal.measured if m.strategy == "knn")
+    assert top >= 0.99 and cal.queries == 40, (top, cal.queries)
+    ceiling = calibration.lower_bound(np.ones(40))
+    assert ceiling == pytest.approx((40 - 0.3225) / 41, abs=1e-4)
+    need = math.ceil((0.99 + 0.3225) / (1 - 0.99))
+    assert (
+        calibration.lower_bound(np.ones(need)) >= 0.99 > calibration.lower_bound(np.ones(need - 1))
+    )
+    with pytest.raises(InputError) as got:
+        vec.search(_stored(vec)[0], strategy="knn", target_recall=0.99)
+    message = str(got.value)
+    assert "from 40 queries" in message and f"bound even perfect recall at {ceiling:.4f}" in message
+    assert f"calibrate with at least {need} queries" in message, message
+
+
 def test_uncalibrated_strategy_searches_on_defaults_with_a_warning(
     engine: Engine, tiny_encoder: Any
 ) -> None:

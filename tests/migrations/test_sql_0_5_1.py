@@ -27,7 +27,10 @@ def test_0010_changes_its_functions_and_its_downgrade_restores_them(empty_engine
     after = _functions(empty_engine)
     assert before.keys() == after.keys()
     changed = {n.split("(")[0] for n in before if before[n] != after[n]}
-    assert changed == {"pgembed.version", "pgembed.search_knn", "pgembed.search_multivector"}
+    assert changed == {
+        "pgembed.version", "pgembed.search_knn", "pgembed.search_multivector",
+        "pgembed.calibrated_setting",
+    }  # fmt: skip
     with empty_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT pgembed.version()")).scalar_one() == "0.5.1"
     migrate.downgrade(empty_engine, "0007")
