@@ -19,6 +19,7 @@ from pgembed.db import translate_errors, translate_sql_errors
 from pgembed.errors import (
     BlankTextWarning,
     CollectionError,
+    ConfigError,
     DatabaseUnavailableError,
     DimensionError,
     EmptyInputError,
@@ -523,15 +524,18 @@ class Collection:
         k: int = 10,
         *,
         strategy: str = "knn",
+        dense_query: Any = None,
         **options: Any,
     ) -> list[tuple[int, float]]:
         """Top-k ``(id, score)``, best first, through the SQL function of the strategy.
 
         ``query`` is a text (encoded as a query) or a vector (for multivector: an (n, d)
-        array of token vectors). ``options`` go to the SQL function: ``oversample``,
-        ``prefix``, ``rescore``, ``candidates``, ``ef_search``, ``iterative_scan``, ``probes``,
-        and ``target_recall``: the cheapest setting :meth:`calibrate` measured whose recall@k
-        against exact search meets it (explicit options win; without a calibration the
+        array of token vectors). Hybrid takes the text, and its dense side's query
+        precomputed as ``dense_query`` (else the text's encoding). ``options`` go to the
+        SQL function: ``oversample``, ``prefix``, ``rescore``, ``candidates``,
+        ``ef_search``, ``iterative_scan``, ``probes``, and ``target_recall``: the cheapest
+        setting :meth:`calibrate` measured whose recall@k against exact search meets it
+        (explicit options win; without a calibration the
         defaults run, with a :class:`pgembed.calibration.CalibrationWarning`).
         ``strategy="bm25"`` searches the text lexically; ``strategy="hybrid"`` fuses BM25 of
         the text with the ``dense`` strategy of its encoding (``fusion``, ``rrf_k``,
@@ -548,7 +552,9 @@ class Collection:
             text = strategies.query_text(query)
             fn = getattr(sqlfuncs, plan.function)
             if plan.name == "hybrid":
-                if plan.takes_tokens(opts):
+                if dense_query is not None:
+                    dense = dense_query
+                elif plan.takes_tokens(opts):
                     dense = self.encoder.encode_tokens([text], "query", progress=False)[0]
                 else:
                     dense = self.encoder.encode([text], "query", progress=False)[0]
@@ -563,6 +569,11 @@ class Collection:
                     # its dense side reads the calibration: the same warnings as alone
                     calibration.check_target(conn, self.spec, opts.get("dense", "knn"), opts)
                 return [(int(i), float(s)) for i, s in conn.execute(stmt).all()]
+        if dense_query is not None:
+            raise ConfigError(
+                f"dense_query is hybrid's precomputed dense side; strategy {plan.name!r} takes "
+                "its vector as the query itself"
+            )
         encoder = self.encoder
         if isinstance(query, str) and "target_recall" in opts and not plan.tokens:
             encoder, opts = self._query_depth(plan.name, opts)

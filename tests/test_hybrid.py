@@ -372,6 +372,18 @@ def test_hybrid_is_the_fusion_of_its_sides(engine: Engine, tiny_encoder: Any) ->
     assert coll.search(query, k=5, strategy="hybrid", depth=20) == [
         (int(i), float(s)) for i, s in fused
     ]
+    # a precomputed dense query gives the same, a different one changes the dense side
+    assert coll.search(query, k=5, strategy="hybrid", depth=20, dense_query=q) == [
+        (int(i), float(s)) for i, s in fused
+    ]
+    other = tiny_encoder.encode(["cricket"], "query", progress=False)[0]
+    with engine.connect() as conn:
+        den2 = conn.execute(sqlfuncs.search_knn(coll.spec.name, other, k=20).select()).all()
+        fused2 = conn.execute(sqlfuncs.fuse(lex, den2, k=5).select()).all()
+    got = coll.search(query, k=5, strategy="hybrid", depth=20, dense_query=other)
+    assert got == [(int(i), float(s)) for i, s in fused2]
+    with pytest.raises(ConfigError, match="dense_query is hybrid's"):
+        coll.search(q, k=5, strategy="knn", dense_query=q)
     bm25 = coll.search(query, k=5, strategy="bm25")
     assert bm25 == [(int(i), float(s)) for i, s in lex[:5]]
     for dense in ("knn", "binary"):
