@@ -44,7 +44,14 @@ class Stats:
     norm_min: float | None = None
     norm_max: float | None = None
     bit_balance_worst: float | None = None
-    """max over dimensions of |P(bit = 1) - 0.5|; 0 is perfectly balanced."""
+    """max over dimensions of |P(bit = 1) - 0.5|; 0 is perfectly balanced, 0.5 a bit that
+    never changes."""
+    bit_worst_dimension: int | None = None
+    """The dimension (0-based) of :attr:`bit_balance_worst`."""
+    bit_worst_ones: float | None = None
+    """Its share of rows whose bit is 1."""
+    bits_stuck: int | None = None
+    """Dimensions whose bit is the same in every row: they carry no information."""
     fde_fill_rate: float | None = None
     recall10: dict[str, float] = field(default_factory=dict)
     lexical_documents: int | None = None
@@ -143,7 +150,11 @@ def _collect(coll: Collection, sample: int, seed: int) -> Stats:
             tokens = [r[0] for r in read.rows(conn, tok) if r[0] is not None]
     stats.effective_rank = effective_rank(seen.ranked)
     stats.norm_mean, stats.norm_min, stats.norm_max = seen.norms
-    stats.bit_balance_worst = float(np.abs(seen.positive / n_emb - 0.5).max())
+    ones = seen.positive / n_emb
+    worst = int(np.argmax(np.abs(ones - 0.5)))
+    stats.bit_balance_worst = float(abs(ones[worst] - 0.5))
+    stats.bit_worst_dimension, stats.bit_worst_ones = worst, float(ones[worst])
+    stats.bits_stuck = int(((seen.positive == 0) | (seen.positive == n_emb)).sum())
     if tokens:
         stats.fde_fill_rate = fde_fill_rate(coll, tokens)
     stats.recall10 = _recalls(coll, seen.queries, exact, k)
@@ -243,7 +254,7 @@ def format_stats(s: Stats) -> str:
     if s.effective_rank is not None:
         lines.append(f"  effective rank (RankMe) {s.effective_rank:.1f} of {s.dim}")
         lines.append(f"  norms mean {s.norm_mean:.4f}  min {s.norm_min:.4f}  max {s.norm_max:.4f}")
-        lines.append(f"  bit balance: worst dimension {s.bit_balance_worst:.3f} from 0.5")
+        lines.append(_balance_line(s))
     if s.fde_fill_rate is not None:
         lines.append(f"  FDE blocks filled by tokens: {s.fde_fill_rate:.3f}")
     if s.lexical_documents is not None:
@@ -255,6 +266,20 @@ def format_stats(s: Stats) -> str:
         lines.append(f"  recall@10 vs exact, {strategy:<8} {r:.3f}")
     lines += _calibration_lines(s)
     return "\n".join(lines)
+
+
+def _balance_line(s: Stats) -> str:
+    """The 1-bit codes' worst dimension as a share of ones, flagged when bits never change."""
+    line = (
+        f"  bit balance: dimension {s.bit_worst_dimension} is 1 in {s.bit_worst_ones:.1%} of "
+        f"rows (balanced: 50%)"
+    )
+    if s.bits_stuck:
+        line += (
+            f"; {s.bits_stuck} of {s.dim} dimensions never change (STUCK: they carry no "
+            "information for binary search)"
+        )
+    return line
 
 
 def _calibration_lines(s: Stats) -> list[str]:

@@ -135,3 +135,25 @@ def test_lexical_collection(engine: Engine, tiny_encoder: Any) -> None:
         assert f"lexical: N 45, {lexemes} distinct lexemes" in report
     finally:
         c.drop(force=True)
+
+
+def test_a_bit_that_never_changes_is_flagged(engine: Engine, tiny_encoder: Any) -> None:
+    """Dimensions whose sign is the same in every row read as stuck, with their share of
+    ones, never as a balanced-looking distance from 0.5."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((60, tiny_encoder.dim)).astype(np.float32)
+    x[:, 3] = np.abs(x[:, 3]) + 0.1  # always 1
+    x[:, 7] = -np.abs(x[:, 7]) - 0.1  # always 0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    c = Collection(engine, "stats stuck", tiny_encoder, kinds=("binary",), text_column=None)
+    c.create()
+    try:
+        c.add([str(i) for i in range(60)], ids=range(60), vectors=x, progress=False)
+        st = stats.collect(c, sample=5)
+        ones = (x > 0).mean(0)
+        assert st.bits_stuck == int(((ones == 0) | (ones == 1)).sum()) >= 2
+        assert st.bit_worst_dimension in (3, 7) and st.bit_worst_ones in (0.0, 1.0)
+        line = next(ln for ln in stats.format_stats(st).splitlines() if "bit balance" in ln)
+        assert "STUCK" in line and f"{st.bits_stuck} of {tiny_encoder.dim}" in line, line
+    finally:
+        c.drop(force=True)

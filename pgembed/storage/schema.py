@@ -100,7 +100,8 @@ class IndexParams:
         if not isinstance(self.lists, int) or not 1 <= self.lists <= IVFFLAT_MAX_LISTS:
             raise ConfigError(
                 f"index lists={self.lists!r} is out of range; pgvector accepts "
-                f"1..{IVFFLAT_MAX_LISTS}"
+                f"1..{IVFFLAT_MAX_LISTS} (rows/1000 to rows/300 suits binary codes, at "
+                "least 1: lists=max(1, rows // 300))"
             )
 
     def with_(self) -> dict[str, int]:
