@@ -102,6 +102,8 @@ def _parse_sqlalchemy(text: str) -> dict[str, str]:
 
 
 def _check(d: dict[str, str]) -> None:
+    if not d.get("port", "").strip(","):
+        d.pop("port", None)  # libpq's "," for several hosts without ports: none given
     for port in d.get("port", "").split(","):
         if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"port {port!r} is not a number in 1..65535")
