@@ -1,6 +1,7 @@
 """Settings read from PGEMBED_* environment variables.
 
-- ``PGEMBED_DATABASE_URL``: a SQLAlchemy/libpq URL of a PostgreSQL >= 14 with pgvector >= 0.8.
+- ``PGEMBED_DATABASE_URL``: a libpq URI or ``key=value`` string (or a SQLAlchemy
+  ``postgresql+psycopg://`` URL) of a PostgreSQL >= 14 with pgvector >= 0.8.
   Unset: pgembed starts its embedded server.
 - ``PGEMBED_HOME``: pgembed's own directory (embedded server binaries, data, socket).
   Default: ``$XDG_DATA_HOME/pgembed`` (``~/.local/share/pgembed``); as root ``/var/lib/pgembed``,
@@ -30,8 +31,13 @@ from pgembed.errors import ConfigError
 
 
 def database_url() -> str | None:
-    """The configured database URL, or None for the embedded server."""
+    """The configured database URL, or None for the embedded server; a malformed one (not
+    parsed by libpq, or a port that is not a number) is a ConfigError."""
+    from pgembed import conninfo
+
     url = os.environ.get("PGEMBED_DATABASE_URL", "").strip()
+    if url:
+        conninfo.params(url, "database URL (PGEMBED_DATABASE_URL)")
     return url or None
 
 

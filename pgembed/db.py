@@ -7,11 +7,10 @@ URL (password hidden) and the fix, not a driver traceback.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pgembed import config
+from pgembed import config, conninfo
 from pgembed.errors import (
     CollectionError,
     DatabaseUnavailableError,
@@ -27,11 +26,9 @@ if TYPE_CHECKING:
 
 
 def normalize_url(url: str) -> str:
-    """Accept libpq-style URLs and pick the psycopg 3 driver."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+    """``url`` (libpq URI, key=value conninfo or SQLAlchemy URL) as a SQLAlchemy URL for
+    psycopg 3, read by libpq's own parser; MalformedURLError (a ConfigError) when malformed."""
+    return conninfo.normalize(url)
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -45,12 +42,7 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    return conninfo.mask(url)
 
 
 @contextlib.contextmanager
@@ -62,7 +54,7 @@ def translate_errors(url: str) -> Iterator[None]:
         yield
     except exc.ArgumentError as e:
         raise DatabaseUnavailableError(
-            f"malformed database URL {_safe(url)}: {e}; expected "
+            f"malformed database URL {_safe(url)}: {conninfo.scrub(str(e), url)}; expected "
             "postgresql://user:password@host:port/dbname (check PGEMBED_DATABASE_URL)"
         ) from None
     except exc.DBAPIError as e:
@@ -70,6 +62,7 @@ def translate_errors(url: str) -> Iterator[None]:
         if not (lost or e.connection_invalidated):
             raise
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        reason = conninfo.scrub(reason, url)
         raise DatabaseUnavailableError(
             f"cannot reach PostgreSQL at {_safe(url)}: {reason}; check that the server runs "
             "and PGEMBED_DATABASE_URL is right, or unset it to use the embedded server"

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
-from pgembed import strategies
-from pgembed.db import _safe, error_for, translate_sql_errors
+from pgembed import conninfo, strategies
+from pgembed.db import error_for, translate_sql_errors
 from pgembed.errors import (
     CollectionError,
     ConfigError,
@@ -54,8 +54,9 @@ SEARCH_THREADS = 8
 
 
 def mask(url: str) -> str:
-    """A shard URL as errors and logs show it: never its password."""
-    return _safe(url)
+    """A shard URL as errors and logs show it: never its password (nor any other secret),
+    wherever the URL gives it."""
+    return conninfo.mask(url)
 
 
 class Hits(list[tuple[int, float]]):
@@ -93,41 +94,36 @@ class Shard:
 
 
 def check_url(url: Any) -> str:
-    """A shard's database URL, in the psycopg driver's form; ConfigError when malformed."""
-    from sqlalchemy.engine import make_url
-
-    from pgembed.db import normalize_url
-
+    """A shard's database URL, in the psycopg driver's form; ConfigError when malformed or
+    when it sets a parameter its foreign server could not carry."""
     if not isinstance(url, str) or not url:
         raise ConfigError(f"a shard is named by its database URL (a string), got {url!r}")
-    try:
-        parsed = make_url(normalize_url(url))
-    except sa.exc.ArgumentError:
-        parsed = None
-    if parsed is None or not parsed.drivername.startswith("postgresql"):
-        raise ConfigError(
-            f"malformed shard URL {mask(url)}; expected postgresql://user:password@host:port/"
-            "dbname (or ?host=/socket/dir for a unix socket)"
-        )
-    return normalize_url(url)
+    params = conninfo.params(url, "shard URL")
+    conninfo.fdw_options(params)
+    return conninfo.to_sqlalchemy(params)
 
 
 def check_urls(shards: Sequence[str]) -> list[str]:
-    """The shard URLs of a declaration, each checked, at least one, none twice."""
+    """The shard URLs of a declaration, each checked, at least one, no database twice (in
+    whatever form it is written)."""
     urls = list(shards) if not isinstance(shards, str) else [shards]
-    for url in urls:
-        check_url(url)
+    seen = [conninfo.params(check_url(url)) for url in urls]
     if not urls:
         raise ConfigError("shards= needs at least one database URL")
-    if len(set(urls)) != len(urls):
-        raise ConfigError("shards= names the same database twice; give each shard once")
+    for i, a in enumerate(seen):
+        if any(conninfo.same_database(a, b) for b in seen[:i]):
+            raise ConfigError(
+                f"shards= names the same database twice ({mask(urls[i])}); give each shard once"
+            )
     return urls
 
 
 def _engine(url: str, *, ping: bool = True) -> Engine:
+    params = conninfo.params(url, "shard URL")
     return sa.create_engine(
-        check_url(url),
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        conninfo.to_sqlalchemy(params),
+        # the URL's own connect_timeout wins
+        connect_args={} if "connect_timeout" in params else {"connect_timeout": CONNECT_TIMEOUT_S},
         pool_pre_ping=ping,
         pool_size=SEARCH_THREADS,
     )
@@ -516,42 +512,33 @@ def _require_catalog(conn: Connection) -> None:
 
 
 _RESOLVED = """
-    SELECT s.url, (SELECT o.option_value FROM pg_catalog.pg_options_to_table(m.umoptions) AS o
-                   WHERE o.option_name = 'password') AS password, s.collection, s.position
+    SELECT s.url, m.umoptions, s.collection, s.position
     FROM pgembed.shards AS s
     LEFT JOIN pg_catalog.pg_user_mappings AS m
         ON m.srvname = s.server AND m.usename = pg_catalog.current_user()
 """
-"""Shard URLs with the password of the current user's postgres_fdw user mapping."""
+"""Shard URLs with the options of the current user's postgres_fdw user mapping."""
 
 
 def without_password(url: str) -> str:
-    """``url`` as ``pgembed.shards`` stores it: no password (that lives in the foreign
-    server's user mapping, which PostgreSQL shows only to its user and superusers)."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    netloc = f"{userinfo.split(':', 1)[0]}@{hostport}" if at else parts.netloc
-    query = parts.query
-    if "password" in dict(parse_qsl(query)):
-        query = urlencode([(k, v) for k, v in parse_qsl(query) if k != "password"], safe="/")
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url  # urlunsplit would also rewrite an empty host ("postgresql:///db")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    """``url`` as ``pgembed.shards`` stores it: a SQLAlchemy URL of every libpq parameter
+    but the secrets (password, sslpassword: those live in the foreign server's user
+    mapping, which PostgreSQL shows only to its user and superusers), wherever the URL
+    gave them (userinfo, query string, key=value)."""
+    return conninfo.to_sqlalchemy(conninfo.without_secrets(conninfo.params(url, "shard URL")))
 
 
-def _with_password(url: str, password: str | None) -> str:
-    """A stored URL with its user mapping's password; as stored when there is none, so
-    that libpq's own sources (PGPASSWORD, the password file, a service file) apply."""
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if password is None or not at or ":" in userinfo:
-        return url
-    netloc = f"{userinfo}:{quote(password, safe='')}@{hostport}"
-    return urlunsplit(parts._replace(netloc=netloc))
+def _with_password(url: str, umoptions: Sequence[str] | None) -> str:
+    """A stored URL with the secrets of its user mapping (``umoptions``: its "key=value"
+    entries); without them when it holds none, so that libpq's own sources (PGPASSWORD,
+    the password file, a service file) apply."""
+    params = conninfo.params(url, "shard URL recorded on the coordinator")
+    secret = conninfo.secret_keys()
+    for entry in umoptions or ():
+        key, _, value = str(entry).partition("=")
+        if key in secret and value:
+            params[key] = value
+    return conninfo.to_sqlalchemy(params)
 
 
 def shard_urls(conn: Connection, name: str) -> list[str]:
@@ -576,8 +563,9 @@ def all_shard_urls(conn: Connection) -> list[tuple[str, str]]:
         return []
     rows = conn.execute(sa.text(f"{_RESOLVED} ORDER BY s.url, s.collection, s.position")).all()
     first: dict[str, tuple[str, str]] = {}
-    for u, pw, c, p in rows:
-        first.setdefault(str(u), (_with_password(str(u), pw), f"shard {p} of {c!r}"))
+    for u, opts, c, p in rows:
+        key = without_password(str(u))  # one database however its URL was written
+        first.setdefault(key, (_with_password(str(u), opts), f"shard {p} of {c!r}"))
     return sorted(first.values())
 
 
@@ -600,21 +588,10 @@ def _short(text: str, limit: int = 40) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _server_options(url: str) -> dict[str, str]:
-    """libpq options of a shard's foreign server, from its URL (password excluded)."""
-    from sqlalchemy.engine import make_url
-
-    from pgembed.db import normalize_url
-
-    u = make_url(normalize_url(url))
-    opts = {"dbname": u.database or "postgres"}
-    host = u.query.get("host") or u.host
-    port = u.query.get("port") or u.port
-    if host:
-        opts["host"] = str(host if isinstance(host, str) else host[0])
-    if port:
-        opts["port"] = str(port if isinstance(port, str | int) else port[0])
-    return opts
+def _server_options(url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(foreign server options, user mapping options) of a shard: every libpq parameter of
+    its URL, the user and secrets in the mapping (see conninfo.fdw_options)."""
+    return conninfo.fdw_options(conninfo.params(url, "shard URL"))
 
 
 def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard]) -> None:
@@ -622,9 +599,8 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
     import json
 
     from psycopg import sql
-    from sqlalchemy.engine import make_url
 
-    from pgembed.db import normalize_url, raw_connection
+    from pgembed.db import raw_connection
 
     _require_catalog(conn)
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.shards'))"))
@@ -635,9 +611,9 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
     ).first()
     if row is not None:
         recorded = shard_urls(conn, spec.name)
-        given = [without_password(s.url) for s in shards]
+        given = [conninfo.params(without_password(s.url)) for s in shards]
         if json.dumps(row[0], sort_keys=True) != declaration or given != [
-            without_password(u) for u in recorded
+            conninfo.params(without_password(u)) for u in recorded
         ]:
             raise CollectionError(
                 f"sharded collection {spec.name!r} is recorded with another declaration or "
@@ -672,7 +648,8 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
     )
     for s in shards:
         server = f"pgembed_{tag}_{s.position}"
-        opts = {**_server_options(s.url), "extensions": "vector", "async_capable": "true"}
+        server_opts, mapping = _server_options(s.url)
+        opts = {**server_opts, "extensions": "vector", "async_capable": "true"}
         raw.execute(
             sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
                 sql.Identifier(server),
@@ -682,18 +659,17 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
                 ),
             )
         )
-        u = make_url(normalize_url(s.url))
-        mapping = {"user": u.username or "postgres"}
-        password = u.password or u.query.get("password")
-        if password:
-            mapping["password"] = str(password if isinstance(password, str) else password[0])
         raw.execute(
-            sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})").format(
+            sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {} {}").format(
                 sql.Identifier(server),
-                sql.SQL(", ").join(
-                    sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(v))
-                    for k, v in mapping.items()
-                ),
+                sql.SQL("OPTIONS ({})").format(
+                    sql.SQL(", ").join(
+                        sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(v))
+                        for k, v in mapping.items()
+                    )
+                )
+                if mapping
+                else sql.SQL(""),
             )
         )
         raw.execute(

@@ -15,7 +15,14 @@ def register(sub: Any) -> None:
     dsub.add_parser("start", help="start the embedded server").set_defaults(func=_start)
     dsub.add_parser("stop", help="stop the embedded server").set_defaults(func=_stop)
     dsub.add_parser("status", help="show the embedded server's state").set_defaults(func=_status)
-    dsub.add_parser("url", help="print the database URL in use").set_defaults(func=_url)
+    url = dsub.add_parser(
+        "url",
+        help="print the database URL in use",
+        description="Print the database URL in use, as a SQLAlchemy URL (psycopg 3 driver); "
+        "--libpq prints the libpq URI that psql and other libpq programs take.",
+    )
+    url.add_argument("--libpq", action="store_true", help="print the libpq URI (for psql)")
+    url.set_defaults(func=_url)
     psql = dsub.add_parser("psql", help="open psql on the database in use")
     psql.set_defaults(func=_psql, passthrough=True)  # other arguments go to psql
     up = dsub.add_parser("upgrade", help="migrate pgembed's schema up")
@@ -69,24 +76,25 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _url(args: argparse.Namespace) -> int:
+    from pgembed import conninfo
     from pgembed.db import resolve_url
 
-    print(resolve_url())
+    resolved = resolve_url()
+    print(conninfo.to_libpq(conninfo.params(resolved)) if args.libpq else resolved)
     return 0
 
 
 def _psql(args: argparse.Namespace) -> int:
-    from sqlalchemy.engine import make_url
-
-    from pgembed.db import resolve_url, translate_errors
+    from pgembed import conninfo
+    from pgembed.db import resolve_url
     from pgembed.server import default_server
 
-    resolved = resolve_url()
-    with translate_errors(resolved):
-        url = make_url(resolved).set(drivername="postgresql")
+    params = conninfo.params(resolve_url())
+    env = dict(os.environ)
+    if "password" in params:  # in the environment, not in the command line others can read
+        env["PGPASSWORD"] = params.pop("password")
     psql = str(default_server().binary("psql"))
-    dsn = url.render_as_string(hide_password=False)
-    os.execv(psql, [psql, dsn, *args.extra])
+    os.execve(psql, [psql, conninfo.to_libpq(params), *args.extra], env)
 
 
 def _engine() -> Any:
