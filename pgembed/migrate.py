@@ -103,7 +103,29 @@ def _drop_scoring_extension(engine: Engine) -> None:
     from pgembed.db import translate_errors
 
     with translate_errors(str(engine.url)), engine.begin() as conn:
+        ext_schema = conn.execute(
+            sa.text("SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname = :n"),
+            {"n": scoring.EXTENSION},
+        ).scalar()
         conn.execute(sa.text(f"DROP EXTENSION IF EXISTS {scoring.EXTENSION}"))
+        # CREATE EXTENSION made its schema but DROP EXTENSION leaves it: drop it when empty,
+        # since the next upgrade never adopts a schema it finds (pgembed.trust).
+        if ext_schema is not None and not _holds_objects(conn, int(ext_schema)):
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {scoring.EXTENSION}"))
+
+
+def _holds_objects(conn: Connection, schema_oid: int) -> bool:
+    import sqlalchemy as sa
+
+    return bool(
+        conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend WHERE refobjid = :s "
+                "AND refclassid = CAST('pg_catalog.pg_namespace' AS regclass))"
+            ),
+            {"s": schema_oid},
+        ).scalar()
+    )
 
 
 def current(engine: Engine) -> str | None:
@@ -116,6 +138,9 @@ def current(engine: Engine) -> str | None:
         exists = conn.execute(sa.text("SELECT to_regclass('pgembed.alembic_version')")).scalar()
         if exists is None:
             return None
+        from pgembed import trust
+
+        trust.check(conn)  # not a table (a view, a policy) whose code another role wrote
         row = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version")).first()
         return None if row is None else str(row[0])
 
@@ -156,6 +181,11 @@ def require_pgvector(conn: Connection) -> str:
             "or unset PGEMBED_DATABASE_URL to use the embedded server, which ships it"
         )
     conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+    # It went to the first schema of the search_path ("$user" when a schema has that name):
+    # refuse one that another role owns, before pgembed's functions name it.
+    from pgembed import trust
+
+    trust.check(conn)
     installed = conn.execute(
         sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     ).scalar_one()
