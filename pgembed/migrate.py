@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from pgembed import trust
 from pgembed.db import raw_connection
 from pgembed.errors import ExtensionError, MigrationError
 
@@ -138,8 +139,6 @@ def current(engine: Engine) -> str | None:
         exists = conn.execute(sa.text("SELECT to_regclass('pgembed.alembic_version')")).scalar()
         if exists is None:
             return None
-        from pgembed import trust
-
         trust.check(conn)  # not a table (a view, a policy) whose code another role wrote
         row = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version")).first()
         return None if row is None else str(row[0])
@@ -183,8 +182,6 @@ def require_pgvector(conn: Connection) -> str:
     conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
     # It went to the first schema of the search_path ("$user" when a schema has that name):
     # refuse one that another role owns, before pgembed's functions name it.
-    from pgembed import trust
-
     trust.check(conn)
     installed = conn.execute(
         sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")

@@ -41,6 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pgembed import trust
 from pgembed.errors import ConfigError, PgembedError
 
 if TYPE_CHECKING:
@@ -417,7 +418,6 @@ def sql_script(names: Collection[str] | None = None) -> str:
 
 def unwire(conn: Connection) -> None:
     """Put the SQL definitions of the functions of :data:`WIRED` back (when C ones are wired)."""
-    from pgembed import trust
     from pgembed.db import raw_connection
     from pgembed.migrate import VECTOR_SCHEMA, vector_schema_identifier
 
@@ -437,7 +437,6 @@ def wire(engine: Engine) -> str:
     """
     import sqlalchemy as sa
 
-    from pgembed import trust
     from pgembed.db import translate_errors
 
     why_not = prepare(engine)
@@ -450,9 +449,7 @@ def wire(engine: Engine) -> str:
         )
     with translate_errors(str(engine.url)), engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.migrate'))"))
-        # Neither the extension's schema nor pgembed's may be another role's (pgembed.trust):
-        # CREATE EXTENSION would put its functions in a schema it finds.
-        trust.check(conn)
+        trust.check(conn)  # CREATE EXTENSION would use a pgembed_scoring schema it finds
         if not _wiring_applies(conn):
             return "sql"  # below 0.4.0 (or at base): its own SQL functions stay
         use_c = mode() == "auto" and available(conn) and _is_superuser(conn)
@@ -477,10 +474,7 @@ def active(conn: Connection) -> str:
         {"n": EXTENSION},
     ).first()
     version = f" {row[0]}" if row else ""
-    from pgembed import trust
-
-    found = trust.problems(conn)
-    if found:  # pgembed_scoring.kernel() might be another role's: not called
+    if found := trust.problems(conn):  # pgembed_scoring.kernel() may be another role's
         return f"C ({EXTENSION}{version}), refused: {found[0]}; run `pgembed db upgrade`"
     try:
         kernel = conn.execute(sa.text("SELECT pgembed_scoring.kernel()")).scalar()
