@@ -474,8 +474,8 @@ def active(conn: Connection) -> str:
         {"n": EXTENSION},
     ).first()
     version = f" {row[0]}" if row else ""
-    if found := trust.problems(conn):  # pgembed_scoring.kernel() may be another role's
-        return f"C ({EXTENSION}{version}), refused: {found[0]}; run `pgembed db upgrade`"
+    if not trust.extension_member(conn, f"{EXTENSION}.kernel()"):  # another role's: not run
+        return f"C ({EXTENSION}{version}), but {EXTENSION}.kernel() is not the extension's"
     try:
         kernel = conn.execute(sa.text("SELECT pgembed_scoring.kernel()")).scalar()
     except sa.exc.DBAPIError:

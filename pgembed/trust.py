@@ -19,11 +19,15 @@ downgrade (``migrations/env.py``) and before wiring or unwiring the scoring func
   ``pg_database_owner`` since PostgreSQL 15, is accepted: its owner is the database's
   owner, whom pgembed's documentation asks to treat as privileged).
 
-Searches and ``pgembed db status`` do not repeat the whole check: they rely on the schema
-as the last upgrade vetted it. The objects of pgembed's schemas are owned by trusted roles
+Searches and ``pgembed db status`` run as any role (an application's, which trusts the
+role that installed pgembed), so they do not repeat that check: they rely on the schema as
+the last upgrade vetted it. The objects of pgembed's schemas are owned by trusted roles
 then, and only their owners can change them; another role granted CREATE on schema
 ``pgembed`` afterwards can add overloads, which no pgembed function calls (every call
-matches its signature exactly, ``tests/sql/test_capture.py``).
+matches its signature exactly, ``tests/sql/test_capture.py``). Their own reads run no
+code another role wrote: the version is read only from a plain table without row security
+(:func:`check_version_table`), and ``pgembed_scoring.kernel()`` is called only when the name
+is the extension's own function (:func:`extension_member`).
 """
 
 from __future__ import annotations
@@ -176,4 +180,46 @@ def check(conn: Connection) -> None:
         f"or have a superuser reassign them to {me} or a superuser (ALTER ... OWNER TO); "
         "then run `pgembed db upgrade` again",
         tuple(found),
+    )
+
+
+def check_version_table(conn: Connection) -> None:
+    """Raise :class:`TrustError` unless ``pgembed.alembic_version`` is a plain table without
+    row security: reading it then runs no code (a view or a policy would run its author's)."""
+    import sqlalchemy as sa
+
+    row = conn.execute(
+        sa.text(
+            "SELECT c.relkind = 'r' AND NOT c.relrowsecurity, "
+            "CAST(CAST(c.relowner AS regrole) AS text) FROM pg_catalog.pg_class c "
+            "WHERE c.oid = to_regclass(:t)"
+        ),
+        {"t": f"{SCHEMA}.alembic_version"},
+    ).first()
+    if row is not None and not row[0]:
+        raise TrustError(
+            f"{SCHEMA}.alembic_version (owner {row[1]}) is not the plain table pgembed makes "
+            "(a view, or a table with row security), so pgembed does not read it: drop "
+            f"schema {SCHEMA} if pgembed did not create it, then run `pgembed db upgrade`",
+            (f"relation {SCHEMA}.alembic_version (owner {row[1]}): not a plain table",),
+        )
+
+
+def extension_member(conn: Connection, signature: str) -> bool:
+    """Whether ``signature`` (``schema.name(types)``) names a function of the scoring
+    extension itself, which no other role can replace."""
+    import sqlalchemy as sa
+
+    return bool(
+        conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d "
+                "JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid "
+                "WHERE d.classid = CAST('pg_catalog.pg_proc' AS regclass) "
+                "AND d.objid = to_regprocedure(:f) AND d.deptype = 'e' "
+                "AND d.refclassid = CAST('pg_catalog.pg_extension' AS regclass) "
+                "AND e.extname = :ext)"
+            ),
+            {"f": signature, "ext": EXTENSION},
+        ).scalar()
     )

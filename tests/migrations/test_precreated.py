@@ -353,11 +353,7 @@ def test_objects_of_later_revisions_precreated_in_a_granted_schema_are_refused(
         for t in triggers:
             assert any(o.startswith(t.label + " calling") for o in exc.value.objects), t.label
         assert fired(site) == []
-        with site.engine.connect() as conn:  # the superuser's own table, still at 0001
-            rev = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version"))
-            assert rev.scalar_one() == "0001"
-        with pytest.raises(TrustError):  # db status's revision is refused too
-            migrate.current(site.engine)
+        assert migrate.current(site.engine) == "0001"  # a plain table: read, nothing ran
 
 
 def _overload(create: str) -> str:
@@ -405,8 +401,9 @@ def test_overloads_planted_in_granted_schemas_refuse_wiring(admin_url: str, buil
         assert fired(site) == []
         with site.engine.connect() as conn:
             assert scoring.in_c(conn) == {w.name: True for w in scoring.WIRED}
-            # db status no longer calls the extension's functions by name
-            assert "refused" in scoring.status_lines(conn)[0] and "refused" not in before[0]
+            # an application's db status still works: the overloads change no call
+            assert scoring.status_lines(conn) == before
+            assert " kernel)" in before[0]
 
 
 def test_a_clean_install_has_no_problems_and_survives_a_round_trip(admin_url: str) -> None:
@@ -449,3 +446,40 @@ def test_vector_in_a_schema_the_role_owns_is_refused_and_rolled_back(admin_url: 
                 ).scalar_one()
                 == 0
             )
+
+
+def test_db_status_reads_no_code_another_role_wrote(admin_url: str, built: Path) -> None:
+    """Reads that any role runs: the version only from a plain table without row security
+    (a view named pgembed.alembic_version is refused unread), and the extension's kernel()
+    only when the name is the extension's own function."""
+    with owned_database(admin_url) as site:
+        view = Obj("view", "pgembed", "view", (
+            "CREATE FUNCTION public.planted_version() RETURNS text "
+            f"{_body('view', False)}",
+            "CREATE VIEW pgembed.alembic_version AS "
+            "SELECT public.planted_version() AS version_num",
+        ))  # fmt: skip
+        plant(site, [view], ["pgembed"])
+        with pytest.raises(TrustError, match="not the plain table"):
+            migrate.current(site.engine)
+        with pytest.raises(TrustError, match="pgembed did not create it"):
+            migrate.upgrade(site.engine)
+        assert fired(site) == []
+    with owned_database(admin_url) as site:
+        migrate.upgrade(site.engine)
+        # the extension's schema renamed (as only its owner, a superuser, can), and the role
+        # puts its own pgembed_scoring.kernel() in the name's place
+        with site.engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER SCHEMA {scoring.EXTENSION} RENAME TO moved_away"))
+        kernel = Obj("function", scoring.EXTENSION, "kernel", (
+            f"CREATE FUNCTION {scoring.EXTENSION}.kernel() RETURNS text "
+            f"{_body('kernel', False)}",
+        ))  # fmt: skip
+        plant(site, [kernel], [scoring.EXTENSION])
+        with site.engine.connect() as conn:
+            line = scoring.status_lines(conn)[0]
+        assert line.endswith(f"but {scoring.EXTENSION}.kernel() is not the extension's"), line
+        assert fired(site) == []
+        with pytest.raises(TrustError, match="pgembed did not create it"):
+            scoring.wire(site.engine)
+        assert fired(site) == []
