@@ -10,6 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from pgembed import trust
 from pgembed.storage import SCHEMA
 
 config = context.config
@@ -17,6 +18,9 @@ connection = config.attributes["connection"]
 
 # One migrator at a time per database; released at commit.
 connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('pgembed.migrate'))"))
+# Before any DDL: no schema pgembed did not create, nothing another role owns (pgembed.trust).
+# So the schema that exists here is pgembed's own.
+trust.check(connection)
 exists = connection.execute(
     text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": SCHEMA}
 ).scalar()

@@ -121,3 +121,16 @@ class BlankTextWarning(PgembedWarning):
 
 class TableLeftAloneWarning(PgembedWarning):
     """drop() removed a catalog entry but not the table, which the collection did not create."""
+
+
+# --- trust: what pgembed's functions would run ------------------------------------------------
+
+
+class TrustError(MigrationError):
+    """pgembed would use a schema it did not create, or an object in its schemas that a role
+    other than the current user or a superuser owns (pgembed.trust). ``objects`` lists each
+    one as ``kind name (owner role): why``."""
+
+    def __init__(self, message: str, objects: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.objects = objects

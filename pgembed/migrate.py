@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from pgembed import trust
 from pgembed.db import raw_connection
 from pgembed.errors import ExtensionError, MigrationError
 
@@ -103,7 +104,29 @@ def _drop_scoring_extension(engine: Engine) -> None:
     from pgembed.db import translate_errors
 
     with translate_errors(str(engine.url)), engine.begin() as conn:
+        ext_schema = conn.execute(
+            sa.text("SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname = :n"),
+            {"n": scoring.EXTENSION},
+        ).scalar()
         conn.execute(sa.text(f"DROP EXTENSION IF EXISTS {scoring.EXTENSION}"))
+        # CREATE EXTENSION made its schema but DROP EXTENSION leaves it: drop it when empty,
+        # since the next upgrade never adopts a schema it finds (pgembed.trust).
+        if ext_schema is not None and not _holds_objects(conn, int(ext_schema)):
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {scoring.EXTENSION}"))
+
+
+def _holds_objects(conn: Connection, schema_oid: int) -> bool:
+    import sqlalchemy as sa
+
+    return bool(
+        conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend WHERE refobjid = :s "
+                "AND refclassid = CAST('pg_catalog.pg_namespace' AS regclass))"
+            ),
+            {"s": schema_oid},
+        ).scalar()
+    )
 
 
 def current(engine: Engine) -> str | None:
@@ -116,6 +139,7 @@ def current(engine: Engine) -> str | None:
         exists = conn.execute(sa.text("SELECT to_regclass('pgembed.alembic_version')")).scalar()
         if exists is None:
             return None
+        trust.check_version_table(conn)  # a view or a policy would run its author's code
         row = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version")).first()
         return None if row is None else str(row[0])
 
@@ -156,6 +180,9 @@ def require_pgvector(conn: Connection) -> str:
             "or unset PGEMBED_DATABASE_URL to use the embedded server, which ships it"
         )
     conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+    # It went to the first schema of the search_path ("$user" when a schema has that name):
+    # refuse one that another role owns, before pgembed's functions name it.
+    trust.check(conn)
     installed = conn.execute(
         sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     ).scalar_one()

@@ -41,6 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pgembed import trust
 from pgembed.errors import ConfigError, PgembedError
 
 if TYPE_CHECKING:
@@ -420,6 +421,7 @@ def unwire(conn: Connection) -> None:
     from pgembed.db import raw_connection
     from pgembed.migrate import VECTOR_SCHEMA, vector_schema_identifier
 
+    trust.check(conn)  # CREATE OR REPLACE keeps a function's owner: never another role's
     if not is_wired(conn) or not _wiring_applies(conn):
         return
     sql = sql_script().replace(VECTOR_SCHEMA, vector_schema_identifier(conn))
@@ -447,6 +449,7 @@ def wire(engine: Engine) -> str:
         )
     with translate_errors(str(engine.url)), engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.migrate'))"))
+        trust.check(conn)  # CREATE EXTENSION would use a pgembed_scoring schema it finds
         if not _wiring_applies(conn):
             return "sql"  # below 0.4.0 (or at base): its own SQL functions stay
         use_c = mode() == "auto" and available(conn) and _is_superuser(conn)
@@ -471,6 +474,8 @@ def active(conn: Connection) -> str:
         {"n": EXTENSION},
     ).first()
     version = f" {row[0]}" if row else ""
+    if not trust.extension_member(conn, f"{EXTENSION}.kernel()"):  # another role's: not run
+        return f"C ({EXTENSION}{version}), but {EXTENSION}.kernel() is not the extension's"
     try:
         kernel = conn.execute(sa.text("SELECT pgembed_scoring.kernel()")).scalar()
     except sa.exc.DBAPIError:
