@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from _smoke import add_flag, final, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed import migrate, scoring
@@ -233,7 +234,9 @@ def main() -> None:
         default=None,
         help="BLAS threads for numpy (default: all; 1 compares per core, like one backend)",
     )
+    add_flag(ap)
     args = ap.parse_args()
+    shrink(args, docs=60, doc_tokens=40, repeats=1, e2e_queries=3, candidates=20)
 
     rng = np.random.default_rng(0)
     dim = args.dim
@@ -378,7 +381,7 @@ def main() -> None:
         "dim": dim,
         "hardware": _hardware(),
     }
-    print(json.dumps(result))
+    final(args, result, result["ratio"], "pgembed_sql_us_per_doc / numpy_us_per_doc")
 
 
 if __name__ == "__main__":
