@@ -10,7 +10,8 @@ models (the first coordinates carry the most). Strategies, through ``pgembed.que
   planner has one index per expression), exact rerank.
 
 Part B, multi-vector (``--mv-docs`` Wikipedia passages of the gensim sample, real MiniLM
-token vectors from pgembed's encoder; lead sentences as queries), ground truth exact MaxSim:
+token vectors from pgembed's encoder, a tiny random BERT with ``--smoke``; lead sentences as
+queries), ground truth exact MaxSim:
 - pgembed: FDE HNSW (inner product) for candidates, exact ``pgembed.maxsim`` rerank;
 - pgvector-python's per-token pattern: a table of token vectors with an HNSW index, a
   UNION ALL of per-query-token ``ORDER BY v <#> q_i LIMIT t`` for candidates, then MaxSim;
@@ -33,6 +34,7 @@ import argparse
 import json
 import platform
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -237,8 +239,7 @@ def part_a(engine: sa.Engine, rows: int, nq: int, dim: int, rounds: int) -> dict
     return res
 
 
-def part_b(engine: sa.Engine, n_docs: int, rounds: int) -> dict[str, Any]:
-    from pgembed import Encoder
+def part_b(engine: sa.Engine, n_docs: int, rounds: int, enc: Any) -> dict[str, Any]:
     from pgembed.corpus import wikipedia
     from pgembed.storage.columns import MultiVector
     from pgembed.vectors.fde import FDEConfig, FDEEncoder
@@ -248,7 +249,6 @@ def part_b(engine: sa.Engine, n_docs: int, rounds: int) -> dict[str, Any]:
     passages = data.passages[:n_docs]
     articles = {p.article for p in passages}
     queries = [q.text for q in data.queries if q.article in articles]
-    enc = Encoder.load("all-minilm-l6-v2")
     dtoks = enc.encode_tokens([p.text for p in passages], progress=True)
     qtoks = enc.encode_tokens(queries, "query", progress=False)
     fde = FDEEncoder(FDEConfig(dimension=enc.dim))
@@ -398,6 +398,18 @@ def summary(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def encoder(args: argparse.Namespace, tmp: str) -> Any:
+    """MiniLM; in smoke mode the tiny random BERT (32 dims: seconds, not minutes)."""
+    from pgembed import Encoder
+
+    if not args.smoke:
+        return Encoder.load("all-minilm-l6-v2")
+    from pgembed.encoders.testing import TINY_NAME, export_tiny
+
+    export_tiny(tmp, fp16=False, int8=False)
+    return Encoder.load(TINY_NAME, device="cpu", model_dir=tmp)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -416,7 +428,8 @@ def main() -> None:
     engine = db.create_engine()
     migrate.upgrade(engine)
     a = {} if args.skip_a else part_a(engine, args.rows, args.queries, args.dim, args.rounds)
-    b = {} if args.skip_b else part_b(engine, args.mv_docs, args.rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        b = {} if args.skip_b else part_b(engine, args.mv_docs, args.rounds, encoder(args, tmp))
     plot(a, b, out / "search.png")
     (out / "search.json").write_text(json.dumps({"single": a, "multivector": b}, indent=1))
     got = summary(a, b)
