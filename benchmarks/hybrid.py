@@ -460,8 +460,12 @@ def main() -> None:
             "docs", "bm25_ms", "ts_rank_cd_ms", "ratio", "candidates_median")},
         "targets": targets, "loadavg": result["loadavg"],
     }  # fmt: skip
-    final(args, summary, ratio(lat["bm25_ms"], lat["ts_rank_cd_ms"]) if lat else None,
-          "latency: bm25_ms (pgembed.search_bm25) / ts_rank_cd_ms (the manual pattern)")
+    final(
+        args,
+        summary,
+        ratio(lat["bm25_ms"], lat["ts_rank_cd_ms"]) if lat else None,
+        "latency: bm25_ms (pgembed.search_bm25) / ts_rank_cd_ms (the manual pattern)",
+    )
 
 
 if __name__ == "__main__":

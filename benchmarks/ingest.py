@@ -74,9 +74,9 @@ from typing import Any
 import numpy as np
 import psycopg
 import sqlalchemy as sa
+from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
-from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed import Encoder, migrate
@@ -757,8 +757,13 @@ def main() -> None:
             shutil.copy(png, DOCS / "ingest.png")
         print(f"wrote {png}" + ("" if DOCS == OUT else " and docs/ingest.png"))
     key = next((k for k in summary if k.startswith("db_") and k.endswith("_ratio")), None)
-    final(args, summary, summary[key] if key else None,
-          f"{key}: pgembed_rows_per_s / baseline_rows_per_s" if key else "no db run")
+    final(
+        args,
+        summary,
+        summary[key] if key else None,
+        f"{key}: pgembed_rows_per_s / baseline_rows_per_s" if key else "no db run",
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,6 @@ and speedup, the other figures, the hardware and the sizes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -49,8 +48,8 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from _smoke import add_flag, final, shrink  # type: ignore[import-not-found]
+from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
 from pgembed import migrate, scoring

@@ -29,9 +29,9 @@ import platform
 import time
 from typing import Any
 
+import fde_index  # type: ignore[import-not-found]
 import numpy as np
 import sqlalchemy as sa
-import fde_index  # type: ignore[import-not-found]
 from _smoke import SMOKE_OUT, add_flag, final, ratio, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 

@@ -136,7 +136,7 @@ def main() -> None:
         "calibration_queries": len(calib_q), "held_out_queries": len(held), "results": lines,
         "hardware": f"{platform.machine()}, {os.cpu_count()} cores",
     }, ratio(first["full_depth_encode_ms"], first["encode_ms"]),
-        f"target {first['target']}: full_depth_encode_ms / encode_ms at the picked depth")  # fmt: skip
+        f"target {first['target']}: full_depth_encode_ms / encode_ms, picked depth")  # fmt: skip
 
 
 if __name__ == "__main__":

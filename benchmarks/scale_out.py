@@ -55,10 +55,10 @@ from typing import Any
 import numpy as np
 import psycopg
 import sqlalchemy as sa
+from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
-from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed import Encoder, migrate
@@ -469,8 +469,12 @@ def main() -> None:
     plot(lines, args.clients, OUT / "scale_out.png", hw)
     if DOCS != OUT:
         shutil.copy(OUT / "scale_out.png", DOCS / "scale_out.png")
-    final(args, summary, got2["qps1_ratio_at_equal_recall"],
-          "shards2 qps_1 / server qps_1, each at its cheapest ef_search reaching --recall")
+    final(
+        args,
+        summary,
+        got2["qps1_ratio_at_equal_recall"],
+        "shards2 qps_1 / server qps_1, each at its cheapest ef_search reaching --recall",
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ the hardware. Writes ``docs/scoring.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -48,8 +47,8 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
+from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
 from pgembed import migrate, scoring
@@ -595,8 +594,12 @@ def main() -> None:
         "queries": args.queries, "dim": DIM, "bits": BITS, "hardware": _hardware(),
     })  # fmt: skip
     plot(result, Path(args.png))
-    final(args, result, result["residual_similarity_c_over_numpy"],
-          "residual_similarity: C µs per call / numpy µs per call")
+    final(
+        args,
+        result,
+        result["residual_similarity_c_over_numpy"],
+        "residual_similarity: C µs per call / numpy µs per call",
+    )
 
 
 if __name__ == "__main__":

@@ -434,10 +434,15 @@ def main() -> None:
     (out / "search.json").write_text(json.dumps({"single": a, "multivector": b}, indent=1))
     got = summary(a, b)
     key = "funnel_qps_ratio" if a else "mv_latency_ratio"
-    final(args, got, round(got[key], 3), {
-        "funnel_qps_ratio": "funnel server_qps / plain HNSW server_qps, at equal recall",
-        "mv_latency_ratio": "FDE + MaxSim server_ms / brute-force MaxSim server_ms",
-    }[key])
+    final(
+        args,
+        got,
+        round(got[key], 3),
+        {
+            "funnel_qps_ratio": "funnel server_qps / plain HNSW server_qps, at equal recall",
+            "mv_latency_ratio": "FDE + MaxSim server_ms / brute-force MaxSim server_ms",
+        }[key],
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ sized) for all the builds together, plus per-index figures and query latencies. 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -36,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from _smoke import add_flag, final, shrink  # type: ignore[import-not-found]
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
-from _smoke import add_flag, final, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed.server import EmbeddedServer, machine_cores, machine_memory, machine_settings

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import re
@@ -506,8 +505,12 @@ def main() -> None:
         "mv_fde200_maxsim_recall10": round(mv["fde200_maxsim_recall10"], 3),
     }
     by = {r["name"]: r for r in rows}
-    final(args, summary, round(by["bin→fp16"]["recall10"] / by["fp16"]["recall10"], 3),
-          "recall@10 of bin→fp16 (binary codes, halfvec rerank) / of fp16 (exact halfvec)")
+    final(
+        args,
+        summary,
+        round(by["bin→fp16"]["recall10"] / by["fp16"]["recall10"], 3),
+        "recall@10 of bin→fp16 (binary codes, halfvec rerank) / of fp16 (exact halfvec)",
+    )
 
 
 if __name__ == "__main__":
