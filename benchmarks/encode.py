@@ -12,7 +12,6 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 
 from pgembed.encoders.encoder import Encoder
 from pgembed.encoders.registry import DEFAULT_MODEL
@@ -77,7 +77,9 @@ def main() -> int:
     ap.add_argument("--model-dir", type=Path, help="default: PGEMBED_MODEL_DIR")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--png", type=Path, default=OUT / "encode.png")
+    add_flag(ap)
     args = ap.parse_args()
+    shrink(args, n=48, repeat=1, png=SMOKE_OUT / "encode.png")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -156,7 +158,7 @@ def main() -> int:
         fig.savefig(args.png, dpi=120)
     except ImportError:
         print("matplotlib missing: no chart", file=sys.stderr)
-    print(json.dumps(result))
+    final(args, result, result["ratio"], "pgembed_per_s / baseline_per_s")
     return 0 if result["min_cosine"] >= MIN_COSINE[enc.precision] else 1
 
 

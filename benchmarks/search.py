@@ -10,7 +10,8 @@ models (the first coordinates carry the most). Strategies, through ``pgembed.que
   planner has one index per expression), exact rerank.
 
 Part B, multi-vector (``--mv-docs`` Wikipedia passages of the gensim sample, real MiniLM
-token vectors from pgembed's encoder; lead sentences as queries), ground truth exact MaxSim:
+token vectors from pgembed's encoder, a tiny random BERT with ``--smoke``; lead sentences as
+queries), ground truth exact MaxSim:
 - pgembed: FDE HNSW (inner product) for candidates, exact ``pgembed.maxsim`` rerank;
 - pgvector-python's per-token pattern: a table of token vectors with an HNSW index, a
   UNION ALL of per-query-token ``ORDER BY v <#> q_i LIMIT t`` for candidates, then MaxSim;
@@ -33,12 +34,14 @@ import argparse
 import json
 import platform
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from _smoke import add_flag, final, out_dir, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed import db, migrate, query
@@ -78,6 +81,11 @@ def _index_bytes(conn: sa.Connection, name: str) -> int:
     return int(
         conn.execute(sa.text("SELECT pg_relation_size(to_regclass(:n))"), {"n": name}).scalar_one()
     )
+
+
+def _index_name(t: sa.Table, kind: str) -> str:
+    """The name pgembed gives the table's index of ``kind`` (storage/schema.py decides it)."""
+    return str(next(ix.name for ix in t.indexes if ix.info.get("kind") == kind))
 
 
 def _server_timer(conn: sa.Connection) -> list[float]:
@@ -145,13 +153,14 @@ def _measure(
     return curves
 
 
-def part_a(engine: sa.Engine, rows: int, nq: int, dim: int) -> dict[str, Any]:
+def part_a(engine: sa.Engine, rows: int, nq: int, dim: int, rounds: int) -> dict[str, Any]:
     x, qs = synthetic(rows, nq, dim)
     prefix = dim // 3
     spec = CollectionSpec("bench_single", dim, "synthetic", kinds=("matryoshka", "binary"),
                           matryoshka_dims=(prefix,), text_column=None)  # fmt: skip
     md = sa.MetaData()
     t = table(spec, md)
+    names = {kind: _index_name(t, kind) for kind in ("single", "matryoshka", "binary")}
     indexes = list(t.indexes)
     t.indexes.clear()
     with engine.begin() as conn:
@@ -171,7 +180,7 @@ def part_a(engine: sa.Engine, rows: int, nq: int, dim: int) -> dict[str, Any]:
     ivf_spec = CollectionSpec("bench_ivf", dim, "synthetic", kinds=("binary",), text_column=None,
                               index=IndexParams(binary="ivfflat", lists=lists))  # fmt: skip
     t_ivf = table(ivf_spec, md)
-    ivf_index = next(ix for ix in t_ivf.indexes if ix.name == "bench_ivf_embedding_bq_ivfflat")
+    ivf_index = next(ix for ix in t_ivf.indexes if ix.info.get("kind") == "binary")
     t_ivf.indexes.clear()
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS bench_ivf"))
@@ -218,20 +227,19 @@ def part_a(engine: sa.Engine, rows: int, nq: int, dim: int) -> dict[str, Any]:
             for probes, os_ in ((3, 20), (5, 20), (10, 20), (10, 40))
         ],
     }
-    res["curves"] = _measure(engine, configs, exact, rounds=5)
+    res["curves"] = _measure(engine, configs, exact, rounds)
     with engine.connect() as conn:
         res["index_bytes"] = {
-            "full_hnsw": _index_bytes(conn, "bench_single_embedding_hnsw"),
-            "funnel": _index_bytes(conn, f"bench_single_embedding_{prefix}_hnsw"),
-            "binary": _index_bytes(conn, "bench_single_embedding_bq_hnsw"),
-            "binary_ivf": _index_bytes(conn, "bench_ivf_embedding_bq_ivfflat"),
+            "full_hnsw": _index_bytes(conn, names["single"]),
+            "funnel": _index_bytes(conn, names["matryoshka"]),
+            "binary": _index_bytes(conn, names["binary"]),
+            "binary_ivf": _index_bytes(conn, str(ivf_index.name)),
         }
         res["shared_buffers"] = conn.execute(sa.text("SHOW shared_buffers")).scalar_one()
     return res
 
 
-def part_b(engine: sa.Engine, n_docs: int) -> dict[str, Any]:
-    from pgembed import Encoder
+def part_b(engine: sa.Engine, n_docs: int, rounds: int, enc: Any) -> dict[str, Any]:
     from pgembed.corpus import wikipedia
     from pgembed.storage.columns import MultiVector
     from pgembed.vectors.fde import FDEConfig, FDEEncoder
@@ -241,7 +249,6 @@ def part_b(engine: sa.Engine, n_docs: int) -> dict[str, Any]:
     passages = data.passages[:n_docs]
     articles = {p.article for p in passages}
     queries = [q.text for q in data.queries if q.article in articles]
-    enc = Encoder.load("all-minilm-l6-v2")
     dtoks = enc.encode_tokens([p.text for p in passages], progress=True)
     qtoks = enc.encode_tokens(queries, "query", progress=False)
     fde = FDEEncoder(FDEConfig(dimension=enc.dim))
@@ -310,10 +317,10 @@ def part_b(engine: sa.Engine, n_docs: int) -> dict[str, Any]:
         ],
         "brute_force": [(0, brute, {})],
     }
-    res["curves"] = _measure(engine, configs, exact, rounds=5)
+    res["curves"] = _measure(engine, configs, exact, rounds)
     with engine.connect() as conn:
         res["index_bytes"] = {
-            "fde": _index_bytes(conn, "bench_mv_fde_hnsw"),
+            "fde": _index_bytes(conn, _index_name(t, "fde")),
             "per_token": _index_bytes(conn, "bench_mv_tokens_hnsw"),
         }
     return res
@@ -391,6 +398,18 @@ def summary(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def encoder(args: argparse.Namespace, tmp: str) -> Any:
+    """MiniLM; in smoke mode the tiny random BERT (32 dims: seconds, not minutes)."""
+    from pgembed import Encoder
+
+    if not args.smoke:
+        return Encoder.load("all-minilm-l6-v2")
+    from pgembed.encoders.testing import TINY_NAME, export_tiny
+
+    export_tiny(tmp, fp16=False, int8=False)
+    return Encoder.load(TINY_NAME, device="cpu", model_dir=tmp)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -401,14 +420,29 @@ def main() -> None:
     ap.add_argument("--mv-docs", type=int, default=1500)
     ap.add_argument("--skip-a", action="store_true")
     ap.add_argument("--skip-b", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="timing rounds (best kept)")
+    add_flag(ap)
     args = ap.parse_args()
+    shrink(args, rows=2000, queries=10, dim=96, mv_docs=200, rounds=1)
+    out = out_dir(args, OUT)
     engine = db.create_engine()
     migrate.upgrade(engine)
-    a = {} if args.skip_a else part_a(engine, args.rows, args.queries, args.dim)
-    b = {} if args.skip_b else part_b(engine, args.mv_docs)
-    plot(a, b, OUT / "search.png")
-    (OUT / "search.json").write_text(json.dumps({"single": a, "multivector": b}, indent=1))
-    print(json.dumps(summary(a, b)))
+    a = {} if args.skip_a else part_a(engine, args.rows, args.queries, args.dim, args.rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        b = {} if args.skip_b else part_b(engine, args.mv_docs, args.rounds, encoder(args, tmp))
+    plot(a, b, out / "search.png")
+    (out / "search.json").write_text(json.dumps({"single": a, "multivector": b}, indent=1))
+    got = summary(a, b)
+    key = "funnel_qps_ratio" if a else "mv_latency_ratio"
+    final(
+        args,
+        got,
+        round(got[key], 3),
+        {
+            "funnel_qps_ratio": "funnel server_qps / plain HNSW server_qps, at equal recall",
+            "mv_latency_ratio": "FDE + MaxSim server_ms / brute-force MaxSim server_ms",
+        }[key],
+    )
 
 
 if __name__ == "__main__":

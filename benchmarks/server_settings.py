@@ -23,7 +23,6 @@ sized) for all the builds together, plus per-index figures and query latencies. 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from _smoke import add_flag, final, shrink  # type: ignore[import-not-found]
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from tqdm import tqdm
@@ -173,7 +173,9 @@ def main() -> None:
     ap.add_argument("--fde-rows", type=int, default=20_000, help="3,936-dim rows (0: skip)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--keep-home", action="store_true", help="leave the server's home in /tmp")
+    add_flag(ap)
     args = ap.parse_args()
+    shrink(args, rows=500, fde_rows=50, queries=10)
 
     sized = machine_settings()
     hw = hardware()
@@ -230,7 +232,7 @@ def main() -> None:
         ratio=round(totals["default"] / totals["sized"], 2),
         sized_settings=sized,
     )
-    print(json.dumps(result))
+    final(args, result, result["ratio"], "default_build_s / sized_build_s")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import re
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _smoke import SMOKE_OUT, add_flag, final, shrink  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from pgembed.vectors import (
@@ -88,8 +88,9 @@ def _split(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [flat[a:b].astype(np.float32) for a, b in itertools.pairwise(offsets)]
 
 
-def load(extra_queries: int, seed: int, cache: Path) -> Data:
-    """Pooled and token MiniLM vectors of the passages and queries (cached as npz)."""
+def load(extra_queries: int, seed: int, cache: Path, limit: int | None = None) -> Data:
+    """Pooled and token MiniLM vectors of the passages and queries (cached as npz); the first
+    ``limit`` passages only, when given."""
     if cache.is_file():
         z = np.load(cache)
         if int(z["extra"]) == extra_queries and int(z["seed"]) == seed:
@@ -105,13 +106,15 @@ def load(extra_queries: int, seed: int, cache: Path) -> Data:
     from pgembed.corpus import wikipedia
 
     corpus = wikipedia()
+    passages = corpus.passages[:limit]
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(corpus.passages), size=extra_queries, replace=False)
-    firsts = [_FIRST_SENTENCE.split(corpus.passages[i].text, maxsplit=1)[0] for i in picks]
-    qtexts = [q.text for q in corpus.queries] + firsts
+    picks = rng.choice(len(passages), size=extra_queries, replace=False)
+    firsts = [_FIRST_SENTENCE.split(passages[i].text, maxsplit=1)[0] for i in picks]
+    leads = [q.text for q in corpus.queries][: 20 if limit else None]
+    qtexts = leads + firsts
     enc = Encoder.load("all-minilm-l6-v2", device="cpu")
     t0 = time.perf_counter()
-    docs, dtoks = enc.encode_both([p.text for p in corpus.passages], progress=True)
+    docs, dtoks = enc.encode_both([p.text for p in passages], progress=True)
     queries, qtoks = enc.encode_both(qtexts, "query", progress=True)
     print(
         f"encoded {len(docs)} passages and {len(queries)} queries in "
@@ -129,7 +132,7 @@ def load(extra_queries: int, seed: int, cache: Path) -> Data:
         cache,
         docs=docs,
         queries=queries,
-        n_lead=len(corpus.queries),
+        n_lead=len(leads),
         extra=extra_queries,
         seed=seed,
         dt_flat=dflat,
@@ -431,6 +434,7 @@ def plot(rows: list[dict[str, Any]], mv: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
+    global OUT, DOCS
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -439,9 +443,15 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=OUT / "storage_vectors.npz")
+    add_flag(ap)
     args = ap.parse_args()
+    # smoke: 260 passages (PCA fits up to 256 dims), 40 queries, encoded afresh (no cache)
+    shrink(args, extra_queries=20, mv_queries=10, cache=SMOKE_OUT / "storage_vectors.npz")
+    if args.smoke:
+        OUT = DOCS = SMOKE_OUT
+        args.cache.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    data = load(args.extra_queries, args.seed, args.cache)
+    data = load(args.extra_queries, args.seed, args.cache, 260 if args.smoke else None)
     rows = evaluate(data, args.candidates)
     print(f"multi-vector: exact MaxSim of {args.mv_queries} queries over {len(data.docs)} docs")
     mv = multivector(data, args.mv_queries)
@@ -478,9 +488,11 @@ def main() -> None:
     )
     png = OUT / "storage.png"
     plot(rows, mv, png)
-    DOCS.mkdir(exist_ok=True)
-    shutil.copyfile(png, DOCS / "storage.png")
-    print(f"plot: {png} (copied to docs/storage.png); {time.perf_counter() - t0:.0f}s in all")
+    if DOCS != OUT:
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(png, DOCS / "storage.png")
+    copied = "" if DOCS == OUT else " (copied to docs/storage.png)"
+    print(f"plot: {png}{copied}; {time.perf_counter() - t0:.0f}s in all")
     summary = {
         "hardware": f"{cpu_model()}, {os.cpu_count()} cores",
         "docs": len(data.docs),
@@ -492,7 +504,13 @@ def main() -> None:
         "mv_fde100_maxsim_recall10": round(mv["fde100_maxsim_recall10"], 3),
         "mv_fde200_maxsim_recall10": round(mv["fde200_maxsim_recall10"], 3),
     }
-    print(json.dumps(summary))
+    by = {r["name"]: r for r in rows}
+    final(
+        args,
+        summary,
+        round(by["bin→fp16"]["recall10"] / by["fp16"]["recall10"], 3),
+        "recall@10 of bin→fp16 (binary codes, halfvec rerank) / of fp16 (exact halfvec)",
+    )
 
 
 if __name__ == "__main__":

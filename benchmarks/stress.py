@@ -276,7 +276,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--model", help="exported model name (default: a tiny random BERT)")
     p.add_argument("--model-dir", type=Path)
     p.add_argument("--keep", action="store_true", help="keep the collection afterwards")
+    # as benchmarks/_smoke.py's flag (inline: tests load this file on its own, off sys.path)
+    p.add_argument("--smoke", action="store_true", help="3 seconds, 2 writers, 2 searchers")
     a = p.parse_args(argv)
+    if a.smoke:
+        a.seconds, a.writers, a.searchers = 3.0, 2, 2
     if a.seconds <= 0 or a.writers < 1 or a.searchers < 0 or a.batch < 1 or a.shared_every < 1:
         p.error("--seconds, --writers, --batch and --shared-every must be positive")
     result = run(
@@ -284,6 +288,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         shared_every=a.shared_every, shuffle_shared=a.shuffle_shared, model=a.model,
         model_dir=a.model_dir, keep=a.keep,
     )  # fmt: skip
+    # the headline ratio: rows in the table over acknowledged writes (1.0: none lost or extra)
+    result["ratio"] = round(result["rows"] / max(result["rows_acknowledged"], 1), 4)
+    result["ratio_of"] = "rows / rows_acknowledged"
+    if a.smoke:
+        result["smoke"] = True
     print(json.dumps(result), flush=True)
     return result
 
