@@ -35,8 +35,10 @@ _TRIES = 10
 Owner = tuple[int, int]  # uid, gid
 
 
-def _touch(path: Path) -> None:
-    sys.audit(AUDIT_EVENT, str(path))
+def _touch(path: Path, how: str) -> None:
+    """The audit event: the path and what is done to it (the tests read "replace": a file
+    renamed into place)."""
+    sys.audit(AUDIT_EVENT, str(path), how)
 
 
 def _user(uid: int) -> str:
@@ -64,7 +66,7 @@ def _why(path: Path, exc: OSError) -> str:
 @contextlib.contextmanager
 def open_dir(path: Path) -> Iterator[int]:
     """A descriptor of the directory ``path``; a link there is refused."""
-    _touch(path)
+    _touch(path, "open")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     except OSError as exc:
@@ -77,7 +79,7 @@ def open_dir(path: Path) -> Iterator[int]:
 
 def make_dir(path: Path, mode: int, owner: Owner | None = None) -> None:
     """Create ``path`` if missing; give it ``mode`` and ``owner`` (a link is refused)."""
-    _touch(path)
+    _touch(path, "mkdir")
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, mode)
     with open_dir(path) as fd:
@@ -97,7 +99,7 @@ def _check_plain(path: Path, st: os.stat_result, uid: int) -> None:
 
 def open_plain(path: Path, flags: int, mode: int, uid: int, owner: Owner | None = None) -> int:
     """``os.open`` of a plain file of ``uid`` (a new one is given ``owner``, then checked)."""
-    _touch(path)
+    _touch(path, "open")
     try:
         fd = os.open(path, flags | _NOFOLLOW, mode)
     except OSError as exc:
@@ -118,7 +120,7 @@ def open_plain(path: Path, flags: int, mode: int, uid: int, owner: Owner | None 
 def read_plain(path: Path, uid: int) -> str | None:
     """The text of ``path`` if it is a plain file of ``uid``; None if it is missing or
     anything else (a link is never followed, so nothing else is read)."""
-    _touch(path)
+    _touch(path, "read")
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
     except OSError:
@@ -146,8 +148,8 @@ def replace_file(path: Path, text: str, mode: int, owner: Owner | None = None) -
     """Write ``text`` to ``path`` through ``<name>.pgembed-tmp``, created fresh, given
     ``mode`` and ``owner`` on its descriptor, then renamed over ``path``."""
     tmp_name = f"{path.name}.pgembed-tmp"
-    _touch(path)
-    _touch(path.parent / tmp_name)
+    _touch(path.parent / tmp_name, "write")
+    _touch(path, "replace")
     with open_dir(path.parent) as dfd:
         for _ in range(_TRIES):
             try:
@@ -179,7 +181,7 @@ def replace_file(path: Path, text: str, mode: int, owner: Owner | None = None) -
 
 def remove(path: Path) -> None:
     """Remove ``path``: a link or file is unlinked, a directory removed with its contents."""
-    _touch(path)
+    _touch(path, "remove")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -193,7 +195,7 @@ def remove(path: Path) -> None:
 def check_tree(top: Path, uid: int, *, recursive: bool = True) -> None:
     """``top`` (a directory, not a link) and, when ``recursive``, everything under it
     belongs to ``uid`` and is writable by no one else: root runs programs from there."""
-    _touch(top)
+    _touch(top, "check")
     st = os.lstat(top)
     if not stat.S_ISDIR(st.st_mode):
         raise _refused(top, "is not a directory")

