@@ -348,6 +348,9 @@ class EmbeddedServer:
     def status(self) -> ServerStatus:
         if self.home.exists():
             self._check_home_owner()
+            _fs.require_trusted(self.home, "use")
+        if self._as_root and self.bin.is_dir():
+            _fs.check_tree(self.pg_root, self._uid)  # root runs pg_isready from there
         running = self.data.is_dir() and self.bin.is_dir() and self._is_running()
         return ServerStatus(running, self._pid() if running else None, self.home, self.url)
 

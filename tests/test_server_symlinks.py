@@ -275,9 +275,11 @@ def test_root_refuses_a_home_another_user_can_change(scratch: Path, how: str) ->
         shutil.copytree(scratch / "a", case / "a", symlinks=True)
         target = case / d.relative_to(scratch)
         _tamper(target, how)
-        with pytest.raises(ServerError, match=r"nobody|writable") as err:
-            EmbeddedServer(case / "a" / "b" / "home").start()
-        assert "PGEMBED_HOME" in str(err.value)
+        server = EmbeddedServer(case / "a" / "b" / "home")
+        for step in (server.start, server.status):
+            with pytest.raises(ServerError, match=r"nobody|writable") as err:
+                step()
+            assert "PGEMBED_HOME" in str(err.value)
         real_home = Path(os.path.realpath(case / "a" / "b" / "home"))
         assert sorted(os.listdir(real_home)) == [], (how, d)  # nothing written
 
@@ -295,8 +297,9 @@ def test_root_refuses_binaries_another_user_can_change(scratch: Path) -> None:
         for how in _HOW:
             before = target.lstat()
             _tamper(target, how)
-            with pytest.raises(ServerError, match=r"nobody|writable"):
-                server.start()
+            for step in (server.start, server.status):
+                with pytest.raises(ServerError, match=r"nobody|writable"):
+                    step()
             # put it back
             if target.is_symlink():
                 target.unlink()
