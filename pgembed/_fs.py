@@ -196,18 +196,25 @@ def check_tree(top: Path, uid: int, *, recursive: bool = True) -> None:
     """``top`` (a directory, not a link) and, when ``recursive``, everything under it
     belongs to ``uid`` and is writable by no one else: root runs programs from there."""
     _touch(top, "check")
+
+    def refused(path: Path, what: str) -> ServerError:
+        return ServerError(
+            f"{path} {what}, and root runs what {top} holds; remove {top} (pgembed makes it "
+            "again), or set PGEMBED_HOME to a directory that only root can change"
+        )
+
     st = os.lstat(top)
     if not stat.S_ISDIR(st.st_mode):
-        raise _refused(top, "is not a directory")
+        raise refused(top, "is not a directory (a link is not followed)")
     walk = os.walk(top) if recursive else [(str(top), [], [])]
     for dirpath, dirnames, filenames in walk:
         for name in (".", *dirnames, *filenames):
             path = Path(dirpath, name)
             st = os.lstat(path)
             if st.st_uid != uid:
-                raise _refused(path, f"belongs to '{_user(st.st_uid)}', not '{_user(uid)}'")
+                raise refused(path, f"belongs to '{_user(st.st_uid)}', not '{_user(uid)}'")
             if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise _refused(path, f"is writable by others ({stat.filemode(st.st_mode)})")
+                raise refused(path, f"is writable by others ({stat.filemode(st.st_mode)})")
 
 
 def require_trusted(path: Path, doing: str) -> None:

@@ -529,7 +529,7 @@ class EmbeddedServer:
         if stat.S_ISLNK(st.st_mode):
             raise ServerError(
                 f"the data directory {path} is a symbolic link, which pgembed does not follow; "
-                "move the data directory there and point PGEMBED_HOME at its parent instead"
+                "to keep the data on another disk, set PGEMBED_HOME to a directory there"
             )
         owner_uid, expected = st.st_uid, self._server_uid
         if owner_uid != expected:
