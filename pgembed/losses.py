@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 Snapshot = dict[str, Counter[str]]
 
 _OUTSIDE = (
-    "n.nspname NOT IN ('pgembed', 'information_schema') "
-    "AND pg_catalog.left(n.nspname, 3) <> 'pg_'"
+    "n.nspname NOT IN ('pgembed', 'information_schema') AND pg_catalog.left(n.nspname, 3) <> 'pg_'"
 )
 _RELATIONS = (
     "SELECT pg_catalog.format('%s %I.%I', CASE c.relkind WHEN 'r' THEN 'table' "
