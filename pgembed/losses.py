@@ -7,7 +7,9 @@ and rolls everything back. What differs is what the downgrade destroys and no up
 brings back. The snapshot is read from the catalog, not from a list of known tables:
 
 - every row of every table in schema ``pgembed`` (calibrations, query depths, the catalog
-  of shards, collection rows, encoders...), as jsonb, so a dropped column counts too;
+  of shards, collection rows...), by primary key, as jsonb, so a dropped column counts
+  too (a NULL filled in does not); but for the records collections refer to (encoders,
+  FDE configs), which declaring a collection writes again;
 - every relation and trigger outside the system schemas and ``pgembed`` (a collection's
   statistics table and triggers, a user's view on a pgembed function that CASCADE takes).
 
@@ -17,8 +19,9 @@ them after a real upgrade: no downgrade drops one, and one that did should say s
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import TYPE_CHECKING
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -26,8 +29,6 @@ from pgembed.errors import MigrationError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
-
-Snapshot = dict[str, Counter[str]]
 
 _OUTSIDE = (
     "n.nspname NOT IN ('pgembed', 'information_schema') AND pg_catalog.left(n.nspname, 3) <> 'pg_'"
@@ -46,48 +47,61 @@ _TRIGGERS = (
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     f"WHERE NOT t.tgisinternal AND {_OUTSIDE}"
 )
+# pgembed's tables and their primary keys; not the version table, nor the tables
+# pgembed.collections refers to (encoders, FDE configs): declaring a collection writes
+# those records again, and one in use goes only with the collection that uses it.
+_TABLES = (
+    "SELECT c.relname, coalesce((SELECT pg_catalog.array_agg(a.attname ORDER BY a.attnum) "
+    "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid "
+    "AND a.attnum = ANY (i.indkey) WHERE i.indrelid = c.oid AND i.indisprimary), '{}') "
+    "FROM pg_catalog.pg_class c WHERE c.relnamespace = to_regnamespace('pgembed') "
+    "AND c.relkind IN ('r', 'p') AND c.relname <> 'alembic_version' "
+    "AND c.oid NOT IN (SELECT f.confrelid FROM pg_catalog.pg_constraint f "
+    "WHERE f.contype = 'f' AND f.conrelid = to_regclass('pgembed.collections')) ORDER BY 1"
+)
+
+
+@dataclass
+class Snapshot:
+    objects: set[str] = field(default_factory=set)
+    """Relations and triggers outside pgembed, in words."""
+    rows: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """Table -> primary key (as jsonb text) -> the row's values as jsonb, NULLs left out."""
 
 
 def snapshot(conn: Connection) -> Snapshot:
-    """pgembed's rows (md5 of each row as jsonb, by table) and the objects outside it."""
-    out: Snapshot = {
-        "objects": Counter(conn.execute(sa.text(_RELATIONS)).scalars()),
-    }
-    out["objects"].update(conn.execute(sa.text(_TRIGGERS)).scalars())
-    tables = conn.execute(
-        sa.text(
-            "SELECT c.relname FROM pg_catalog.pg_class c "
-            "WHERE c.relnamespace = to_regnamespace('pgembed') AND c.relkind IN ('r', 'p') "
-            "AND c.relname <> 'alembic_version' ORDER BY 1"
-        )
-    ).scalars()
-    quote = conn.dialect.identifier_preparer.quote
-    for table in tables:
-        # each row's hash, then what names it (its collection), for the message
+    """pgembed's rows, by table and primary key, and the objects outside pgembed."""
+    out = Snapshot(set(conn.execute(sa.text(_RELATIONS)).scalars()))
+    out.objects.update(conn.execute(sa.text(_TRIGGERS)).scalars())
+    for table, key in conn.execute(sa.text(_TABLES)).all():
         rows = conn.execute(
             sa.text(
-                "SELECT md5(to_jsonb(t)::text) || ' ' || coalesce(to_jsonb(t) ->> 'collection', "
-                f"to_jsonb(t) ->> 'name', '') FROM pgembed.{quote(table)} AS t"
+                "SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.to_jsonb(t)) "
+                f"FROM pgembed.{conn.dialect.identifier_preparer.quote(table)} AS t"
             )
         ).scalars()
-        out[f"pgembed.{table}"] = Counter(rows)
+        # without a primary key, the whole row is its key
+        out.rows[str(table)] = {
+            json.dumps([r.get(k) for k in key] if key else r, sort_keys=True): r for r in rows
+        }
     return out
 
 
 def lost(before: Snapshot, after: Snapshot) -> list[str]:
-    """What ``before`` has and ``after`` lacks, in words."""
-    out = []
-    for key, items in sorted(before.items()):
-        gone = items - after.get(key, Counter())
-        if not gone:
-            continue
-        if key == "objects":
-            out.extend(sorted(gone))
-        else:
-            n = sum(gone.values())
-            names = sorted({row.split(" ", 1)[1] for row in gone} - {""})
+    """What ``before`` has and ``after`` lacks, in words. A row is lost when its key is
+    gone or a value it had (not NULL) is gone or changed; a NULL filled in is no loss."""
+    out = sorted(before.objects - after.objects)
+    for table, rows in sorted(before.rows.items()):
+        now = after.rows.get(table, {})
+        gone = [
+            r
+            for k, r in rows.items()
+            if k not in now or any(now[k].get(c) != v for c, v in r.items())
+        ]
+        if gone:
+            names = sorted({str(r.get("collection", r.get("name", ""))) for r in gone} - {""})
             of = f" ({', '.join(map(repr, names))})" if names else ""
-            out.append(f"{n} of the {sum(items.values())} row(s) of {key}{of}")
+            out.append(f"{len(gone)} of the {len(rows)} row(s) of pgembed.{table}{of}")
     return out
 
 
