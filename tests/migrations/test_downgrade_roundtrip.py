@@ -18,6 +18,9 @@ IVFFlat binary collection; a calibration; a recorded sharded collection) and cop
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -255,4 +258,19 @@ def test_downgrade_refuses_or_round_trips(
     migrate.upgrade(eng)
     assert _stats(eng) == populated["stats_deleted"]
     assert _answers(eng, tiny_encoder) == populated["answers_deleted"]
+    eng.dispose()
+
+
+def test_cli_downgrade_refuses_in_one_line(site: Site, populated: dict[str, Any]) -> None:
+    _, eng = site.database(template=populated["template"])
+    env = {**os.environ, "PGEMBED_DATABASE_URL": eng.url.render_as_string(hide_password=False)}
+    out = subprocess.run([sys.executable, "-m", "pgembed.cli", "db", "downgrade", "0003"],
+                         env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert out.returncode == 1, out.stdout
+    assert out.stderr.startswith("pgembed: error: downgrading to '0003' would lose")
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert "row(s) of pgembed.calibrations ('rt every')" in out.stderr
+    assert "pgembed db downgrade 0003 --force" in out.stderr
+    assert migrate.current(eng) == migrate.head()
+    assert _snapshot(eng) == populated["snapshot"]
     eng.dispose()
