@@ -59,20 +59,27 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     _run(engine, "upgrade", revision)
     scoring.wire(engine)
     shards.upgrade_shards(engine, revision)  # a coordinator's shards follow it
+    _restore_declared(engine)  # triggers, statistics and indexes a downgrade took
 
 
 def downgrade(engine: Engine, revision: str, force: bool = False) -> None:
     """Take pgembed's schema down to ``revision``; ``"base"`` removes every pgembed object.
 
-    Going to base removes the catalog, so it refuses (:class:`MigrationError`) while
-    collections are registered, unless ``force=True``. Forced, the collection tables stay
-    as ordinary tables with their rows (pgvector stays installed too); only pgembed's
-    catalog entries, functions and schema go. On a coordinator of sharded collections,
-    every shard it records is downgraded first (:func:`pgembed.shards.downgrade_shards`),
-    after checks that change nothing when they refuse.
+    Unless ``force=True``, refuses (:class:`MigrationError`, before any change) a downgrade
+    that would lose what upgrading again does not bring back: calibrations, query depths,
+    the catalog of shards, collection rows, objects outside pgembed
+    (:func:`pgembed.losses.refuse_losses` tries it in a transaction it rolls back). Going
+    to base removes the catalog: forced, the collection tables stay as ordinary tables
+    with their rows (pgvector stays installed too). Statistics triggers a downgrade drops
+    are not lost: ``upgrade`` recreates them and recomputes the statistics. On a
+    coordinator of sharded collections, every shard it records is downgraded first
+    (:func:`pgembed.shards.downgrade_shards`), after checks of every database that change
+    nothing when they refuse.
     """
     from pgembed import scoring, shards
 
+    if not force:
+        _refuse_losses(engine, revision)
     shards.downgrade_shards(engine, revision, force)  # while the coordinator still lists them
     # The revisions' downgrade scripts expect the SQL maxsim they installed: unwire first.
     # A downgrade that stays at or above 0.4.0 wires it again after.
@@ -86,6 +93,36 @@ def downgrade(engine: Engine, revision: str, force: bool = False) -> None:
         _drop_scoring_extension(engine)
     else:
         scoring.wire(engine)
+
+
+def _refuse_losses(engine: Engine, revision: str) -> None:
+    """The check of :func:`pgembed.losses.refuse_losses` on each shard a coordinator
+    records that the downgrade would take down, then on the database itself."""
+    from pgembed import losses, shards
+
+    recorded = shards._recorded_shards(engine)
+    try:
+        if recorded:
+            target = shards._downgrade_target(engine, revision)
+            revs = shards._shard_revisions(recorded, "downgrade")
+            order: list[str | None] = [None, *(s.revision for s in reversed(history()))]
+            for s in recorded:
+                if order.index(revs[s.position]) <= order.index(target):
+                    continue
+                try:
+                    losses.refuse_losses(s.engine, "base" if target is None else target)
+                except MigrationError as exc:
+                    raise MigrationError(f"on {s.label}: {exc}") from None
+    finally:
+        for s in recorded:
+            s.engine.dispose()
+    losses.refuse_losses(engine, revision)
+
+
+def _restore_declared(engine: Engine) -> None:
+    from pgembed.storage import restore
+
+    restore.restore_declared(engine)
 
 
 def _unwire(engine: Engine) -> None:

@@ -40,4 +40,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Drops pgembed.lexical_stats_update and with it (CASCADE) the lexical collections'
+    # statistics triggers; their statistics tables stay. migrate.upgrade recreates the
+    # triggers and recomputes the statistics (pgembed.storage.restore).
     install_sql(op.get_bind(), "pgembed--0.4.0--0.3.0.sql")

@@ -114,6 +114,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The measurements go with their tables: migrate.downgrade refuses this, before any
+    # change and unless forced, while they hold rows (pgembed.losses).
     install_sql(op.get_bind(), "pgembed--0.5.0--0.4.0.sql")
     op.execute("DROP TABLE pgembed.query_depths")
     op.execute("DROP TABLE pgembed.prefix_quality")

@@ -66,6 +66,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Refused by migrate.downgrade, before any change and unless forced, while sharded
+    # collections are recorded (pgembed.losses).
     op.execute(
         "DROP FUNCTION pgembed.search_bm25_global(text, text, bigint, bigint, text[], bigint[], "
         "integer, double precision, double precision)"

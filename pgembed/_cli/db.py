@@ -31,17 +31,21 @@ def register(sub: Any) -> None:
     down = dsub.add_parser(
         "downgrade",
         help="migrate pgembed's schema down ('base' removes it)",
-        description="Migrate pgembed's schema down. 'base' removes pgembed's catalog, "
-        "functions and schema; it refuses while collections are registered unless --force. "
-        "On a coordinator of sharded collections, every shard it records goes down first.",
+        description="Migrate pgembed's schema down. Before any change it refuses, naming "
+        "what would be lost, a downgrade that loses what upgrading again does not bring "
+        "back (calibrations, query depths, the catalog of shards; at 'base', which removes "
+        "pgembed's catalog, functions and schema, the registered collections) unless "
+        "--force. Statistics triggers it drops come back with `pgembed db upgrade`, which "
+        "recomputes the statistics. On a coordinator of sharded collections, every shard "
+        "it records goes down first.",
     )
     down.add_argument("revision")
     down.add_argument(
         "--force",
         action="store_true",
-        help="go to base even with registered collections (or, on a coordinator, below "
-        "0007 with sharded collections): their catalog entries go, their tables stay as "
-        "ordinary tables with their rows",
+        help="downgrade even though it loses what the refusal named (calibrations, "
+        "query depths, sharded collections' records; at base, collections' catalog "
+        "entries, whose tables stay as ordinary tables with their rows)",
     )
     down.set_defaults(func=_downgrade)
     dsub.add_parser("current", help="print the current revision").set_defaults(func=_current)
