@@ -51,7 +51,7 @@ CLASSES = {
     "percent": "a%b",
     "double percent": "a%%b",
     "percent s": "a%sb",
-    "colon bind": "a:b",
+    "colon bind": "a-:b",  # after a non-word character SQLAlchemy text() reads a bind
     "space": "a b",
     "dot": "a.b",
     "backslash": "a\\b",
