@@ -164,6 +164,17 @@ def read_lines(path: str, what: str = "input") -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
+def output_file(value: str) -> Path:
+    """An argparse type: a file the command writes (checked by :func:`check_writable`
+    before the work; the bad-arguments tests find output options by this type)."""
+    return Path(value)
+
+
+def output_dir(value: str) -> Path:
+    """An argparse type: a directory the command writes into (see :func:`output_file`)."""
+    return Path(value)
+
+
 def check_writable(path: Path, flag: str, *, directory: bool = False) -> Path:
     """Refuse an output path that cannot be written, before the work that fills it: an
     existing one of the wrong type, or one whose nearest existing ancestor is not a

@@ -9,7 +9,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pgembed._cli.args import check_writable, int_in, positive_int, read_lines
+from pgembed._cli.args import (
+    check_writable,
+    int_in,
+    output_dir,
+    output_file,
+    positive_int,
+    read_lines,
+)
 from pgembed.errors import ConfigError
 
 
@@ -24,7 +31,8 @@ def register(sub: Any) -> None:
     q.add_argument(
         "--articles", type=positive_int, help="limit the number of articles (default: all)"
     )
-    q.add_argument("--out", type=Path, default=Path("quickstart-out"), help="PNG and JSON here")
+    q.add_argument("--out", type=output_dir, default=Path("quickstart-out"),
+                   help="PNG and JSON here")  # fmt: skip
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_quickstart)
 
@@ -53,7 +61,8 @@ def register(sub: Any) -> None:
     c.add_argument("--strategy", action="append", dest="strategies",
                    choices=("knn", "funnel", "binary", "multivector"),
                    help="calibrate only these (repeatable; default: every one stored)")  # fmt: skip
-    c.add_argument("--plot", type=Path, help="write a PNG of recall against time per strategy")
+    c.add_argument("--plot", type=output_file, help="write a PNG of recall against time per "
+                   "strategy (a directory: <collection>-calibration.png in it)")  # fmt: skip
     c.add_argument("--json", action="store_true", help="print the measurements as JSON")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=_calibrate)
