@@ -25,7 +25,7 @@ from alembic.operations import Operations
 from sqlalchemy.engine import Engine
 
 import pgembed.alembic_ops  # noqa: F401  (registers the operations)
-from pgembed import Collection, FDEConfig, sqlfuncs
+from pgembed import Collection, FDEConfig, sqlfuncs, stats
 from pgembed.errors import PgembedError
 from pgembed.storage import catalog, names
 from pgembed.storage.schema import KINDS, MAX_IDENTIFIER_BYTES, IndexParams
@@ -126,7 +126,18 @@ def _ts_config(engine: Engine, schema: str, name: str) -> None:
 def _results(coll: Collection, tiny_encoder: Any) -> dict[str, Any]:
     """What the collection answers: each strategy's (id, score) list, and the count."""
     spec = coll.spec
-    out: dict[str, Any] = {"count": coll.count()}
+    st = stats.collect(coll, sample=2)  # checks the table's columns by its name first
+    out: dict[str, Any] = {
+        "count": coll.count(),
+        "stats": (
+            st.rows,
+            st.kind_rows,
+            st.recall10,
+            st.lexical_documents,
+            st.lexical_lexemes,
+            st.lexical_avg_length,
+        ),
+    }
     dense = [d for d in DENSE if spec.has(STRATEGIES[d].kind)]
     for s in STRATEGIES.values():
         if spec.has(s.kind) and (s.name != "hybrid" or dense):
@@ -146,7 +157,7 @@ def _results(coll: Collection, tiny_encoder: Any) -> dict[str, Any]:
 def _same(got: dict[str, Any], want: dict[str, Any]) -> None:
     assert got.keys() == want.keys()
     for key, hits in want.items():
-        if key == "count":
+        if key in ("count", "stats"):
             assert got[key] == hits
             continue
         assert [int(i) for i, _ in got[key]] == [int(i) for i, _ in hits], key
