@@ -161,8 +161,9 @@ class CollectionSpec:
     """Build parameters of the collection's indexes."""
     lexical_config: str = "english"
     """Text search configuration of the lexical kind: a name in pg_catalog (``english``,
-    ``simple``...) or schema-qualified (``myschema.myconfig``), checked against
-    pg_ts_config when the collection is created."""
+    ``simple``...) or schema-qualified (``myschema.MyConfig``), names as they are (case
+    kept), checked against pg_ts_config when the collection is created. The catalog holds
+    it spelled for ``::regconfig`` (storage/names.py: quoted where needed)."""
 
     def __post_init__(self) -> None:
         check_name(self.name, "collection name")
