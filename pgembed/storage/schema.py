@@ -32,9 +32,10 @@ from typing import Any, Literal
 
 from pgembed.errors import CollectionError, ConfigError, DimensionError
 from pgembed.storage import names
-from pgembed.storage.names import MAX_IDENTIFIER_BYTES, check_name
 
-__all__ = ["MAX_IDENTIFIER_BYTES", "check_name"]  # re-exported: callers import them from here
+# re-exported: callers import them from here
+from pgembed.storage.names import MAX_IDENTIFIER_BYTES as MAX_IDENTIFIER_BYTES
+from pgembed.storage.names import check_name as check_name
 
 KINDS = ("single", "matryoshka", "binary", "fde", "multivector", "lexical")
 _IMPLIES = {"matryoshka": "single", "binary": "single", "fde": "multivector"}
