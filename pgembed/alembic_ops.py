@@ -146,8 +146,8 @@ class AddLexicalOp(MigrateOperation):
     def add_lexical(cls, operations: Operations, name: str, config: str = "english") -> None:
         """``op.add_lexical("docs", config="english")``: the collection's texts become
         searchable by ``strategy="bm25"`` and ``"hybrid"``. ``config`` is a text search
-        configuration (a name in pg_catalog, or schema-qualified). Rewrites the table under
-        an exclusive lock."""
+        configuration (a name in pg_catalog, or schema-qualified), named as it is, case
+        kept. Rewrites the table under an exclusive lock."""
         operations.invoke(cls(name, config))
 
     def reverse(self) -> DropLexicalOp:

@@ -666,8 +666,9 @@ def check_target(
 
 
 def _qualified(conn: Connection, spec: CollectionSpec) -> str:
-    quote = conn.dialect.identifier_preparer.quote
-    return f"{quote(spec.schema or 'public')}.{quote(spec.table_name)}"
+    from pgembed.storage import names
+
+    return names.qualified(spec.schema or "public", spec.table_name)
 
 
 def load(conn: Connection, name: str) -> list[Measured]:

@@ -13,6 +13,7 @@ with edited rows, and search it with every strategy; the database is your Postgr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -100,6 +101,16 @@ def _warning(message: Warning | str, category: type[Warning], *args: Any, **kw: 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line: exit 0, 1 (a runtime error) or 2 (a usage error); the error is
     one ``pgembed: error: ...`` line on stderr, never a traceback (warnings: one line each)."""
+    try:
+        rc = _main(argv)
+        if sys.stdout is not None:  # None when started with fd 1 closed
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:  # also from argparse's --help and --version
+        return _stdout_closed()
+    return rc
+
+
+def _main(argv: Sequence[str] | None) -> int:
     warnings.showwarning = _warning
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -108,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.extra = extra
     try:
         rc = args.func(args)
+    except BrokenPipeError:
+        raise
     except PgembedError as exc:
         # the database's own messages carry their source ("pgembed: ..."): once is enough
         text = _one_line(str(exc)).removeprefix("pgembed: ")
@@ -117,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pgembed: error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still one line, with what to report
+        if isinstance(exc.__context__, BrokenPipeError):  # raised while handling one
+            raise exc.__context__ from None
         print(
             f"pgembed: error: internal error {type(exc).__name__}: {_one_line(str(exc))[:300]}; "
             "please report it with the command that caused it",
@@ -124,6 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return int(rc or 0)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``pgembed ... | head -1``): stop quietly, as Python's
+    documentation recommends: stdout goes to devnull so that the flush at exit cannot
+    fail again, and the exit status is 1 (Python's own on EPIPE)."""
+    if sys.stdout is not None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pgembed.errors import (
     UnknownKindError,
 )
 from pgembed.storage import bulk, catalog, declare, ingest, ownership
+from pgembed.storage import names as storage_names
 from pgembed.storage import schema as sch
 
 if TYPE_CHECKING:
@@ -179,10 +180,10 @@ class Collection:
             return built
         with _connect(self.engine) as conn, conn.begin():
             names = [n for n in ownership.ivfflat_indexes(conn, self.spec) if n not in built]
-            quote = conn.dialect.identifier_preparer.quote
             for name in names:
                 # REINDEX builds the index anew: IVFFlat clusters its lists from the rows.
-                conn.execute(sa.text(f"REINDEX INDEX {quote(self.spec.schema)}.{quote(name)}"))
+                index = storage_names.qualified(self.spec.schema, name)
+                storage_names.run_ddl(conn, f"REINDEX INDEX {index}")
         return built + names
 
     def drop(self, *, force: bool = False) -> bool:

@@ -74,11 +74,14 @@ def _config(table: sa.Table, config: str | None) -> Any:
     """The text search configuration: the one given, or the collection's, read from
     pgembed.collections (an error names the table when none is recorded)."""
     if config is not None:
+        from pgembed.storage import names
         from pgembed.storage.schema import check_name
 
         for part in config.split("."):
             check_name(part, "text search configuration name")
-        return sa.cast(sa.bindparam("ts_config", config, unique=True), REGCONFIG)
+        # spelled so that the cast reads back the configuration named, case and all
+        spelled = names.ts_config_sql(config)
+        return sa.cast(sa.bindparam("ts_config", spelled, unique=True), REGCONFIG)
     c = sa.table("collections", sa.column("table_schema"), sa.column("table_name"),
                  sa.column("kinds", JSONB), schema="pgembed")  # fmt: skip
     recorded = (

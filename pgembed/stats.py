@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from pgembed.db import translate_errors, translate_sql_errors
 from pgembed.errors import CollectionError
-from pgembed.storage import read, sizes
+from pgembed.storage import names, read, sizes
 
 if TYPE_CHECKING:
     from pgembed.pipeline import Collection
@@ -77,13 +77,12 @@ def effective_rank(x: np.ndarray[Any, Any]) -> float:
 def _check_table(conn: sa.Connection, coll: Collection) -> None:
     """Refuse a table whose columns no longer match the collection's catalog entry."""
     t = coll.table()
-    quote = conn.dialect.identifier_preparer.quote
     rows = conn.execute(
         sa.text(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped"
         ),
-        {"t": f"{quote(t.schema or 'public')}.{quote(t.name)}"},
+        {"t": names.qualified(t.schema or "public", t.name)},
     ).all()
     found = {str(name): str(type_) for name, type_ in rows}
     for c in t.columns:

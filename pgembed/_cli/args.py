@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,42 @@ def read_lines(path: str, what: str = "input") -> list[str]:
                 "give one text per line"
             )
     return [line.removesuffix("\r") for line in lines]
+
+
+def output_file(value: str) -> Path:
+    """An argparse type: a file the command writes (checked by :func:`check_writable`
+    before the work; the bad-arguments tests find output options by this type)."""
+    return Path(value)
+
+
+def output_dir(value: str) -> Path:
+    """An argparse type: a directory the command writes into (see :func:`output_file`)."""
+    return Path(value)
+
+
+def check_writable(path: Path, flag: str, *, directory: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before the work that fills it: an
+    existing one of the wrong type, or one whose nearest existing ancestor is not a
+    directory that takes a new file (tried for real: permissions, read-only file systems
+    and root alike)."""
+    if path.exists() and not (path.is_dir() if directory else path.is_file()):
+        kind = "a directory" if directory else "a file"
+        raise ConfigError(f"{flag} {path}: it exists and is not {kind}; give another path")
+    ancestor = path if directory and path.is_dir() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    why = None
+    if not ancestor.is_dir():
+        why = f"{ancestor} is not a directory"
+    else:
+        try:
+            if path.is_file():
+                with path.open("ab"):
+                    pass
+            else:
+                tempfile.TemporaryFile(dir=ancestor).close()
+        except OSError as exc:
+            why = str(exc.strerror or exc)
+    if why is not None:
+        raise ConfigError(f"{flag} {path} cannot be written ({why}); give a writable path")
+    return path

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pgembed._cli.args import int_list, positive_int, read_lines
+from pgembed._cli.args import (
+    check_writable,
+    int_list,
+    output_dir,
+    output_file,
+    positive_int,
+    read_lines,
+)
 from pgembed.errors import ConfigError
 
 
@@ -32,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--no-fp16", action="store_true", help="skip the fp16 graph")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 graph")
-    p.add_argument("--model-dir", type=Path, help="default: PGEMBED_MODEL_DIR")
+    p.add_argument("--model-dir", type=output_dir, help="default: PGEMBED_MODEL_DIR")
     p.add_argument("--force", action="store_true", help="replace an existing export")
     p.set_defaults(func=_export)
 
@@ -45,7 +52,7 @@ def register(sub: Any) -> None:
         "model", nargs="?", default="all-minilm-l6-v2", help="exported (or registered) model"
     )
     e.add_argument("--input", "-i", default="-", help="text file, one text per line; - = stdin")
-    e.add_argument("--output", "-o", type=Path, required=True, help="output .npy file")
+    e.add_argument("--output", "-o", type=output_file, required=True, help="output .npy file")
     e.add_argument(
         "--role", "--kind", dest="role", choices=("document", "query"), default="document",
         help="which side of a search the texts are on: it picks the model's text prefix",
@@ -63,6 +70,8 @@ def _export(args: argparse.Namespace) -> int:
     from pgembed.encoders.export import export_model
     from pgembed.encoders.manifest import Manifest
 
+    if args.model_dir is not None:  # before the (slow) export
+        check_writable(args.model_dir, "--model-dir", directory=True)
     path = export_model(
         args.source,
         args.name,
@@ -96,6 +105,7 @@ def _encode(args: argparse.Namespace) -> int:
             f"--output folder {args.output.parent} does not exist; create it first "
             f"(mkdir -p {args.output.parent})"
         )
+    check_writable(args.output, "--output")  # before the (slow) encoding
     lines = read_lines(args.input, "--input")
     enc = Encoder.load(
         args.model,

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from pgembed._cli.args import int_in, positive_int, read_lines
+from pgembed._cli.args import (
+    check_writable,
+    int_in,
+    output_dir,
+    output_file,
+    positive_int,
+    read_lines,
+)
+from pgembed.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -21,7 +31,8 @@ def register(sub: Any) -> None:
     q.add_argument(
         "--articles", type=positive_int, help="limit the number of articles (default: all)"
     )
-    q.add_argument("--out", type=Path, default=Path("quickstart-out"), help="PNG and JSON here")
+    q.add_argument("--out", type=output_dir, default=Path("quickstart-out"),
+                   help="PNG and JSON here")  # fmt: skip
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_quickstart)
 
@@ -50,7 +61,8 @@ def register(sub: Any) -> None:
     c.add_argument("--strategy", action="append", dest="strategies",
                    choices=("knn", "funnel", "binary", "multivector"),
                    help="calibrate only these (repeatable; default: every one stored)")  # fmt: skip
-    c.add_argument("--plot", type=Path, help="write a PNG of recall against time per strategy")
+    c.add_argument("--plot", type=output_file, help="write a PNG of recall against time per "
+                   "strategy (a directory: <collection>-calibration.png in it)")  # fmt: skip
     c.add_argument("--json", action="store_true", help="print the measurements as JSON")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=_calibrate)
@@ -59,6 +71,7 @@ def register(sub: Any) -> None:
 def _quickstart(args: argparse.Namespace) -> int:
     from pgembed import quickstart
 
+    check_writable(args.out, "--out", directory=True)  # before the download and the runs
     results = quickstart.run(
         max_articles=args.articles, out_dir=args.out, progress=not args.no_progress
     )
@@ -81,12 +94,35 @@ def _calibrate(args: argparse.Namespace) -> int:
     from pgembed import Collection, calibration, db
 
     queries = read_lines(args.queries, "queries") if args.queries else None
+    # checked before the (slow) calibration, which is saved before the plot is drawn
+    target = plot_target(args.plot, args.collection) if args.plot else None
     coll = Collection.open(db.create_engine(), args.collection)
     cal = coll.calibrate(
         sample=args.sample, queries=queries, k=args.k, seed=args.seed,
         progress=False if args.no_progress else None, strategies=args.strategies,
     )  # fmt: skip
     print(json.dumps(cal.as_dict()) if args.json else calibration.format_calibration(cal))
-    if args.plot:
-        print(f"plot: {calibration.plot(cal, args.plot)}")
+    if target is not None:
+        try:
+            written = calibration.plot(cal, target)
+        except OSError as exc:
+            raise ConfigError(
+                f"the calibration is saved, but the plot could not be written to {target}: "
+                f"{exc.strerror or exc}; run calibrate again with a writable --plot path"
+            ) from None
+        print(f"plot: {written}")
     return 0
+
+
+def plot_target(path: Path, collection: str) -> Path:
+    """The PNG that ``--plot PATH`` writes: PATH itself (``.png`` added when it has no
+    suffix, as matplotlib would), or ``<collection>-calibration.png`` inside PATH when it
+    is a directory. Refused unless writable, so that nothing fails after the calibration."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("--plot needs matplotlib: pip install 'pgembed[quickstart]'")
+    if path.is_dir():
+        safe = re.sub(r"[^\w.-]+", "_", collection).strip(".") or "collection"
+        path = path / f"{safe}-calibration.png"
+    elif not path.suffix:
+        path = path.with_name(path.name + ".png")
+    return check_writable(path, "--plot")

@@ -51,6 +51,7 @@ from pgembed.errors import ConfigError
 from pgembed.storage import ownership
 from pgembed.storage import schema as sch
 from pgembed.storage.indexes import built
+from pgembed.storage.names import qualified, run_ddl
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -156,9 +157,8 @@ def missing(conn: Connection, spec: sch.CollectionSpec) -> list[tuple[sa.Index, 
 
 
 def _drop(conn: Connection, spec: sch.CollectionSpec, names: list[str]) -> None:
-    quote = conn.dialect.identifier_preparer.quote
     for name in names:
-        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {quote(spec.schema)}.{quote(name)}")
+        run_ddl(conn, f"DROP INDEX IF EXISTS {qualified(spec.schema, name)}")
 
 
 # --- the load -----------------------------------------------------------------------------
@@ -295,8 +295,7 @@ def finish(
                 ) from None
             # fresh statistics: the builds report progress against reltuples, and searches
             # after a bulk load plan with them
-            quote = conn.dialect.identifier_preparer.quote
-            conn.exec_driver_sql(f"ANALYZE {quote(spec.schema)}.{quote(spec.table_name)}")
+            run_ddl(conn, f"ANALYZE {qualified(spec.schema, spec.table_name)}")
             built = []
             for idx, leftovers in todo:
                 _drop(conn, spec, leftovers)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from pgembed.errors import (
     CollectionError,
@@ -21,7 +22,7 @@ from pgembed.errors import (
     TableLeftAloneWarning,
     UnknownKindError,
 )
-from pgembed.storage import catalog, ownership
+from pgembed.storage import catalog, names, ownership
 from pgembed.storage import schema as sch
 from pgembed.storage.schema import CollectionSpec, IndexParams
 
@@ -53,6 +54,8 @@ def declare_spec(
 
 # --- the lexical kind -------------------------------------------------------------------
 
+_AS_IS = postgresql.psycopg.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
+
 _TRIGGERS = (
     ("insert", "INSERT", "REFERENCING NEW TABLE AS new_rows"),
     ("update", "UPDATE", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
@@ -63,33 +66,40 @@ _TRIGGERS = (
 
 def check_ts_config(conn: Connection, config: str) -> None:
     """Refuse a text search configuration that pg_ts_config does not hold: a bare name must
-    be in pg_catalog (pgembed's functions see only pg_catalog), others schema-qualified."""
-    schema, _, name = config.rpartition(".")
+    be in pg_catalog (pgembed's functions see only pg_catalog), others schema-qualified.
+    Names are compared as given; the spelling stored for ``::regconfig`` must read back the
+    same configuration (oid), or the collection would index with another one."""
+    schema, name = names.ts_config_parts(config)
     found = conn.execute(
         sa.text(
-            "SELECT 1 FROM pg_catalog.pg_ts_config c JOIN pg_catalog.pg_namespace n "
-            "ON n.oid = c.cfgnamespace WHERE n.nspname = :s AND c.cfgname = :n"
+            "SELECT c.oid, CASE WHEN pg_catalog.pg_input_is_valid(:spelled, 'regconfig') "
+            "THEN CAST(:spelled AS pg_catalog.regconfig)::oid END FROM pg_catalog.pg_ts_config c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace "
+            "WHERE n.nspname = :s AND c.cfgname = :n"
         ),
-        {"s": schema or "pg_catalog", "n": name},
-    ).scalar()
-    if found is None:
-        known = conn.execute(
-            sa.text(
-                "SELECT pg_catalog.string_agg(CASE WHEN n.nspname = 'pg_catalog' THEN c.cfgname "
-                "ELSE n.nspname || '.' || c.cfgname END, ', ' ORDER BY n.nspname <> "
-                "'pg_catalog', n.nspname, c.cfgname) FROM pg_catalog.pg_ts_config c "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace"
-            )
-        ).scalar()
+        {"s": schema, "n": name, "spelled": names.ts_config_sql(config)},
+    ).first()
+    if found is not None and found[0] == found[1]:
+        return
+    if found is not None:
         raise ConfigError(
-            f"unknown text search configuration {config!r} for the lexical kind; installed "
-            f"ones: {known}. Qualify a configuration outside pg_catalog with its schema "
-            "('myschema.myconfig')"
+            f"text search configuration {config!r} is shadowed: "
+            f"{names.ts_config_sql(config)!r} resolves to another configuration in this "
+            "session's search_path; qualify it with its schema"
         )
-
-
-def _quote(conn: Connection, *names: str) -> str:
-    return ".".join(conn.dialect.identifier_preparer.quote(n) for n in names)
+    known = conn.execute(
+        sa.text(
+            "SELECT pg_catalog.string_agg(CASE WHEN n.nspname = 'pg_catalog' THEN c.cfgname "
+            "ELSE n.nspname || '.' || c.cfgname END, ', ' ORDER BY n.nspname <> "
+            "'pg_catalog', n.nspname, c.cfgname) FROM pg_catalog.pg_ts_config c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace"
+        )
+    ).scalar()
+    raise ConfigError(
+        f"unknown text search configuration {config!r} for the lexical kind (names are "
+        f"case-sensitive); installed ones: {known}. Qualify a configuration outside "
+        "pg_catalog with its schema ('myschema.myconfig')"
+    )
 
 
 def _stats_table(spec: CollectionSpec) -> sa.Table:
@@ -110,27 +120,28 @@ def _lexical_stats(conn: Connection, spec: CollectionSpec, *, new_table: bool) -
     exists = sa.inspect(conn).has_table(stats.name, schema=spec.schema)
     if exists and new_table:
         raise CollectionError(
-            f"table {_quote(conn, spec.schema, stats.name)} exists, and the lexical kind of "
+            f"table {names.qualified(spec.schema, stats.name)} exists, and the lexical kind of "
             f"collection {spec.name!r} keeps its statistics there; drop or rename it, or "
             "pass table='...' to name the collection's table otherwise"
         )
     if not exists:
         stats.create(conn)
-        conn.execute(
-            sa.text(
-                f"INSERT INTO {_quote(conn, spec.schema, stats.name)} (lexeme, docs, tokens) "
-                "SELECT s.lexeme, s.docs, s.tokens FROM pgembed.lexical_stats_recompute(:c) AS s"
-            ),
-            {"c": spec.name},
+        fresh = sa.func.pgembed.lexical_stats_recompute(spec.name).table_valued(
+            "lexeme", "docs", "tokens"
         )
-    table = _quote(conn, spec.schema, spec.table_name)
-    for suffix, event, referencing in _TRIGGERS:
-        name = _quote(conn, f"{sch.index_base(spec.table_name)}_lexical_{suffix}")
         conn.execute(
-            sa.text(
-                f"CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} {referencing} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION pgembed.lexical_stats_update()"
+            stats.insert().from_select(
+                ["lexeme", "docs", "tokens"],
+                sa.select(fresh.c.lexeme, fresh.c.docs, fresh.c.tokens),
             )
+        )
+    table = names.qualified(spec.schema, spec.table_name)
+    for suffix, event, referencing in _TRIGGERS:
+        name = names.quote_ident(f"{sch.index_base(spec.table_name)}_lexical_{suffix}")
+        names.run_ddl(
+            conn,
+            f"CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} {referencing} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION pgembed.lexical_stats_update()",
         )
 
 
@@ -154,9 +165,10 @@ def add_lexical(conn: Connection, name: str, config: str = "english") -> Collect
     check_ts_config(conn, config)
     ownership.check_writable(conn, rec)
     t = sch.table(spec, sa.MetaData())
-    column = sa.schema.CreateColumn(t.c[sch.LEXICAL_COLUMN]).compile(dialect=conn.dialect)
-    conn.execute(
-        sa.text(f"ALTER TABLE {_quote(conn, spec.schema, spec.table_name)} ADD COLUMN {column}")
+    # compiled for text run as is: a dialect whose paramstyle doubles no % in the literal
+    column = sa.schema.CreateColumn(t.c[sch.LEXICAL_COLUMN]).compile(dialect=_AS_IS)
+    names.run_ddl(
+        conn, f"ALTER TABLE {names.qualified(spec.schema, spec.table_name)} ADD COLUMN {column}"
     )
     for index in t.indexes:
         if index.name == f"{sch.index_base(spec.table_name)}_{sch.LEXICAL_COLUMN}_gin":
@@ -180,17 +192,15 @@ def drop_lexical(conn: Connection, name: str) -> CollectionSpec:
         raise UnknownKindError(f"collection {name!r} stores no lexical kind to drop")
     ownership.check_writable(conn, rec)
     spec = dataclasses.replace(rec.spec, kinds=tuple(k for k in rec.spec.kinds if k != "lexical"))
-    table = _quote(conn, spec.schema, spec.table_name)
+    table = names.qualified(spec.schema, spec.table_name)
     for suffix, _, _ in _TRIGGERS:
-        trigger = _quote(conn, f"{sch.index_base(spec.table_name)}_lexical_{suffix}")
-        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"))
-    conn.execute(
-        sa.text(f"DROP TABLE IF EXISTS {_quote(conn, spec.schema, rec.spec.lexical_stats_table)}")
-    )
+        trigger = names.quote_ident(f"{sch.index_base(spec.table_name)}_lexical_{suffix}")
+        names.run_ddl(conn, f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
+    stats = names.qualified(spec.schema, rec.spec.lexical_stats_table)
+    names.run_ddl(conn, f"DROP TABLE IF EXISTS {stats}")
     # the GIN index goes with its column
-    conn.execute(
-        sa.text(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {_quote(conn, sch.LEXICAL_COLUMN)}")
-    )
+    column = names.quote_ident(sch.LEXICAL_COLUMN)
+    names.run_ddl(conn, f"ALTER TABLE {table} DROP COLUMN IF EXISTS {column}")
     conn.execute(
         catalog.collections.update()
         .where(catalog.collections.c.name == name)
@@ -281,8 +291,8 @@ def undeclare(conn: Connection, name: str, *, force: bool = False) -> bool:
     ownership.lock(conn, rec.spec)
     left_alone = ownership.drop_table(conn, rec, force=force)
     if rec.spec.has("lexical") and not left_alone:
-        stats = _quote(conn, rec.spec.schema, rec.spec.lexical_stats_table)
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {stats}"))
+        stats = names.qualified(rec.spec.schema, rec.spec.lexical_stats_table)
+        names.run_ddl(conn, f"DROP TABLE IF EXISTS {stats}")
     catalog.unregister_collection(conn, name)
     if left_alone:
         warnings.warn(left_alone, TableLeftAloneWarning, stacklevel=3)

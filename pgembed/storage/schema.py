@@ -31,6 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pgembed.errors import CollectionError, ConfigError, DimensionError
+from pgembed.storage import names
+
+# re-exported: callers import them from here
+from pgembed.storage.names import MAX_IDENTIFIER_BYTES as MAX_IDENTIFIER_BYTES
+from pgembed.storage.names import check_name as check_name
 
 KINDS = ("single", "matryoshka", "binary", "fde", "multivector", "lexical")
 _IMPLIES = {"matryoshka": "single", "binary": "single", "fde": "multivector"}
@@ -46,8 +51,6 @@ HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
 IVFFLAT_MAX_LISTS = 32768
 _STORE_MAX_DIMS = {"vector": 16000, "halfvec": 16000}
 
-# PostgreSQL cuts identifiers at 63 bytes (NAMEDATALEN - 1), not characters.
-MAX_IDENTIFIER_BYTES = 63
 # Columns pgembed adds to every collection table: the id and text columns must differ.
 RESERVED_COLUMNS = ("embedded_hash", "embedding", "embedding_bits", "fde", "tokens", "lexemes")
 # Index names are <base><suffix>; the longest suffix ("_embedding_bq_ivfflat",
@@ -108,30 +111,6 @@ class IndexParams:
         return {"m": self.m, "ef_construction": self.ef_construction}
 
 
-def check_name(value: str, what: str) -> str:
-    """Names are passed as identifiers (quoted), never as SQL; only reject the unusable.
-
-    The limit is PostgreSQL's, in UTF-8 bytes: a longer name would be cut silently.
-    """
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise CollectionError(
-            f"invalid {what} {value!r}: use 1 to {MAX_IDENTIFIER_BYTES} bytes without NUL bytes"
-        )
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise CollectionError(
-            f"invalid {what} {value!r}: it is not valid Unicode (a lone surrogate); "
-            "use a name of ordinary characters"
-        ) from None
-    if size > MAX_IDENTIFIER_BYTES:
-        raise CollectionError(
-            f"invalid {what} {value!r}: it is {size} bytes in UTF-8, and PostgreSQL "
-            f"identifiers hold at most {MAX_IDENTIFIER_BYTES} bytes; use a shorter name"
-        )
-    return value
-
-
 def _integer(value: Any) -> int:
     """An int from an int-like value (numpy integers too); TypeError for bools and others."""
     if isinstance(value, bool):
@@ -184,8 +163,9 @@ class CollectionSpec:
     """Build parameters of the collection's indexes."""
     lexical_config: str = "english"
     """Text search configuration of the lexical kind: a name in pg_catalog (``english``,
-    ``simple``...) or schema-qualified (``myschema.myconfig``), checked against
-    pg_ts_config when the collection is created."""
+    ``simple``...) or schema-qualified (``myschema.MyConfig``), names as they are (case
+    kept), checked against pg_ts_config when the collection is created. The catalog holds
+    it spelled for ``::regconfig`` (storage/names.py: quoted where needed)."""
 
     def __post_init__(self) -> None:
         check_name(self.name, "collection name")
@@ -260,7 +240,8 @@ class CollectionSpec:
         if not isinstance(cfg, str) or not cfg or "\x00" in cfg or cfg.count(".") > 1:
             raise ConfigError(
                 f"lexical_config {cfg!r}: name a text search configuration, e.g. 'english', "
-                "'simple' or 'myschema.myconfig'"
+                "'simple' or 'myschema.myconfig' (names as they are, case-sensitive; a "
+                "schema or configuration whose name holds a dot cannot be named: rename it)"
             )
         for part in cfg.split("."):
             check_name(part, "text search configuration name")
@@ -340,7 +321,7 @@ class CollectionSpec:
         if self.has("lexical"):
             out["lexical"] = {
                 "column": LEXICAL_COLUMN,
-                "config": self.lexical_config,
+                "config": names.ts_config_sql(self.lexical_config),
                 "stats": self.lexical_stats_table,
             }
         return out
@@ -381,7 +362,9 @@ class CollectionSpec:
             matryoshka_dims=tuple(kinds.get("matryoshka", {}).get("dims", ())),
             binary_bits=int(binary.get("bits", 1)),
             fde_dim=kinds.get("fde", {}).get("dim"),
-            lexical_config=kinds.get("lexical", {}).get("config", "english"),
+            lexical_config=names.ts_config_from_sql(
+                kinds.get("lexical", {}).get("config", "english")
+            ),
             index=IndexParams(
                 binary=binary.get("index", IndexParams.binary),
                 lists=binary.get("lists", IndexParams.lists),
@@ -488,13 +471,14 @@ def table(spec: CollectionSpec, metadata: Any | None = None) -> Any:
 def lexical_column(spec: CollectionSpec) -> Any:
     """``lexemes tsvector GENERATED ALWAYS AS (to_tsvector(CAST('<config>' AS
     pg_catalog.regconfig), coalesce(<text>, ''))) STORED``: the configuration is rendered as
-    a literal by SQLAlchemy (DDL takes no parameters), the text column as an identifier."""
+    a literal (DDL takes no parameters) spelled by names.ts_config_sql, so the cast reads
+    back the configuration named; PostgreSQL stores it by oid."""
     import sqlalchemy as sa
     from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
 
     assert spec.text_column is not None
     expr = sa.func.to_tsvector(
-        sa.cast(sa.literal(spec.lexical_config, sa.Text), REGCONFIG),
+        sa.cast(sa.literal(names.ts_config_sql(spec.lexical_config), sa.Text), REGCONFIG),
         sa.func.coalesce(sa.column(spec.text_column, sa.Text), sa.literal("", sa.Text)),
     )
     return sa.Column(
