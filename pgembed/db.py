@@ -16,6 +16,7 @@ from pgembed.errors import (
     CollectionError,
     DatabaseUnavailableError,
     InputError,
+    PermissionDeniedError,
     PgembedError,
     UnknownCollectionError,
     UnknownKindError,
@@ -125,6 +126,8 @@ def error_for(e: Exception, collection: str | None = None) -> PgembedError | Non
             f"the database went away{what}: {message}; check that the server runs "
             "(`pgembed db status`) and run the same call again"
         )
+    if state == "42501":  # insufficient_privilege, or a row-level security policy
+        return PermissionDeniedError(message, collection)
     if collection is not None and state in _DRIFT_STATES:
         return CollectionError(
             f"the table of collection {collection!r} no longer matches its catalog entry "

@@ -121,3 +121,16 @@ class BlankTextWarning(PgembedWarning):
 
 class TableLeftAloneWarning(PgembedWarning):
     """drop() removed a catalog entry but not the table, which the collection did not create."""
+
+
+class PermissionDeniedError(DatabaseError, PermissionError):
+    """The database role in use lacks a privilege the call needs (SQLSTATE 42501)."""
+
+    def __init__(self, message: str, collection: str | None = None) -> None:
+        what = repr(collection) if collection else "COLLECTION"
+        super().__init__(
+            f"{message}: the role of this connection (SELECT current_user) may not do "
+            f"this; the collection's owner or a superuser can run `pgembed grant ROLE {what} "
+            "--read` (or --write), or pgembed.grant(engine, ROLE, "
+            f"{what if collection else 'collection'}, 'read')"
+        )

@@ -15,7 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from pgembed import strategies
-from pgembed.db import translate_errors, translate_sql_errors
+from pgembed.db import error_for, translate_errors, translate_sql_errors
 from pgembed.errors import (
     BlankTextWarning,
     CollectionError,
@@ -26,6 +26,7 @@ from pgembed.errors import (
     IngestError,
     InputError,
     NonFiniteError,
+    PermissionDeniedError,
     UnknownKindError,
 )
 from pgembed.storage import bulk, catalog, declare, ingest, ownership
@@ -790,6 +791,8 @@ def _write_errors(spec: sch.CollectionSpec) -> Iterator[None]:
                 "was rolled back — re-run the same ingest once the server is back, it resumes "
                 "where it stopped"
             ) from None
+        if getattr(orig, "sqlstate", None) == "42501":
+            raise PermissionDeniedError(first, spec.name) from None
         raise IngestError(f"writing to {spec.name!r} failed: {first}") from None
 
 
@@ -800,4 +803,9 @@ def _connect(engine: Engine) -> Iterator[Connection]:
     with translate_errors(str(engine.url)):
         conn = engine.connect()
     with conn:
-        yield conn
+        try:
+            yield conn
+        except sa.exc.DBAPIError as exc:  # a missing privilege: say who can grant it
+            if isinstance(err := error_for(exc), PermissionDeniedError):
+                raise err from None
+            raise
