@@ -11,19 +11,22 @@ Every object is found in the catalog, not in a hand list:
 
 ``read`` gives USAGE on the schemas, EXECUTE on the functions and SELECT on all of the
 above. ``write`` adds INSERT, UPDATE and DELETE on the collection's table and side tables
-(the lexical triggers run as the writer) and on the per-collection catalog tables, whose
+(the lexical triggers run as the writer; on PostgreSQL 17+ also MAINTAIN, for REINDEX),
+and on the per-collection catalog tables, whose
 row-level security (migration 0009) lets a role write only the rows of collections whose
 table it may update.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
 
-from pgembed.errors import CollectionError, ConfigError
+from pgembed.db import translate_sql_errors
+from pgembed.errors import CollectionError, ConfigError, PermissionDeniedError
 from pgembed.storage import SCHEMA, catalog
 
 if TYPE_CHECKING:
@@ -70,6 +73,12 @@ class Objects:
     per_collection: tuple[str, ...]
     tables: tuple[str, ...]
     sequences: tuple[str, ...]
+    maintain: bool = False
+    """PostgreSQL 17+: MAINTAIN on the collection's tables, so writers may REINDEX (IVFFlat
+    clusters its lists from the rows present: ingest rebuilds it)."""
+
+    def table_write(self) -> tuple[str, ...]:
+        return (*WRITE.split(", "), *(("MAINTAIN",) if self.maintain else ()))
 
 
 def _quote(conn: Connection, name: str) -> str:
@@ -79,7 +88,7 @@ def _quote(conn: Connection, name: str) -> str:
 def _check_access(access: str) -> Access:
     if access not in ACCESS:
         raise ConfigError(f"access must be 'read' or 'write', not {access!r}")
-    return access  # type: ignore[return-value]
+    return access
 
 
 def _check_role(conn: Connection, role: str) -> None:
@@ -120,6 +129,7 @@ def objects(conn: Connection, collection: str) -> Objects:
         per_collection=tuple(r.name for r in linked if r.rows),
         tables=tuple(tables),
         sequences=tuple(conn.execute(_SEQUENCES, {"t": oids}).scalars()),
+        maintain=int(conn.execute(sa.text("SHOW server_version_num")).scalar_one()) >= 170000,
     )
 
 
@@ -134,10 +144,33 @@ def statements(objs: Objects, role: str, access: Access, *, revoke: bool = False
         out += [f"{verb} SELECT ON TABLE {t} {to} {role}" for t in objs.catalog + objs.tables]
         out += [f"{verb} SELECT ON SEQUENCE {s} {to} {role}" for s in objs.sequences]
     else:
-        out += [f"{verb} {WRITE} ON TABLE {t} {to} {role}" for t in objs.tables]
+        privileges = ", ".join(objs.table_write())
+        out += [f"{verb} {privileges} ON TABLE {t} {to} {role}" for t in objs.tables]
         out += [f"{verb} {WRITE} ON TABLE {t} {to} {role}" for t in objs.per_collection]
         out += [f"{verb} USAGE, UPDATE ON SEQUENCE {s} {to} {role}" for s in objs.sequences]
     return out
+
+
+def _check_grantor(conn: Connection, objs: Objects, access: Access, collection: str) -> None:
+    """Refuse, naming who may, when the current role cannot grant all of it: GRANT and
+    REVOKE on objects one may not grant only warn, and would leave the job half done."""
+    checks = [("schema", s, "USAGE") for s in objs.schemas]
+    checks += [("function", f, "EXECUTE") for f in objs.functions]
+    checks += [("table", t, "SELECT") for t in objs.catalog + objs.tables]
+    if access == "write":
+        checks += [("table", t, p) for t in objs.tables for p in objs.table_write()]
+        checks += [("table", t, p) for t in objs.per_collection for p in WRITE.split(", ")]
+    for kind, name, privilege in checks:
+        may = conn.execute(
+            sa.text(f"SELECT pg_catalog.has_{kind}_privilege(:o, :p)"),
+            {"o": name, "p": f"{privilege} WITH GRANT OPTION"},
+        ).scalar()
+        if not may:
+            who = conn.execute(sa.text("SELECT current_user")).scalar()
+            raise PermissionDeniedError(
+                f"permission denied: role {who!r} may not grant {privilege} on {kind} {name}",
+                collection,
+            )
 
 
 def _others(conn: Connection, role: str, collection: str, privilege: str) -> list[str]:
@@ -159,9 +192,10 @@ def grant(engine: Engine, role: str, collection: str, access: str = "read") -> l
     transaction; returns the statements run. Run it as the owner of the objects (the role
     that migrated pgembed and created the collection) or a superuser."""
     access = _check_access(access)
-    with engine.connect() as conn, conn.begin():
+    with translate_sql_errors(collection), engine.connect() as conn, conn.begin():
         _check_role(conn, role)
         objs = objects(conn, collection)
+        _check_grantor(conn, objs, access, collection)
         quoted = _quote(conn, role)
         run = statements(objs, quoted, "read")
         if access == "write":
@@ -176,18 +210,18 @@ def revoke(engine: Engine, role: str, collection: str, access: str = "read") -> 
     ``read`` everything. Privileges every collection shares (schema pgembed, its functions
     and catalog) stay while ``role`` may still read (or write) another collection."""
     access = _check_access(access)
-    with engine.connect() as conn, conn.begin():
+    with translate_sql_errors(collection), engine.connect() as conn, conn.begin():
         _check_role(conn, role)
         objs = objects(conn, collection)
+        _check_grantor(conn, objs, access, collection)
         writes = _others(conn, role, collection, "UPDATE")
         reads = _others(conn, role, collection, "SELECT")
         if writes:  # keep the per-collection catalog rights the other collections need
-            objs = Objects(objs.schemas, objs.functions, objs.catalog, (), objs.tables,
-                           objs.sequences)  # fmt: skip
+            objs = dataclasses.replace(objs, per_collection=())
         run = statements(objs, _quote(conn, role), "write", revoke=True)
         if access == "read":
             if reads:
-                objs = Objects((), (), (), (), objs.tables, objs.sequences)
+                objs = dataclasses.replace(objs, schemas=(), functions=(), catalog=())
             run += statements(objs, _quote(conn, role), "read", revoke=True)
         for stmt in run:
             conn.execute(sa.text(stmt))
