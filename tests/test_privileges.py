@@ -235,11 +235,11 @@ def _cli(site: Site, who: str, tmp: Path) -> dict[str, tuple[str, list[str]]]:
         "ingest": ("write", ["ingest", "docs", str(texts), "--no-progress"]),
         "sync": ("write", ["sync", "docs", "--no-progress"]),
         "collections": ("read", ["collections"]),
-        "search": ("read", ["search", "docs", "rain", "--k", "2"]),
+        "search": ("read", ["search", "docs", "rain", "-k", "2"]),
         "stats": ("read", ["stats", "docs", "--sample", "2"]),
         "calibrate": (
             "write",
-            ["calibrate", "docs", "--k", "2", "--sample", "4", "--no-progress"],
+            ["calibrate", "docs", "-k", "2", "--sample", "4", "--no-progress"],
         ),
         "shards list": ("admin", ["shards", "list"]),
         "grant": ("admin", ["grant", role, "docs", "--read"]),
