@@ -21,10 +21,16 @@ def register(sub: Any) -> None:
         )
         p.add_argument("role")
         p.add_argument("collection")
-        access = p.add_mutually_exclusive_group(required=True)
-        access.add_argument("--read", dest="access", action="store_const", const="read")
-        access.add_argument("--write", dest="access", action="store_const", const="write")
-        p.set_defaults(func=_run, verb=verb)
+        access = p.add_mutually_exclusive_group()
+        access.add_argument(
+            "--read", dest="access", action="store_const", const="read",
+            help="reading (the default); for revoke: everything grant gave",
+        )  # fmt: skip
+        access.add_argument(
+            "--write", dest="access", action="store_const", const="write",
+            help="writing too; for revoke: the write privileges only",
+        )  # fmt: skip
+        p.set_defaults(func=_run, verb=verb, access="read")
 
 
 def _run(args: argparse.Namespace) -> int:
