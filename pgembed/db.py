@@ -151,6 +151,30 @@ def translate_sql_errors(collection: str | None = None) -> Iterator[None]:
         raise err from None
 
 
+@contextlib.contextmanager
+def naming_role(conn: Connection | Engine) -> Iterator[None]:
+    """A missing privilege while using ``conn`` as PermissionDeniedError naming its role
+    (asked on the connection once its failed transaction is rolled back, or on a new
+    connection of the engine)."""
+    import sqlalchemy as sa
+
+    try:
+        yield
+    except (sa.exc.DBAPIError, PermissionDeniedError) as e:
+        err = e if isinstance(e, PermissionDeniedError) else error_for(e)
+        if not isinstance(err, PermissionDeniedError) or err.role:
+            raise
+        role = None
+        with contextlib.suppress(Exception):  # the failed transaction first, then ask
+            if isinstance(conn, sa.engine.Engine):
+                with conn.connect() as fresh:
+                    role = fresh.execute(sa.text("SELECT current_user")).scalar()
+            else:
+                conn.rollback()
+                role = conn.execute(sa.text("SELECT current_user")).scalar()
+        raise PermissionDeniedError(err.reason, err.collection, role) from None
+
+
 def raw_connection(conn: Connection) -> psycopg.Connection[Any]:
     """The psycopg connection under a SQLAlchemy one: for COPY and multi-statement scripts."""
     raw = conn.connection.driver_connection

@@ -15,7 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from pgembed import strategies
-from pgembed.db import error_for, translate_errors, translate_sql_errors
+from pgembed.db import naming_role, translate_errors, translate_sql_errors
 from pgembed.errors import (
     BlankTextWarning,
     CollectionError,
@@ -157,7 +157,7 @@ class Collection:
         ``pg_stat_progress_create_index``. Searches meanwhile answer from a sequential scan;
         writes wait for each build.
         """
-        with _write_errors(self.spec):
+        with naming_role(self.engine), _write_errors(self.spec):
             return bulk.finish(
                 self.engine, self.spec, check=self._check_recorded, show=progress is not False,
                 on_progress=on_progress, maintenance_work_mem=maintenance_work_mem,
@@ -802,10 +802,5 @@ def _connect(engine: Engine) -> Iterator[Connection]:
 
     with translate_errors(str(engine.url)):
         conn = engine.connect()
-    with conn:
-        try:
-            yield conn
-        except sa.exc.DBAPIError as exc:  # a missing privilege: say who can grant it
-            if isinstance(err := error_for(exc), PermissionDeniedError):
-                raise err from None
-            raise
+    with conn, naming_role(conn):  # a missing privilege: name the role and the fix
+        yield conn

@@ -109,9 +109,9 @@ def site(admin_url: str, tiny_encoder: Any, tiny_model_dir: Path) -> Iterator[Si
         admin.dispose()
 
 
-def _check(who: str, cls: str, run: Callable[[], Any]) -> None:
+def _check(who: str, cls: str, run: Callable[[], Any], role: str | None = None) -> None:
     """Run one operation as ``who``; it succeeds iff the class allows the role, and a
-    refusal is a PermissionDeniedError that says how to grant."""
+    refusal is a PermissionDeniedError that names the role and says how to grant."""
     if who in ALLOWED[cls]:
         run()
         return
@@ -119,6 +119,8 @@ def _check(who: str, cls: str, run: Callable[[], Any]) -> None:
         run()
     assert isinstance(got.value, PermissionDeniedError), repr(got.value)
     assert "pgembed grant" in str(got.value)
+    if role is not None:
+        assert got.value.role == role and repr(role) in str(got.value), str(got.value)
 
 
 # --- the Python API: every public name of Collection ---------------------------------------
@@ -197,7 +199,7 @@ def test_api(site: Site, name: str, who: str) -> None:
     ops = _api(site, who)
     assert set(ops) == set(API), "classify every public name of Collection"
     cls, run = ops[name]
-    _check(who, cls, run)
+    _check(who, cls, run, site.roles[who])
 
 
 # --- the CLI: every argparse subcommand ---------------------------------------------------

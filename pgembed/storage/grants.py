@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
 
-from pgembed.db import translate_sql_errors
+from pgembed.db import naming_role, translate_sql_errors
 from pgembed.errors import CollectionError, ConfigError, PermissionDeniedError
 from pgembed.storage import SCHEMA, catalog
 
@@ -192,7 +192,12 @@ def grant(engine: Engine, role: str, collection: str, access: str = "read") -> l
     transaction; returns the statements run. Run it as the owner of the objects (the role
     that migrated pgembed and created the collection) or a superuser."""
     access = _check_access(access)
-    with translate_sql_errors(collection), engine.connect() as conn, conn.begin():
+    with (
+        engine.connect() as conn,
+        naming_role(conn),
+        translate_sql_errors(collection),
+        conn.begin(),
+    ):
         _check_role(conn, role)
         objs = objects(conn, collection)
         _check_grantor(conn, objs, access, collection)
@@ -210,7 +215,12 @@ def revoke(engine: Engine, role: str, collection: str, access: str = "read") -> 
     ``read`` everything. Privileges every collection shares (schema pgembed, its functions
     and catalog) stay while ``role`` may still read (or write) another collection."""
     access = _check_access(access)
-    with translate_sql_errors(collection), engine.connect() as conn, conn.begin():
+    with (
+        engine.connect() as conn,
+        naming_role(conn),
+        translate_sql_errors(collection),
+        conn.begin(),
+    ):
         _check_role(conn, role)
         objs = objects(conn, collection)
         _check_grantor(conn, objs, access, collection)
