@@ -406,3 +406,39 @@ def test_grant_bad_input(site: Site, bad: tuple[str, str]) -> None:
     kw[bad[0]] = bad[1]
     with pytest.raises(PgembedError, match=bad[1]):
         pgembed.grant(site.engines["owner"], kw["role"], kw["collection"], kw["access"])
+
+
+def test_grant_in_a_schema_of_its_own(site: Site) -> None:
+    """A collection in a schema of its own, for a role whose name needs quoting: read
+    gives USAGE on that schema too, and revoke takes back all it gave."""
+    own, su = site.engines["owner"], site.engines["superuser"]
+    role = f"Pgembed Odd {uuid.uuid4().hex[:6]}"
+    with su.begin() as conn:
+        conn.execute(sa.text(f'CREATE ROLE "{role}" NOLOGIN'))
+    with own.begin() as conn:
+        conn.execute(sa.text('CREATE SCHEMA IF NOT EXISTS "Other Schema"'))
+    odd = _engine(site.url, role.replace(" ", "\\ "))  # libpq options escape spaces
+    try:
+        c = Collection(own, "other", site.encoder, kinds=("single",), schema="Other Schema")
+        c.create().add(TEXTS[:2], ids=[1, 2])
+        ran = pgembed.grant(own, role, "other", "read")
+        assert f'GRANT USAGE ON SCHEMA "Other Schema" TO "{role}"' in ran
+        assert Collection.open(odd, "other", site.encoder).search("rain", k=1)
+        pgembed.revoke(own, role, "other", "read")
+        with su.connect() as conn:
+            held = conn.execute(
+                sa.text(
+                    "SELECT has_schema_privilege(:r, 'pgembed', 'USAGE'), "
+                    "has_schema_privilege(:r, 'Other Schema', 'USAGE')"
+                ),
+                {"r": role},
+            ).one()
+        assert tuple(held) == (False, False)
+        with pytest.raises(PermissionDeniedError, match=f"role '{role}'"):
+            Collection.open(odd, "other", site.encoder)
+    finally:
+        odd.dispose()
+        Collection.open(own, "other", site.encoder).drop(force=True)
+        with su.begin() as conn:
+            conn.execute(sa.text(f'DROP OWNED BY "{role}"'))
+            conn.execute(sa.text(f'DROP ROLE "{role}"'))

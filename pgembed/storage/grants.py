@@ -151,6 +151,9 @@ def statements(objs: Objects, role: str, access: Access, *, revoke: bool = False
     return out
 
 
+_REG = {"schema": "regnamespace", "function": "regprocedure", "table": "regclass"}
+
+
 def _check_grantor(conn: Connection, objs: Objects, access: Access, collection: str) -> None:
     """Refuse, naming who may, when the current role cannot grant all of it: GRANT and
     REVOKE on objects one may not grant only warn, and would leave the job half done."""
@@ -162,7 +165,7 @@ def _check_grantor(conn: Connection, objs: Objects, access: Access, collection: 
         checks += [("table", t, p) for t in objs.per_collection for p in WRITE.split(", ")]
     for kind, name, privilege in checks:
         may = conn.execute(
-            sa.text(f"SELECT pg_catalog.has_{kind}_privilege(:o, :p)"),
+            sa.text(f"SELECT pg_catalog.has_{kind}_privilege(CAST(:o AS {_REG[kind]}), :p)"),
             {"o": name, "p": f"{privilege} WITH GRANT OPTION"},
         ).scalar()
         if not may:
@@ -187,6 +190,21 @@ def _others(conn: Connection, role: str, collection: str, privilege: str) -> lis
     )
 
 
+def _schemas(conn: Connection, role: str, schemas: tuple[str, ...], held: bool) -> tuple[str, ...]:
+    """Of ``schemas``, those ``role`` may not use yet (``held`` false), or those it was
+    granted USAGE on by name (``held`` true): PUBLIC's USAGE on schema public needs no
+    grant, and is not the grantor's to give or take."""
+    sql = (
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a "
+        "WHERE n.oid = CAST(:s AS regnamespace) AND a.grantee = "
+        "(SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = :r) "
+        "AND a.privilege_type = 'USAGE')"
+        if held
+        else "SELECT NOT pg_catalog.has_schema_privilege(:r, CAST(:s AS regnamespace), 'USAGE')"
+    )
+    return tuple(s for s in schemas if conn.execute(sa.text(sql), {"s": s, "r": role}).scalar())
+
+
 def grant(engine: Engine, role: str, collection: str, access: str = "read") -> list[str]:
     """Give ``role`` what reading (and, for ``write``, writing) ``collection`` needs, in one
     transaction; returns the statements run. Run it as the owner of the objects (the role
@@ -200,6 +218,7 @@ def grant(engine: Engine, role: str, collection: str, access: str = "read") -> l
     ):
         _check_role(conn, role)
         objs = objects(conn, collection)
+        objs = dataclasses.replace(objs, schemas=_schemas(conn, role, objs.schemas, False))
         _check_grantor(conn, objs, access, collection)
         quoted = _quote(conn, role)
         run = statements(objs, quoted, "read")
@@ -223,6 +242,7 @@ def revoke(engine: Engine, role: str, collection: str, access: str = "read") -> 
     ):
         _check_role(conn, role)
         objs = objects(conn, collection)
+        objs = dataclasses.replace(objs, schemas=_schemas(conn, role, objs.schemas, True))
         _check_grantor(conn, objs, access, collection)
         writes = _others(conn, role, collection, "UPDATE")
         reads = _others(conn, role, collection, "SELECT")
