@@ -200,10 +200,12 @@ def test_policies_follow_migration(two: Two) -> None:
         with two.su.connect() as conn:
             return [tuple(r) for r in conn.execute(check)]
 
-    assert state() == [(t, True, 4) for t in TABLES]
+    tables = [t for t, _, _ in state()]
+    assert set(TABLES) <= set(tables)
+    assert state() == [(t, True, 4) for t in tables]
     migrate.downgrade(two.su, "0007")
     try:
-        assert state() == [(t, False, 0) for t in TABLES]
+        assert state() == [(t, False, 0) for t in tables]
     finally:
         migrate.upgrade(two.su)
-    assert state() == [(t, True, 4) for t in TABLES]
+    assert state() == [(t, True, 4) for t in tables]
