@@ -164,6 +164,10 @@ def _api(site: Site, who: str) -> dict[str, tuple[str, Callable[[], Any]]]:
         finally:
             Collection.open(su, "docs", enc).finish_bulk(progress=False)
 
+    def revoke() -> None:  # the writer's write, given back at once
+        pgembed.revoke(e, site.roles["writer"], "docs", "write")
+        pgembed.grant(site.engines["owner"], site.roles["writer"], "docs", "write")
+
     return {
         "open": ("read", opened),
         "count": ("read", lambda: opened().count()),
@@ -180,13 +184,7 @@ def _api(site: Site, who: str) -> dict[str, tuple[str, Callable[[], Any]]]:
         "reindex": ("write" if site.maintain else "admin", lambda: opened().reindex()),
         "drop": ("admin", lambda: Collection.open(e, _scratch(site, who), enc).drop()),
         "grant": ("admin", lambda: pgembed.grant(e, site.roles["reader"], "docs", "read")),
-        "revoke": (
-            "admin",
-            lambda: (
-                pgembed.revoke(e, site.roles["writer"], "docs", "write")
-                and pgembed.grant(site.engines["owner"], site.roles["writer"], "docs", "write")
-            ),
-        ),
+        "revoke": ("admin", revoke),
     }
 
 
