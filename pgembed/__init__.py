@@ -23,6 +23,8 @@ _LAZY = {
     "CollectionSpec": "pgembed.storage.schema",
     "IndexParams": "pgembed.storage.schema",
     "create_engine": "pgembed.db",
+    "grant": "pgembed.storage.grants",
+    "revoke": "pgembed.storage.grants",
 }
 _MODULES = (
     "query", "sqlfuncs", "migrate", "db", "errors", "vectors", "stats", "corpus", "quickstart",
@@ -41,8 +43,10 @@ __all__ = [
     "create_engine",
     "db",
     "errors",
+    "grant",
     "migrate",
     "query",
+    "revoke",
     "sqlfuncs",
     "stats",
     "vectors",
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from pgembed.encoders import Encoder
     from pgembed.pipeline import Collection
     from pgembed.shards import ShardedCollection
+    from pgembed.storage.grants import grant, revoke
     from pgembed.storage.schema import CollectionSpec, IndexParams
     from pgembed.vectors.fde import FDEConfig, FDEEncoder
 

@@ -282,11 +282,11 @@ def _ticking(items: Sequence[Any], bar: Any) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _connect(coll: Collection) -> Iterator[Connection]:
-    from pgembed.db import translate_errors
+    from pgembed.db import naming_role, translate_errors
 
     with translate_errors(str(coll.engine.url)):
         conn = coll.engine.connect()
-    with conn:
+    with conn, naming_role(conn):
         yield conn
 
 

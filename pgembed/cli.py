@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from pgembed.errors import PgembedError
 
-_GROUPS = ("db", "models", "collections", "search", "shards", "report")
+_GROUPS = ("db", "models", "collections", "search", "shards", "report", "grant")
 
 _EXAMPLES = """\
 examples:
@@ -98,6 +98,12 @@ def _warning(message: Warning | str, category: type[Warning], *args: Any, **kw: 
     print(f"pgembed: warning: {_one_line(str(message))}", file=sys.stderr)
 
 
+def _database_error(exc: Exception) -> PgembedError | None:
+    from pgembed.db import error_for
+
+    return error_for(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line: exit 0, 1 (a runtime error) or 2 (a usage error); the error is
     one ``pgembed: error: ...`` line on stderr, never a traceback (warnings: one line each)."""
@@ -132,6 +138,12 @@ def _main(argv: Sequence[str] | None) -> int:
     except Exception as exc:  # a bug: still one line, with what to report
         if isinstance(exc.__context__, BrokenPipeError):  # raised while handling one
             raise exc.__context__ from None
+        if hasattr(exc, "orig") and (known := _database_error(exc)) is not None:
+            print(
+                f"pgembed: error: {_one_line(str(known)).removeprefix('pgembed: ')}",
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"pgembed: error: internal error {type(exc).__name__}: {_one_line(str(exc))[:300]}; "
             "please report it with the command that caused it",

@@ -15,6 +15,7 @@ from pgembed.errors import (
     CollectionError,
     DatabaseUnavailableError,
     InputError,
+    PermissionDeniedError,
     PgembedError,
     UnknownCollectionError,
     UnknownKindError,
@@ -121,6 +122,8 @@ def error_for(e: Exception, collection: str | None = None) -> PgembedError | Non
             f"the database went away{what}: {message}; check that the server runs "
             "(`pgembed db status`) and run the same call again"
         )
+    if state == "42501":  # insufficient_privilege, or a row-level security policy
+        return PermissionDeniedError(message, collection)
     if collection is not None and state in _DRIFT_STATES:
         return CollectionError(
             f"the table of collection {collection!r} no longer matches its catalog entry "
@@ -142,6 +145,30 @@ def translate_sql_errors(collection: str | None = None) -> Iterator[None]:
         if err is None:
             raise
         raise err from None
+
+
+@contextlib.contextmanager
+def naming_role(conn: Connection | Engine) -> Iterator[None]:
+    """A missing privilege while using ``conn`` as PermissionDeniedError naming its role
+    (asked on the connection once its failed transaction is rolled back, or on a new
+    connection of the engine)."""
+    import sqlalchemy as sa
+
+    try:
+        yield
+    except (sa.exc.DBAPIError, PermissionDeniedError) as e:
+        err = e if isinstance(e, PermissionDeniedError) else error_for(e)
+        if not isinstance(err, PermissionDeniedError) or err.role:
+            raise
+        role = None
+        with contextlib.suppress(Exception):  # the failed transaction first, then ask
+            if isinstance(conn, sa.engine.Engine):
+                with conn.connect() as fresh:
+                    role = fresh.execute(sa.text("SELECT current_user")).scalar()
+            else:
+                conn.rollback()
+                role = conn.execute(sa.text("SELECT current_user")).scalar()
+        raise PermissionDeniedError(err.reason, err.collection, role) from None
 
 
 def raw_connection(conn: Connection) -> psycopg.Connection[Any]:

@@ -134,3 +134,27 @@ class TrustError(MigrationError):
     def __init__(self, message: str, objects: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.objects = objects
+
+
+class PermissionDeniedError(DatabaseError, PermissionError):
+    """The database role in use lacks a privilege the call needs (SQLSTATE 42501)."""
+
+    def __init__(self, reason: str, collection: str | None = None, role: str | None = None):
+        self.reason, self.collection, self.role = reason, collection, role
+        who = f"role {role!r}" if role else "the role of this connection (SELECT current_user)"
+        what = repr(collection) if collection else "COLLECTION"
+        if reason.startswith("must be owner"):
+            fix = (
+                "run it as the collection's owner or a superuser (`pgembed grant` gives "
+                "roles read and write, not ownership)"
+            )
+        else:
+            fix = (
+                f"the collection's owner or a superuser can run `pgembed grant "
+                f"{role or 'ROLE'} {what} --read` (or --write), or pgembed.grant(engine, "
+                f"{role or 'ROLE'!r}, {what if collection else 'collection'}, 'read')"
+            )
+        super().__init__(f"{reason}: {who} may not do this; {fix}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -15,7 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from pgembed import strategies
-from pgembed.db import translate_errors, translate_sql_errors
+from pgembed.db import naming_role, translate_errors, translate_sql_errors
 from pgembed.errors import (
     BlankTextWarning,
     CollectionError,
@@ -27,6 +27,7 @@ from pgembed.errors import (
     IngestError,
     InputError,
     NonFiniteError,
+    PermissionDeniedError,
     PgembedError,
     UnknownKindError,
 )
@@ -159,7 +160,7 @@ class Collection:
         ``pg_stat_progress_create_index``. Searches meanwhile answer from a sequential scan;
         writes wait for each build.
         """
-        with _write_errors(self.spec):
+        with naming_role(self.engine), _write_errors(self.spec):
             return bulk.finish(
                 self.engine, self.spec, check=self._check_recorded, show=progress is not False,
                 on_progress=on_progress, maintenance_work_mem=maintenance_work_mem,
@@ -872,6 +873,8 @@ def _write_errors(spec: sch.CollectionSpec) -> Iterator[None]:
                 "was rolled back — re-run the same ingest once the server is back, it resumes "
                 "where it stopped"
             ) from None
+        if getattr(orig, "sqlstate", None) == "42501":
+            raise PermissionDeniedError(first, spec.name) from None
         raise IngestError(f"writing to {spec.name!r} failed: {first}") from None
 
 
@@ -881,5 +884,5 @@ def _connect(engine: Engine) -> Iterator[Connection]:
 
     with translate_errors(str(engine.url)):
         conn = engine.connect()
-    with conn:
+    with conn, naming_role(conn):  # a missing privilege: name the role and the fix
         yield conn

@@ -75,7 +75,8 @@ def prepared(make_database: Any, tiny_encoder: Any, tiny_model_dir: Path,
 def _valid(dest: str, prepared: dict[str, Any]) -> str:
     """A good value for a positional, so that only the row's own defect is wrong."""
     return {"collection": NAME, "query": "rain", "input": prepared["text"],
-            "model": "tiny-bert", "source": "tiny-bert", "revision": "head"}[dest]  # fmt: skip
+            "model": "tiny-bert", "source": "tiny-bert", "revision": "head",
+            "role": "pg_read_all_data"}[dest]  # fmt: skip
 
 
 def _refused(action: argparse.Action, value: str) -> bool:

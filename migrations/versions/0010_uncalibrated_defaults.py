@@ -1,7 +1,7 @@
 """SQL 0.5.1: target_recall without a calibration runs the strategy's defaults.
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 
 Installs ``pgembed--0.5.0--0.5.1.sql`` (``search_knn`` and ``search_multivector``, and
 ``pgembed.version()``). The downgrade puts 0.5.0's definitions of the same functions back,
@@ -19,7 +19,7 @@ from pgembed.db import raw_connection
 from pgembed.migrate import VECTOR_SCHEMA, install_sql, vector_schema_identifier
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -20,8 +20,16 @@ def _functions(engine: Engine) -> dict[str, tuple[str, str]]:
         return {name: (body, comment) for name, body, comment in conn.execute(_EVERY)}
 
 
+def _below(revision: str) -> str:
+    from alembic.script import ScriptDirectory
+
+    down = ScriptDirectory.from_config(migrate._config()).get_revision(revision).down_revision
+    assert isinstance(down, str)
+    return down
+
+
 def test_0010_changes_its_functions_and_its_downgrade_restores_them(empty_engine: Engine) -> None:
-    migrate.upgrade(empty_engine, "0007")
+    migrate.upgrade(empty_engine, _below("0010"))
     before = _functions(empty_engine)
     migrate.upgrade(empty_engine, "0010")
     after = _functions(empty_engine)
@@ -33,5 +41,5 @@ def test_0010_changes_its_functions_and_its_downgrade_restores_them(empty_engine
     }  # fmt: skip
     with empty_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT pgembed.version()")).scalar_one() == "0.5.1"
-    migrate.downgrade(empty_engine, "0007")
+    migrate.downgrade(empty_engine, _below("0010"))
     assert _functions(empty_engine) == before
