@@ -293,6 +293,23 @@ def owner_of(conn: Connection, oid: int) -> str | None:
     return None if found is None else str(found)
 
 
+def _is_sharded(conn: Connection, name: str) -> bool:
+    """Whether ``name`` is a sharded collection this database coordinates (False where the
+    role may not read the coordinator's catalog, which is its owner's)."""
+    readable = conn.execute(
+        sa.text(
+            "SELECT CASE WHEN to_regclass('pgembed.sharded_collections') IS NULL THEN false "
+            "ELSE has_table_privilege(to_regclass('pgembed.sharded_collections'), 'SELECT') END"
+        )
+    ).scalar()
+    if not readable:
+        return False
+    found = conn.execute(
+        sa.text("SELECT 1 FROM pgembed.sharded_collections WHERE name = :n"), {"n": name}
+    ).scalar()
+    return found is not None
+
+
 def get_collection(conn: Connection, name: str) -> CollectionRecord:
     _require_schema(conn)
     row = (
@@ -305,6 +322,11 @@ def get_collection(conn: Connection, name: str) -> CollectionRecord:
         .first()
     )
     if row is None:
+        if _is_sharded(conn, name):
+            raise UnknownCollectionError(
+                f"collection {name!r} is sharded (this database coordinates it): use "
+                f"`pgembed shards search {name}` or ShardedCollection.open(engine, {name!r})"
+            )
         known = list(conn.execute(sa.select(collections.c.name).order_by("name")).scalars())
         raise UnknownCollectionError(
             f"no collection named {name!r}; known collections: {known or 'none'}"

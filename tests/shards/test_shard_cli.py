@@ -50,6 +50,8 @@ def test_cli_create_ingest_search(
     listed = _cli(env, "shards", "list")
     assert listed.stdout.count("cli shards\tshard") == 2
     assert shard_servers[1].password not in listed.stdout
+    plain = _cli(env, "search", "cli shards", texts[4])  # the one-server command
+    assert plain.returncode == 1 and "`pgembed shards search cli shards`" in plain.stderr
 
     shard_servers[1].stop()
     try:
