@@ -43,7 +43,7 @@ def coordinator_db(make_database: Any) -> Engine:
 
 
 def snapshot(urls: list[str], coll: str) -> dict[str, Any]:
-    """Each shard's collections, placement records and rows (id, text): what a refused
+    """Each shard's collections, placement records and rows (every column): what a refused
     declaration must leave as it was."""
     out: dict[str, Any] = {}
     for url in urls:
@@ -56,7 +56,10 @@ def snapshot(urls: list[str], coll: str) -> dict[str, Any]:
             )  # fmt: skip
             table = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f'"{coll}"'}).scalar()
             rows = (
-                conn.execute(sa.text(f'SELECT id, text FROM "{coll}" ORDER BY id')).all()
+                [
+                    tuple(map(str, r))
+                    for r in conn.execute(sa.text(f'SELECT * FROM "{coll}" ORDER BY id'))
+                ]
                 if table
                 else None
             )
@@ -205,8 +208,8 @@ def test_misplaced_rows_are_found_and_returned_once(make_sharded: Any, tiny_enco
         orphan = next(i for i in fresh if int(coll.route([i])[home].size))
         planted[(wrong, home)] = (copy, orphan)
         part = coll.parts[wrong]  # written directly: not through the sharded add
-        part.add(["stale copy", "orphan"], [copy, orphan],
-                 vectors=np.stack([vecs[copy], vecs[orphan % len(ids)]]), progress=False)  # fmt: skip
+        planted_vecs = np.stack([vecs[copy], vecs[orphan % len(ids)]])
+        part.add(["stale copy", "orphan"], [copy, orphan], vectors=planted_vecs, progress=False)
 
     found = coll.verify()
     got = {(m.shard, m.home, m.id, m.at_home) for m in found.misplaced}
@@ -272,8 +275,8 @@ def test_sharded_target_recall_without_calibration_warns(
         warnings.simplefilter("error", CalibrationWarning)
         coll.search("rain", k=3, strategy="hybrid")  # no target: no warning
     coll.dispose()
-    env = {**os.environ, "PGEMBED_MODEL_DIR": str(tiny_model_dir),
-           "PGEMBED_DATABASE_URL": coordinator.url.render_as_string(hide_password=False)}  # fmt: skip
+    url = coordinator.url.render_as_string(hide_password=False)
+    env = {**os.environ, "PGEMBED_MODEL_DIR": str(tiny_model_dir), "PGEMBED_DATABASE_URL": url}
     out = subprocess.run(
         [sys.executable, "-m", "pgembed.cli", "shards", "search", n, "rain", "-k", "3",
          "--strategy", "hybrid", "--target-recall", "0.9"],
