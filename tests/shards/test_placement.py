@@ -163,19 +163,20 @@ def test_open_refuses_a_changed_shard_list(make_sharded: Any, tiny_encoder: Any)
     coordinator, urls = make_sharded(3)
     n = name()
     ShardedCollection(coordinator, n, tiny_encoder, shards=urls).create().dispose()
-    with coordinator.connect() as conn:
-        stored = list(conn.execute(
-            sa.text("SELECT url FROM pgembed.shards WHERE collection = :n ORDER BY position"),
+    with coordinator.connect() as conn:  # each URL with its server (and password mapping)
+        stored = [tuple(r) for r in conn.execute(
+            sa.text("SELECT url, server FROM pgembed.shards WHERE collection = :n "
+                    "ORDER BY position"),
             {"n": n},
-        ).scalars())  # fmt: skip
+        )]  # fmt: skip
 
-    def store(order: tuple[str, ...]) -> None:
+    def store(order: tuple[tuple[str, str], ...]) -> None:
         with coordinator.begin() as conn:
-            for i, url in enumerate(order):
+            for i, (url, server) in enumerate(order):
                 conn.execute(
-                    sa.text("UPDATE pgembed.shards SET url = :u WHERE collection = :n AND "
-                            "position = :p"),
-                    {"u": url, "n": n, "p": i},
+                    sa.text("UPDATE pgembed.shards SET url = :u, server = :s "
+                            "WHERE collection = :n AND position = :p"),
+                    {"u": url, "s": server, "n": n, "p": i},
                 )  # fmt: skip
 
     for order in itertools.permutations(stored):
