@@ -284,28 +284,48 @@ def create(
     return placement, rest
 
 
-def check(shards: Sequence[Shard], name: str, placement: str, *, reachable_only: bool) -> bool:
-    """Every shard records ``placement`` at its position, or PlacementError naming it. A
-    shard that holds nothing of the collection (it lost its part) is left to the calls
-    that need it. Returns whether every shard answered."""
+def check(
+    shards: Sequence[Shard],
+    name: str,
+    placement: str,
+    *,
+    reachable_only: bool,
+    done: frozenset[int] = frozenset(),
+) -> set[int]:
+    """Every shard (but those ``done``) records ``placement`` at its position, or
+    PlacementError naming it. A shard that holds nothing of the collection (it lost its
+    part) is left to the calls that need it. Returns the positions checked, ``done``
+    included (all of them unless ``reachable_only``)."""
     from pgembed.shards import _fan_out, _raise_failed
 
-    def look(s: Shard) -> tuple[Record | None, bool]:
+    def look(s: Shard) -> tuple[Record | None, bool, str] | None:
+        if s.position in done:
+            return None
         with s.engine.connect() as conn:
             held = conn.execute(
                 sa.text("SELECT 1 FROM pgembed.collections WHERE name = :n"), {"n": name}
             ).scalar()
-            return read(conn, name), bool(held)
+            return read(conn, name), bool(held), identity(conn)
 
     found, failed = _fan_out(shards, look)
     if not reachable_only:
         _raise_failed(shards, failed, f"read the placement of {name!r}")
     n = len(shards)
-    for s in shards:
-        if s.position in failed:
-            continue
-        rec, held = found[s.position]
+    asked = [s for s in shards if s.position not in failed and s.position not in done]
+    members = next(
+        (f[0].members for s in asked if (f := found[s.position])[0] is not None
+         and f[0].placement == placement and f[0].shard_count == n),
+        None,
+    )  # fmt: skip
+    for s in asked:
+        rec, held, ident = found[s.position]
         if rec is None and not held:
+            continue
+        if rec is None and (n == 1 or (members is not None and members[s.position] == ident)):
+            # a part from before its record (the shard went below 0008 and back): the
+            # other shards' records name this database at this position
+            with s.engine.connect() as conn, conn.begin():
+                write(conn, name, placement, s.position, members or (ident,))
             continue
         if rec is None or (rec.placement, rec.position, rec.shard_count, rec.layout) != (
             placement, s.position, n, LAYOUT,
@@ -318,7 +338,7 @@ def check(shards: Sequence[Shard], name: str, placement: str, *, reachable_only:
                 "shard list was changed. Drop the collection on this coordinator "
                 "(ShardedCollection.drop) and open it from the coordinator that placed it"
             )
-    return not failed
+    return {s.position for s in shards if s.position not in failed}
 
 
 def adopt(coordinator: Engine, shards: Sequence[Shard], spec: sch.CollectionSpec) -> None:
@@ -359,12 +379,18 @@ def same_shards(conn: Connection, name: str, shards: Sequence[Shard]) -> None:
         )
 
 
-def ensure(coordinator: Engine, shards: Sequence[Shard], spec: sch.CollectionSpec, *,
-           reachable_only: bool) -> bool:  # fmt: skip
+def ensure(
+    coordinator: Engine,
+    shards: Sequence[Shard],
+    spec: sch.CollectionSpec,
+    *,
+    reachable_only: bool,
+    done: frozenset[int] = frozenset(),
+) -> set[int]:
     """The checks of ``ShardedCollection.open`` for a collection object built with its
-    shard list: the coordinator records these shards, and each records the coordinator's
-    placement (a collection recorded before placements adopts one). Returns whether every
-    shard answered."""
+    shard list: the coordinator records these shards, and each (but those ``done``)
+    records the coordinator's placement (a collection recorded before placements adopts
+    one). Returns the positions checked."""
     with coordinator.connect() as conn:
         same_shards(conn, spec.name, shards)
         _, placement = coordinator_state(conn, spec.name)
@@ -373,5 +399,5 @@ def ensure(coordinator: Engine, shards: Sequence[Shard], spec: sch.CollectionSpe
         with coordinator.connect() as conn:
             _, placement = coordinator_state(conn, spec.name)
         if placement is None:
-            return False
-    return check(shards, spec.name, placement, reachable_only=reachable_only)
+            return set(done)
+    return check(shards, spec.name, placement, reachable_only=reachable_only, done=done)

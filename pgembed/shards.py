@@ -202,7 +202,7 @@ class ShardedCollection:
             for s in self.shards
         ]
         self.spec = self.parts[0].spec
-        self._placed = False  # the shards' placement records checked (create, open)
+        self._placed: set[int] | None = None  # shards whose placement record was checked
         # Searches reuse their threads: concurrent callers each get one per shard.
         self._pool = ThreadPoolExecutor(
             max_workers=SEARCH_THREADS * len(self.shards), thread_name_prefix="pgembed search"
@@ -274,15 +274,19 @@ class ShardedCollection:
         _raise_failed(self.shards, failed, f"create collection {self.spec.name!r}")
         with self.engine.begin() as conn:
             _register(conn, self.spec, self.shards, placement)
-        self._placed = True
+        self._placed = {s.position for s in self.shards}
         return self
 
     def _check_placement(self, *, reachable_only: bool) -> None:
-        """Once per object: the coordinator records these shards, and each the placement."""
-        if not self._placed:
-            self._placed = _placement.ensure(
-                self.engine, self.shards, self.spec, reachable_only=reachable_only
-            )
+        """The coordinator records these shards, and each shard the placement: once per
+        object for searches (those that answer), until every shard was for writes."""
+        done = self._placed
+        if done is not None and (reachable_only or len(done) == len(self.shards)):
+            return
+        self._placed = _placement.ensure(
+            self.engine, self.shards, self.spec, reachable_only=reachable_only,
+            done=frozenset(done or ()),
+        )  # fmt: skip
 
     def drop(self, *, force: bool = False) -> None:
         """Drop the collection on every shard, and on the coordinator its parent table,
