@@ -27,6 +27,9 @@ import sqlalchemy as sa
 
 from pgembed import _placement, strategies
 from pgembed import _shard_audit as audit
+from pgembed._placement import PlacementError as PlacementError
+from pgembed._shard_audit import Audit as Audit
+from pgembed._shard_audit import ShardPlacementWarning as ShardPlacementWarning
 from pgembed.db import _safe, error_for, translate_sql_errors
 from pgembed.errors import (
     CollectionError,

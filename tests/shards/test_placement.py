@@ -19,10 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pgembed import migrate
-from pgembed._placement import LAYOUT, PlacementError
-from pgembed._shard_audit import ShardPlacementWarning
+from pgembed._placement import LAYOUT
 from pgembed.calibration import CalibrationWarning
-from pgembed.shards import ShardedCollection, mask
+from pgembed.shards import PlacementError, ShardedCollection, ShardPlacementWarning, mask
 
 ROWS = 20
 
@@ -311,3 +310,28 @@ def test_every_shard_records_the_placement(make_sharded: Any, tiny_encoder: Any)
         assert tuple(row) == (want, s.position, len(urls), LAYOUT, len(urls))
     coll.drop()
     coll.dispose()
+
+
+def test_collection_from_before_placements_adopts_one(make_sharded: Any, tiny_encoder: Any) -> None:
+    """Taken below 0008 and back (no records anywhere), a sharded collection adopts a
+    placement when opened: one id on the coordinator and every shard, rows as they were."""
+    coordinator, urls = make_sharded(2)
+    n = name()
+    coll = ShardedCollection(coordinator, n, tiny_encoder, shards=urls).create()
+    coll.add([f"t {i}" for i in range(ROWS)], range(ROWS), vectors=vectors(ROWS, tiny_encoder.dim))
+    coll.dispose()
+    migrate.downgrade(coordinator, "0007")  # the shards first
+    migrate.upgrade(coordinator)
+    with coordinator.connect() as conn:
+        query = "SELECT placement FROM pgembed.sharded_collections WHERE name = :n"
+        assert conn.execute(sa.text(query), {"n": n}).scalar() is None
+    opened = ShardedCollection.open(coordinator, n, tiny_encoder)
+    assert opened.count() == ROWS
+    with coordinator.connect() as conn:
+        want = conn.execute(sa.text(query.replace("placement", "placement::text", 1)),
+                            {"n": n}).scalar()  # fmt: skip
+    assert want is not None
+    records = [rec[1:4] for _, placed, _ in snapshot(urls, n).values() for rec in placed]
+    assert sorted(records) == [(uuid.UUID(want), 0, 2), (uuid.UUID(want), 1, 2)]
+    opened.drop(force=True)
+    opened.dispose()
