@@ -102,12 +102,17 @@ def audit(shards: Sequence[Shard], spec: sch.CollectionSpec) -> Audit:
         with s.engine.connect() as conn:
             if not sa.inspect(conn).has_table(t.name, schema=t.schema):
                 return 0, [], []
-            placed = conn.execute(
-                sa.select(sa.func.count()).select_from(t).where(home == s.position)
-            ).scalar_one()
-            wrong = conn.execute(sa.select(id_, home).where(home != s.position).order_by(id_))
-            got = wrong.all()
-        return int(placed), [int(r[0]) for r in got], [int(r[1]) for r in got]
+            # OFFSET 0: the subquery stays, and shard_of runs once a row
+            rows = sa.select(id_.label("id"), home.label("home")).offset(0).subquery()
+            pair = pg.array([rows.c.id, sa.cast(rows.c.home, sa.BigInteger)])
+            placed, pairs = conn.execute(  # one scan of the shard's rows
+                sa.select(
+                    sa.func.count().filter(rows.c.home == s.position),
+                    sa.func.array_agg(pair).filter(rows.c.home != s.position),
+                )
+            ).one()
+        pairs = sorted(pairs or ())
+        return int(placed), [int(p[0]) for p in pairs], [int(p[1]) for p in pairs]
 
     found, failed = _fan_out(shards, look)
     _raise_failed(shards, failed, f"count {spec.name!r}")
