@@ -335,3 +335,44 @@ def test_collection_from_before_placements_adopts_one(make_sharded: Any, tiny_en
     assert sorted(records) == [(uuid.UUID(want), 0, 2), (uuid.UUID(want), 1, 2)]
     opened.drop(force=True)
     opened.dispose()
+
+
+def test_migration_op_refuses_another_placement(
+    make_sharded: Any,
+    make_database: Any,
+    tiny_encoder: Any,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """op.create_sharded_collection on another coordinator: every other order or number of
+    the recorded shards is refused before any shard changes; the recorded list joins."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    import pgembed.alembic_ops  # noqa: F401  (registers the operations)
+
+    monkeypatch.setenv("PGEMBED_MODEL_DIR", str(tiny_model_dir))
+    coordinator, urls = make_sharded(3)
+    recorded = urls[:2]
+    n = name()
+    coll = ShardedCollection(coordinator, n, tiny_encoder, shards=recorded).create()
+    coll.add([f"t {i}" for i in range(ROWS)], range(ROWS), vectors=vectors(ROWS, tiny_encoder.dim))
+    before = snapshot(urls, n)
+    other = coordinator_db(make_database)
+
+    def declare(shards: list[str]) -> None:
+        with other.begin() as conn:
+            ops = Operations(MigrationContext.configure(conn))
+            ops.create_sharded_collection(n, encoder=coll.spec.encoder, shards=shards)
+
+    for r in range(1, len(urls) + 1):
+        for shards in map(list, itertools.permutations(urls, r)):
+            if shards == recorded or not set(shards) & set(recorded):
+                continue
+            with pytest.raises(PlacementError, match="Nothing was changed"):
+                declare(shards)
+            assert snapshot(urls, n) == before and recorded_on(other) == []
+    declare(recorded)
+    assert recorded_on(other) == [(n,)] and snapshot(urls, n) == before
+    coll.drop(force=True)
+    coll.dispose()
