@@ -126,6 +126,12 @@ def _fix(name: str) -> str:
     )
 
 
+_STALE = (
+    "Beware: ShardedCollection.drop on a coordinator drops every shard's part too, rows "
+    "included; drop it only when no shard holds rows you keep"
+)
+
+
 def _order(rec: Record, shards: Sequence[Shard], surveys: Sequence[Survey]) -> str:
     """The recorded order of shards, named by the declared URLs where they match."""
     from pgembed.shards import mask
@@ -170,8 +176,8 @@ def decide(
             raise PlacementError(
                 f"{s.label} holds collection {name!r} as {rec.describe()}, but this "
                 f"coordinator records placement {want}: the shard was created again by "
-                "another coordinator. Nothing was changed; drop the collection on this "
-                f"coordinator (ShardedCollection.drop) or open it from the other; " + _fix(name)
+                "another declaration, and this coordinator's entry is stale. Nothing was "
+                f"changed; " + _fix(name) + ". " + _STALE
             )
     if len(found) > 1:
         seen = "; ".join(
@@ -335,8 +341,8 @@ def check(
                 f"{s.label} holds collection {name!r} as {what}, but the coordinator "
                 f"records it at position {s.position} of {n} shards of placement {placement}; "
                 "the shard was created again by another declaration, or the coordinator's "
-                "shard list was changed. Drop the collection on this coordinator "
-                "(ShardedCollection.drop) and open it from the coordinator that placed it"
+                "shard list was changed. Open the collection from the coordinator that placed "
+                "it. " + _STALE
             )
     return {s.position for s in shards if s.position not in failed}
 
