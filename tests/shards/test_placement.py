@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 
 from pgembed import migrate
 from pgembed._placement import LAYOUT
+from pgembed._shard_audit import home_of
 from pgembed.calibration import CalibrationWarning
 from pgembed.shards import PlacementError, ShardedCollection, ShardPlacementWarning, mask
 
@@ -74,7 +76,8 @@ def recorded_on(coordinator: Engine) -> list[Any]:
 
 def test_shard_of_is_postgres_hash_partitioning(make_sharded: Any) -> None:
     """pgembed.shard_of, which shards compute without a parent table, is what
-    satisfies_hash_partition gives a parent partitioned by hash on a bigint id."""
+    satisfies_hash_partition gives a parent partitioned by hash on a bigint id, and so is
+    the inline form that count and verify use."""
     coordinator, _ = make_sharded(1)
     rng = np.random.default_rng(5)
     ids = [-(2**63), 2**63 - 1, -1, 0, 1, *rng.integers(-(2**63), 2**63 - 1, 300).tolist()]
@@ -93,6 +96,9 @@ def test_shard_of_is_postgres_hash_partitioning(make_sharded: Any) -> None:
             ).all()
             assert all(mine == theirs for _, mine, theirs in got), (n, got[:5])
             assert {mine for _, mine, _ in got} == set(range(n))
+            x = sa.func.unnest(sa.bindparam("ids", ids, type_=ARRAY(sa.BigInteger))).alias("x")
+            inline = conn.execute(sa.select(home_of(x.column, n))).scalars().all()
+            assert inline == [mine for _, mine, _ in got]  # what count and verify compute
 
 
 def test_another_placement_is_refused(
