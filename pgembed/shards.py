@@ -25,7 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
-from pgembed import conninfo, strategies
+from pgembed import _placement, conninfo, strategies
+from pgembed import _shard_audit as audit
+from pgembed._placement import PlacementError as PlacementError
+from pgembed._shard_audit import Audit as Audit
+from pgembed._shard_audit import ShardPlacementWarning as ShardPlacementWarning
 from pgembed.db import error_for, translate_sql_errors
 from pgembed.errors import (
     CollectionError,
@@ -61,10 +65,12 @@ def mask(url: str) -> str:
 
 class Hits(list[tuple[int, float]]):
     """Top-k ``(id, score)`` of a sharded search, best first; ``partial`` when shards were
-    missing (only with ``allow_partial=True``), ``missing`` names them (URLs masked)."""
+    missing (only with ``allow_partial=True``), ``missing`` names them (URLs masked);
+    ``duplicates``: ids more than one shard returned (misplaced rows), each kept once."""
 
     partial: bool = False
     missing: tuple[str, ...] = ()
+    duplicates: tuple[int, ...] = ()
 
 
 @dataclass
@@ -195,6 +201,7 @@ class ShardedCollection:
             for s in self.shards
         ]
         self.spec = self.parts[0].spec
+        self._placed: set[int] | None = None  # shards whose placement record was checked
         # Searches reuse their threads: concurrent callers each get one per shard.
         self._pool = ThreadPoolExecutor(
             max_workers=SEARCH_THREADS * len(self.shards), thread_name_prefix="pgembed search"
@@ -230,30 +237,72 @@ class ShardedCollection:
             raise ShardError(f"cannot open collection {name!r} on any shard: {'; '.join(why)}")
         self = cls(engine, name, first.encoder, shards=urls, recorded=first.spec, **kw)
         check_versions(engine, self.shards, reachable_only=True)
+        self._check_placement(reachable_only=True)
         for part in self.parts:  # the recorded FDE matrices, as Collection.open loads them
             part._fde, part._fde_config_id = first._fde, None
         return self
 
     def create(self) -> ShardedCollection:
-        """Create the collection on every shard (in parallel) and record it on the coordinator,
-        with its partitioned parent over foreign tables (idempotent)."""
+        """Create the collection on every shard and record it on the coordinator, with its
+        partitioned parent over foreign tables (idempotent).
+
+        Each shard records the placement (placement id, its position, the number of shards)
+        with its part; a shard list that disagrees with what the shards or the coordinator
+        record is refused (PlacementError) before any shard changes."""
+        from pgembed.pipeline import encoder_record
+        from pgembed.storage import declare
+
         check_versions(self.engine, self.shards)
-        _, failed = _fan_out(self.shards, lambda s: self.parts[s.position].create())
+        with self.engine.connect() as conn:
+            _require_catalog(conn)
+            state = _placement.coordinator_state(conn, self.spec.name)
+            if state[0]:
+                _placement.same_shards(conn, self.spec.name, self.shards)
+
+        def make(s: Shard, conn: Connection) -> None:
+            part = self.parts[s.position]
+            part._fde_config_id = declare.declare_spec(
+                conn, part.spec, encoder_record(part.encoder), part._fde
+            )
+
+        placement, _ = _placement.create(self.shards, self.spec, state, make)
+        # indexes an interrupted bulk load left missing, as Collection.create builds them
+        _, failed = _fan_out(
+            self.shards, lambda s: self.parts[s.position].finish_bulk(progress=False)
+        )
         _raise_failed(self.shards, failed, f"create collection {self.spec.name!r}")
         with self.engine.begin() as conn:
-            _register(conn, self.spec, self.shards)
+            _register(conn, self.spec, self.shards, placement)
+        self._placed = {s.position for s in self.shards}
         return self
+
+    def _check_placement(self, *, reachable_only: bool) -> None:
+        """The coordinator records these shards, and each shard the placement: once per
+        object for searches (those that answer), until every shard was for writes."""
+        done = self._placed
+        if done is not None and (reachable_only or len(done) == len(self.shards)):
+            return
+        self._placed = _placement.ensure(
+            self.engine, self.shards, self.spec, reachable_only=reachable_only,
+            done=frozenset(done or ()),
+        )  # fmt: skip
 
     def drop(self, *, force: bool = False) -> None:
         """Drop the collection on every shard, and on the coordinator its parent table,
         foreign servers and catalog entry. Refuses (CollectionError) while it holds rows,
-        unless forced; every shard must answer."""
-        if not force and self.count():
+        unless forced; every shard must answer. A shard that no longer holds the collection
+        is skipped, so a drop that failed part way is simply run again."""
+        if not force and audit.audit(self.shards, self.spec).rows:
             raise CollectionError(
                 f"sharded collection {self.spec.name!r} holds rows; drop(force=True) drops "
                 "them on every shard"
             )
-        _, failed = _fan_out(self.shards, lambda s: self.parts[s.position].drop(force=force))
+
+        def drop(s: Shard) -> None:
+            with suppress(UnknownCollectionError):  # lost, or dropped by an earlier run
+                self.parts[s.position].drop(force=force)
+
+        _, failed = _fan_out(self.shards, drop)
         _raise_failed(self.shards, failed, f"drop {self.spec.name!r}")
         with self.engine.begin() as conn:
             _unregister(conn, self.spec.name)
@@ -313,6 +362,7 @@ class ShardedCollection:
                 raise InputError(
                     f"{len(given_rows)} {what} for {len(text_list)} texts; give one per text"
                 )
+        self._check_placement(reachable_only=False)
         routes = self.route(id_arr)
 
         def write(s: Shard) -> int:
@@ -339,9 +389,19 @@ class ShardedCollection:
         return sum(written)
 
     def count(self) -> int:
-        counts, failed = _fan_out(self.shards, lambda s: self.parts[s.position].count())
-        _raise_failed(self.shards, failed, f"count {self.spec.name!r}")
-        return int(sum(counts))
+        """Rows, each id once: a row that sits on a shard its id does not hash to (written
+        there directly) is counted once, with a ShardPlacementWarning (see :meth:`verify`)."""
+        self._check_placement(reachable_only=False)
+        found = audit.audit(self.shards, self.spec)
+        audit.warn_misplaced(self.shards, self.spec.name, found)
+        return found.rows
+
+    def verify(self) -> audit.Audit:
+        """Every shard's rows checked against its position: rows per shard that belong
+        there, and the misplaced ones (id, the shard holding it, the shard it hashes to,
+        whether that one holds the id too)."""
+        self._check_placement(reachable_only=False)
+        return audit.audit(self.shards, self.spec)
 
     # --- searching ----------------------------------------------------------------------
 
@@ -366,17 +426,23 @@ class ShardedCollection:
         """
         plan, opts = strategies.check_search(self.spec, strategy, k, options)
         k = int(k)
+        self._check_placement(reachable_only=True)
         missing: set[int] = set()
+        twice: set[int] = set()
         if plan.name == "bm25":
-            hits = self._bm25(strategies.query_text(query), k, opts, allow_partial, missing)
+            hits = self._bm25(strategies.query_text(query), k, opts, allow_partial, missing, twice)
         elif plan.name == "hybrid":
-            hits = self._hybrid(strategies.query_text(query), k, opts, allow_partial, missing)
+            text = strategies.query_text(query)
+            hits = self._hybrid(text, k, opts, allow_partial, missing, twice)
         else:
-            hits = self._dense(plan, query, k, opts, allow_partial, missing)
+            hits = self._dense(plan, query, k, opts, allow_partial, missing, twice)
         out = Hits(hits)
         if missing:
             out.partial = True
             out.missing = tuple(self.shards[i].label for i in sorted(missing))
+        if twice:
+            out.duplicates = tuple(sorted(twice))
+            audit.warn_seen_twice(self.spec.name, twice)
         return out
 
     def _encode(self, plan: strategies.Strategy, query: Any) -> Any:
@@ -394,16 +460,25 @@ class ShardedCollection:
         opts: dict[str, Any],
         allow_partial: bool,
         missing: set[int],
+        twice: set[int],
     ) -> list[tuple[int, float]]:
         from pgembed import sqlfuncs
 
         q = strategies.check_query(self.spec, plan, self._encode(plan, query), opts)
+        if "target_recall" in opts:  # each shard's calibration, as Collection.search warns
+            audit.warn_calibration(self.shards, self.spec, plan.name, opts)
         stmt = sa.select(getattr(sqlfuncs, plan.function)(self.spec.name, q, k=k, **opts))
         no_params: dict[str, Any] = {}
-        return _merge(self._ask(stmt, no_params, allow_partial, missing), k)
+        return audit.merge(self._ask(stmt, no_params, allow_partial, missing), k, twice)
 
     def _bm25(
-        self, text: str, k: int, opts: dict[str, Any], allow_partial: bool, missing: set[int]
+        self,
+        text: str,
+        k: int,
+        opts: dict[str, Any],
+        allow_partial: bool,
+        missing: set[int],
+        twice: set[int],
     ) -> list[tuple[int, float]]:
         """Two rounds: every shard's statistics for the query, then every shard's BM25 with
         their sums, so that scores compare across shards."""
@@ -428,10 +503,16 @@ class ShardedCollection:
             "lexemes": list(dfs), "dfs": list(dfs.values()),
             **{o: float(opts[o]) for o in ("k1", "b") if o in opts},
         }  # fmt: skip
-        return _merge(self._ask(stmt, params, allow_partial, missing), k)
+        return audit.merge(self._ask(stmt, params, allow_partial, missing), k, twice)
 
     def _hybrid(
-        self, text: str, k: int, opts: dict[str, Any], allow_partial: bool, missing: set[int]
+        self,
+        text: str,
+        k: int,
+        opts: dict[str, Any],
+        allow_partial: bool,
+        missing: set[int],
+        twice: set[int],
     ) -> list[tuple[int, float]]:
         """search_hybrid over the shards: the merged BM25 and dense lists, each ``depth``
         deep, fused on the coordinator by the same ``pgembed.fuse``."""
@@ -445,8 +526,8 @@ class ShardedCollection:
         side: dict[str, Any] = {o: opts[o] for o in ("ef_search", "target_recall") if o in opts}
         if dense.name == "multivector" and "target_recall" not in side:
             side["candidates"] = max(depth, 100)
-        lexical = self._bm25(text, depth, bm25, allow_partial, missing)
-        found = self._dense(dense, text, depth, side, allow_partial, missing)
+        lexical = self._bm25(text, depth, bm25, allow_partial, missing, twice)
+        found = self._dense(dense, text, depth, side, allow_partial, missing, twice)
         fusion = {o: opts[o] for o in ("fusion", "rrf_k", "bm25_weight", "dense_weight", "alpha")
                   if o in opts}  # fmt: skip
         with self.engine.connect() as conn, translate_sql_errors(self.spec.name):
@@ -491,13 +572,6 @@ class ShardedCollection:
                 raise exc
         missing.update(failed)
         return [r for i, r in enumerate(results) if i not in failed]
-
-
-def _merge(per_shard: list[list[Any]], k: int) -> list[tuple[int, float]]:
-    """The top k of every shard's top k, by score, ties by id (as the SQL functions)."""
-    merged = [(int(i), float(sc)) for rows in per_shard for i, sc in rows]
-    merged.sort(key=lambda h: (-h[1], h[0]))
-    return merged[:k]
 
 
 # --- coordinator catalog -----------------------------------------------------------------
@@ -594,8 +668,11 @@ def _server_options(url: str) -> tuple[dict[str, str], dict[str, str]]:
     return conninfo.fdw_options(conninfo.params(url, "shard URL"))
 
 
-def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard]) -> None:
-    """Record the collection on the coordinator, with its parent over foreign tables."""
+def _register(
+    conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard], placement: str
+) -> None:
+    """Record the collection on the coordinator, with its parent over foreign tables, and
+    the placement id its shards record."""
     import json
 
     from psycopg import sql
@@ -619,6 +696,13 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
                 f"sharded collection {spec.name!r} is recorded with another declaration or "
                 "other shards; open it with ShardedCollection.open(engine, name)"
             )
+        conn.execute(  # recorded before placements were: the one its shards now record
+            sa.text(
+                "UPDATE pgembed.sharded_collections SET placement = CAST(:p AS uuid) "
+                "WHERE name = :n AND placement IS NULL"
+            ),
+            {"p": placement, "n": spec.name},
+        )
         return
     raw = raw_connection(conn)
     raw.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
@@ -641,10 +725,10 @@ def _register(conn: Connection, spec: sch.CollectionSpec, shards: Sequence[Shard
     tag = _short(spec.name)
     conn.execute(
         sa.text(
-            "INSERT INTO pgembed.sharded_collections (name, declaration, parent) "
-            "VALUES (:n, CAST(:d AS jsonb), to_regclass(:p)::oid)"
+            "INSERT INTO pgembed.sharded_collections (name, declaration, parent, placement) "
+            "VALUES (:n, CAST(:d AS jsonb), to_regclass(:p)::oid, CAST(:id AS uuid))"
         ),
-        {"n": spec.name, "d": declaration, "p": parent.as_string(raw)},
+        {"n": spec.name, "d": declaration, "p": parent.as_string(raw), "id": placement},
     )
     for s in shards:
         server = f"pgembed_{tag}_{s.position}"
@@ -922,22 +1006,19 @@ def declare(
     from pgembed.storage import declare as decl
 
     urls = check_urls(shards)
-    decl.spec_for(name, encoder, **_declaration(options))  # bad options: before any shard
+    spec, _ = decl.spec_for(name, encoder, **_declaration(options))  # bad options: first
     _require_catalog(conn)
     revision = conn.execute(sa.text("SELECT version_num FROM pgembed.alembic_version")).scalar()
     parts = [Shard(i, u, _engine(u)) for i, u in enumerate(urls)]
     try:
         _check_revisions(None if revision is None else str(revision), parts, False)
-
-        def create(s: Shard) -> sch.CollectionSpec:
-            with s.engine.begin() as shard:
-                return decl.declare(shard, name, encoder, **options)
-
-        specs, failed = _fan_out(parts, create)
-        _raise_failed(parts, failed, f"create collection {name!r}",
-                      "; the shards that answered keep it: run the migration again once the "
-                      "shard is back")  # fmt: skip
-        _register(conn, specs[0], parts)
+        state = _placement.coordinator_state(conn, name)
+        if state[0]:
+            _placement.same_shards(conn, name, parts)
+        placement, specs = _placement.create(
+            parts, spec, state, lambda s, shard: decl.declare(shard, name, encoder, **options)
+        )
+        _register(conn, specs[0], parts, placement)
         return specs[0]  # type: ignore[no-any-return]
     finally:
         for s in parts:

@@ -203,7 +203,7 @@ def test_policies_follow_migration(two: Two) -> None:
     tables = [t for t, _, _ in state()]
     assert set(TABLES) <= set(tables)
     assert state() == [(t, True, 4) for t in tables]
-    migrate.downgrade(two.su, "0007")
+    migrate.downgrade(two.su, "0008")
     try:
         assert state() == [(t, False, 0) for t in tables]
     finally:

@@ -1,7 +1,7 @@
 """Per-collection catalog rows are written only by whoever may write the collection.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 
 ``pgembed.calibrations``, ``pgembed.prefix_quality`` and ``pgembed.query_depths`` hold rows
 of every collection in one table each. A role allowed to calibrate its own collection
@@ -23,7 +23,7 @@ from alembic import op
 from pgembed.db import raw_connection
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -205,6 +205,14 @@ def _schemas(conn: Connection, role: str, schemas: tuple[str, ...], held: bool) 
     return tuple(s for s in schemas if conn.execute(sa.text(sql), {"s": s, "r": role}).scalar())
 
 
+def _serialize(conn: Connection) -> None:
+    """One grant or revoke at a time per database: concurrent GRANTs on one object fail
+    with 'tuple concurrently updated' (they update the same catalog row)."""
+    conn.execute(
+        sa.text("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgembed.grant'))")
+    )
+
+
 def grant(engine: Engine, role: str, collection: str, access: str = "read") -> list[str]:
     """Give ``role`` what reading (and, for ``write``, writing) ``collection`` needs, in one
     transaction; returns the statements run. Run it as the owner of the objects (the role
@@ -216,6 +224,7 @@ def grant(engine: Engine, role: str, collection: str, access: str = "read") -> l
         translate_sql_errors(collection),
         conn.begin(),
     ):
+        _serialize(conn)
         _check_role(conn, role)
         objs = objects(conn, collection)
         objs = dataclasses.replace(objs, schemas=_schemas(conn, role, objs.schemas, False))
@@ -240,6 +249,7 @@ def revoke(engine: Engine, role: str, collection: str, access: str = "read") -> 
         translate_sql_errors(collection),
         conn.begin(),
     ):
+        _serialize(conn)
         _check_role(conn, role)
         objs = objects(conn, collection)
         objs = dataclasses.replace(objs, schemas=_schemas(conn, role, objs.schemas, True))

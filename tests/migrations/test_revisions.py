@@ -36,6 +36,7 @@ def test_upgrade_creates_schema_catalog_and_pgvector(empty_engine: Engine) -> No
         assert tables == {
             "alembic_version", "encoders", "fde_configs", "collections",
             "calibrations", "prefix_quality", "query_depths", "sharded_collections", "shards",
+            "shard_placement",
         }  # fmt: skip
         version = conn.execute(
             sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")

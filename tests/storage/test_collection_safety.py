@@ -324,8 +324,8 @@ def recorded(engine: Engine, tiny_encoder: Any) -> Any:
 @pytest.mark.parametrize(
     ("options", "differs"),
     [
-        ({"kinds": ("single",)}, "kinds: recorded"),
-        ({"binary_bits": 1}, "kinds: recorded"),
+        ({"kinds": ("single",)}, r"the table stores \['binary', 'fde', 'matryoshka'"),
+        ({"binary_bits": 1}, "binary bits: recorded 2, declared 1"),
         ({"table": "elsewhere"}, "table_name: recorded"),
         ({"text_column": "body"}, "text_column: recorded"),
     ],
