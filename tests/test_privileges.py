@@ -287,7 +287,8 @@ def test_cli(
         return
     lines = [line for line in err.splitlines() if line.startswith("pgembed: error:")]
     assert rc == 1 and len(lines) == 1, err
-    if cls == "install":  # the schema is another role's: the trust check refuses first
+    if cls == "install" and "permission denied" not in lines[0]:
+        # the schema is another role's: the trust check refuses before reading it
         assert "pgembed refuses to use objects that another role controls" in lines[0]
         return
     assert "permission denied" in lines[0] and "pgembed grant" in lines[0], lines[0]

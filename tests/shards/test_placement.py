@@ -326,7 +326,8 @@ def test_collection_from_before_placements_adopts_one(make_sharded: Any, tiny_en
     coll = ShardedCollection(coordinator, n, tiny_encoder, shards=urls).create()
     coll.add([f"t {i}" for i in range(ROWS)], range(ROWS), vectors=vectors(ROWS, tiny_encoder.dim))
     coll.dispose()
-    migrate.downgrade(coordinator, "0007")  # the shards first
+    # the shards first; forced, since the shards' placement records go (refused otherwise)
+    migrate.downgrade(coordinator, "0007", force=True)
     migrate.upgrade(coordinator)
     with coordinator.connect() as conn:
         query = "SELECT placement FROM pgembed.sharded_collections WHERE name = :n"

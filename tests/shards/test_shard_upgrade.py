@@ -24,7 +24,7 @@ def test_upgrade_on_the_coordinator_upgrades_every_shard(
     name = f"su_{uuid.uuid4().hex[:8]}"
     ShardedCollection(coordinator, name, tiny_encoder, shards=urls).create().dispose()
     shard1 = sa.create_engine(urls[1])
-    migrate.downgrade(shard1, "0005")
+    migrate.downgrade(shard1, "0005", force=True)  # its placement record goes
     # A shard behind the coordinator is refused, naming it (URL masked).
     with pytest.raises(MigrationError, match=r"shard 1 \(.*'0005'.*pgembed db upgrade") as err:
         ShardedCollection.open(coordinator, name, tiny_encoder)
@@ -44,7 +44,7 @@ def test_upgrade_on_the_coordinator_upgrades_every_shard(
     with shard1.begin() as conn:
         conn.execute(sa.text("UPDATE pgembed.alembic_version SET version_num = 'ffff'"))
     shard0 = sa.create_engine(urls[0])
-    migrate.downgrade(shard0, "0005")
+    migrate.downgrade(shard0, "0005", force=True)
     with pytest.raises(MigrationError, match=r"shard 1 of '.*'ffff'.*does not know"):
         migrate.upgrade(coordinator)
     assert migrate.current(shard0) == "0005"

@@ -326,6 +326,8 @@ def workload(enc: Any) -> list[tuple[str, str, dict[str, Any]]]:
         ("bm25 global mismatch", "SELECT * FROM pgembed.search_bm25_global(CAST('cap a' AS text), "
          "CAST('storm' AS text), CAST(100 AS bigint), CAST(1000 AS bigint), "
          "CAST('{storm}' AS text[]), CAST('{3,4}' AS bigint[]))", {}),
+        # placement of sharded collections: the shard an id hashes to
+        ("shard_of", "SELECT pgembed.shard_of(CAST(42 AS bigint), 3)", {}),
     ]  # fmt: skip
     return calls
 
