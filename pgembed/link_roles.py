@@ -133,6 +133,34 @@ def own_database(conn: Any, role: str, database: str) -> bool:
     return False
 
 
+def no_login(conn: Any, role: str) -> None:
+    """``role`` (if it exists) may no longer log in, and has no password."""
+    from psycopg import sql
+
+    if conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", [role]).fetchone():
+        conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(sql.Identifier(role)))
+
+
+def install_for(server_url: str, role: str, database: str) -> None:
+    """In ``database`` of the server at ``server_url`` (its superuser's URL): the vector
+    extension (a superuser's step), then pgembed's schema, installed as ``role``."""
+    import sqlalchemy as sa
+
+    from pgembed import migrate
+
+    url = sa.engine.make_url(server_url).set(database=database)
+    with sa.create_engine(url, poolclass=sa.pool.NullPool).connect() as conn:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+        conn.commit()
+    engine = sa.create_engine(
+        url, connect_args={"options": f"-c role={role}"}, poolclass=sa.pool.NullPool
+    )
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 # --- a coordinator whose postgres_fdw cannot reach a shard -----------------------------------
 
 _FDW_CONNECT = re.compile(r'could not connect to server "(?P<server>[^"]+)"')

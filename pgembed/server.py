@@ -394,13 +394,11 @@ class EmbeddedServer:
             if self._write_auth():
                 self._pg("pg_ctl", "reload", "-D", str(self.data))
         if database is not None:
-            self._install_for(role, database)
+            link_roles.install_for(self.url, role, database)
 
     def forbid_password_login(self, role: str) -> bool:
         """Undo :meth:`allow_password_login`: the rule goes (reloaded), the role keeps its
         objects but may no longer log in. False when ``role`` was not recorded."""
-        from psycopg import sql
-
         role = link_roles.check_role(role, SUPERUSER)
         self.start()
         with self._lock():
@@ -413,36 +411,8 @@ class EmbeddedServer:
         import psycopg
 
         with psycopg.connect(self.libpq_url, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", [role])
-            if exists.fetchone():
-                conn.execute(
-                    sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(sql.Identifier(role))
-                )
+            link_roles.no_login(conn, role)
         return True
-
-    def _install_for(self, role: str, database: str) -> None:
-        """The vector extension (a superuser's step), then pgembed's schema as ``role``."""
-        import psycopg
-        import sqlalchemy as sa
-
-        from pgembed import migrate
-
-        url = sa.engine.URL.create(
-            "postgresql+psycopg",
-            username=SUPERUSER,
-            database=database,
-            query={"host": str(self.run_dir), "port": str(PORT)},
-        )
-        libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(libpq, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        engine = sa.create_engine(
-            url, connect_args={"options": f"-c role={role}"}, poolclass=sa.pool.NullPool
-        )
-        try:
-            migrate.upgrade(engine)
-        finally:
-            engine.dispose()
 
     def binary(self, name: str) -> Path:
         """Path of a server binary (psql, pg_dump...) from pgembed's own copy."""
