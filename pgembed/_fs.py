@@ -133,6 +133,21 @@ def read_plain(path: Path, uid: int) -> str | None:
         return fh.read().decode("utf-8", errors="replace")
 
 
+def read_owned(path: Path, uid: int) -> str | None:
+    """The text of pgembed's own file ``path``: None when it is missing, refused when it is
+    anything but a plain file of ``uid`` (a link is never followed, nor left in use)."""
+    _touch(path, "read")
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _refused(path, _why(path, exc)) from None
+    with os.fdopen(fd, "rb") as fh:
+        _check_plain(path, os.fstat(fd), uid)
+        return fh.read().decode("utf-8", errors="replace")
+
+
 def append_line(path: Path, line: str, uid: int) -> bool:
     """Append ``line`` to the plain file ``path`` of ``uid`` unless it holds it already;
     True when it was appended. The file keeps its owner and mode."""

@@ -115,6 +115,11 @@ def error_for(e: Exception, collection: str | None = None) -> PgembedError | Non
         if hint:  # what to do: the function's HINT, which the message line lacks
             message = f"{message}; {hint}"
         return _PGEMBED_STATES.get(state, InputError)(message)
+    from pgembed.link_roles import fdw_error
+
+    shard = fdw_error(e, collection)  # the coordinator's postgres_fdw, not this connection
+    if shard is not None:
+        return shard
     lost = isinstance(e, exc.OperationalError | exc.InterfaceError) and not state
     if lost or state.startswith(_LOST_STATES) or getattr(e, "connection_invalidated", False):
         what = f" while using collection {collection!r}" if collection else ""

@@ -29,6 +29,11 @@ pgembed used ``trust``), and restarts a running server so that no connection adm
 under the old rules survives. Another OS user who points
 PGEMBED_HOME at this directory gets a :class:`ServerError` naming the owner.
 
+Link roles (:meth:`EmbeddedServer.allow_password_login`, ``pgembed db link-role``): roles
+named in ``link-roles`` (:mod:`pgembed.link_roles`) may log in with a password over the
+socket, by a ``scram-sha-256`` rule before the peer rule; the peer rule and the ident map
+stay as they are. A coordinator's postgres_fdw, which runs as the server user, needs one.
+
 Links: the server user owns ``data/`` and ``run/`` and can put a link at any name there, so
 pgembed touches every path through :mod:`pgembed._fs`, which never follows a link (it
 replaces or refuses it). As root, a home that another user could change (a directory on its
@@ -65,7 +70,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgembed import _fs, config
+from pgembed import _fs, config, link_roles
 from pgembed.errors import ConfigError, ServerError
 
 PORT = 5432  # names the socket file only; there is no TCP listener
@@ -354,6 +359,61 @@ class EmbeddedServer:
         running = self.data.is_dir() and self.bin.is_dir() and self._is_running()
         return ServerStatus(running, self._pid() if running else None, self.home, self.url)
 
+    def allow_password_login(
+        self,
+        role: str,
+        password: str,
+        *,
+        superuser: bool = False,
+        database: str | None = None,
+    ) -> None:
+        """Let ``role`` log in to this server with ``password`` over the unix socket, now
+        and after every restart (a *link role*, for a coordinator's postgres_fdw).
+
+        Creates the role (LOGIN, NOSUPERUSER unless ``superuser``) or sets its password,
+        records its name in ``PGEMBED_HOME/link-roles`` and reloads the server with a
+        ``scram-sha-256`` rule for it. The peer rule is unchanged. With ``database``:
+        that database is created for the role (its owner) if missing, with the vector
+        extension, and pgembed's schema is installed there as the role, so the role can
+        hold a shard with no other privilege. Refuses (ConfigError) a name that pg_hba.conf
+        would not take literally, a reserved name, and the superuser ``postgres``.
+        """
+        role = link_roles.check_role(role, SUPERUSER)
+        link_roles.check_password(password)
+        self.start()
+        import psycopg
+
+        with psycopg.connect(self.libpq_url, autocommit=True) as conn:
+            link_roles.set_role(conn, role, password, superuser=superuser)
+            if database is not None:
+                link_roles.own_database(conn, role, database)
+        with self._lock():
+            roles = link_roles.read(self.home, self._uid, SUPERUSER)
+            if role not in roles:
+                link_roles.write(self.home, [*roles, role])
+            if self._write_auth():
+                self._pg("pg_ctl", "reload", "-D", str(self.data))
+        if database is not None:
+            link_roles.install_for(self.url, role, database)
+
+    def forbid_password_login(self, role: str) -> bool:
+        """Undo :meth:`allow_password_login`: the rule goes (reloaded), the role keeps its
+        objects but may no longer log in. False when ``role`` was not recorded."""
+        role = link_roles.check_role(role, SUPERUSER)
+        self.start()
+        with self._lock():
+            roles = link_roles.read(self.home, self._uid, SUPERUSER)
+            if role not in roles:
+                return False
+            link_roles.write(self.home, [r for r in roles if r != role])
+            if self._write_auth():
+                self._pg("pg_ctl", "reload", "-D", str(self.data))
+        import psycopg
+
+        with psycopg.connect(self.libpq_url, autocommit=True) as conn:
+            link_roles.no_login(conn, role)
+        return True
+
     def binary(self, name: str) -> Path:
         """Path of a server binary (psql, pg_dump...) from pgembed's own copy."""
         self.start()
@@ -457,8 +517,15 @@ class EmbeddedServer:
             f"# Written by pgembed, rewritten on every start: only the OS user "
             f"'{self.owner}'\n# may connect, as role {SUPERUSER}, over the unix socket.\n"
         )
+        links = link_roles.read(self.home, self._uid, SUPERUSER)
+        # Link roles log in with a password only; they come first, since the first rule
+        # that matches a connection decides. Without any, the file is as it always was.
+        hba = head
+        if links:
+            hba += f"# Link roles (pgembed db link-role, {link_roles.FILE}): password only.\n"
+            hba += link_roles.hba_lines(links)
         return {
-            "pg_hba.conf": f"{head}local all all peer map={_IDENT_MAP}\n",
+            "pg_hba.conf": f"{hba}local all all peer map={_IDENT_MAP}\n",
             "pg_ident.conf": f"{head}{_IDENT_MAP} {self.owner} {SUPERUSER}\n",
         }
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
-from pgembed import _placement, conninfo, strategies
+from pgembed import _placement, conninfo, link_roles, strategies
 from pgembed import _shard_audit as audit
 from pgembed._placement import PlacementError as PlacementError
 from pgembed._shard_audit import Audit as Audit
@@ -138,6 +138,9 @@ def _engine(url: str, *, ping: bool = True) -> Engine:
 def _why(exc: BaseException) -> str:
     """One line about a shard's failure, without URLs (the caller names the shard)."""
     if isinstance(exc, sa.exc.DBAPIError):
+        login = link_roles.login_refused(exc)
+        if login is not None:  # not "went away": it never got in
+            return login
         err = error_for(exc)
         text = str(err) if err is not None else str(exc.orig or exc)
     else:

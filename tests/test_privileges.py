@@ -211,6 +211,7 @@ NOT_ROLES = {
     "db start": "the embedded server: its OS user, not a role",
     "db stop": "the embedded server: its OS user, not a role",
     "db status": "the embedded server: its OS user, not a role",
+    "db link-role": "the embedded server: its OS user (tests/shards/test_embedded_shards.py)",
     "db psql": "interactive psql",
     "export": "no database: torch exports a model",
     "shards create": "needs shard servers (tests/shards)",

@@ -8,6 +8,8 @@ from typing import Any
 
 from pgembed import config
 
+PASSWORD_ENV = "PGEMBED_LINK_PASSWORD"
+
 
 def register(sub: Any) -> None:
     db = sub.add_parser("db", help="database: embedded server and pgembed's migrations")
@@ -48,6 +50,36 @@ def register(sub: Any) -> None:
         "entries, whose tables stay as ordinary tables with their rows)",
     )
     down.set_defaults(func=_downgrade)
+    link = dsub.add_parser(
+        "link-role",
+        help="let a role log in to the embedded server with a password (for shards)",
+        allow_abbrev=False,  # --password would be taken for --password-file
+        description="Let ROLE log in to the embedded server (of PGEMBED_HOME) with a "
+        "password over its unix socket, now and after every restart: what a coordinator's "
+        "postgres_fdw needs to reach an embedded shard, since peer authentication admits "
+        "only the OS user who runs pgembed. Creates the role (LOGIN, not a superuser "
+        "unless --superuser) or sets its password. The password comes from "
+        f"{PASSWORD_ENV} or --password-file, never from the command line.",
+    )
+    link.add_argument("role", help="a plain lower-case name, such as pgembed_link")
+    link.add_argument(
+        "--password-file", metavar="PATH",
+        help=f"read the password from this file (its first line) instead of {PASSWORD_ENV}",
+    )  # fmt: skip
+    link.add_argument(
+        "--database", metavar="NAME",
+        help="create this database for the role (its owner) if missing, with the vector "
+        "extension and pgembed's schema installed as the role: a shard database",
+    )  # fmt: skip
+    link.add_argument(
+        "--superuser", action="store_true",
+        help="make the role a superuser (not needed for a shard made with --database)",
+    )  # fmt: skip
+    link.add_argument(
+        "--remove", action="store_true",
+        help="take the password rule away again; the role may no longer log in",
+    )  # fmt: skip
+    link.set_defaults(func=_link_role)
     dsub.add_parser("current", help="print the current revision").set_defaults(func=_current)
     dsub.add_parser("history", help="list the revisions").set_defaults(func=_history)
 
@@ -99,6 +131,43 @@ def _psql(args: argparse.Namespace) -> int:
         env["PGPASSWORD"] = params.pop("password")
     psql = str(default_server().binary("psql"))
     os.execve(psql, [psql, conninfo.to_libpq(params), *args.extra], env)
+
+
+def _password(args: argparse.Namespace) -> str:
+    from pgembed.errors import ConfigError
+
+    if args.password_file is not None:
+        try:
+            with open(args.password_file, encoding="utf-8") as fh:
+                return fh.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read the password file {args.password_file}: {exc}; give a readable "
+                f"file whose first line is the password, or set {PASSWORD_ENV}"
+            ) from None
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        raise ConfigError(
+            f"no password for link role {args.role!r}: set {PASSWORD_ENV} or pass "
+            "--password-file PATH (never on the command line, where other users can read it)"
+        )
+    return password
+
+
+def _link_role(args: argparse.Namespace) -> int:
+    from pgembed.server import default_server
+
+    server = default_server()
+    if args.remove:
+        done = server.forbid_password_login(args.role)
+        print(f"link role {args.role} removed" if done else f"{args.role} is not a link role")
+        return 0
+    server.allow_password_login(
+        args.role, _password(args), superuser=args.superuser, database=args.database
+    )
+    where = f"; database {args.database} is ready for a shard" if args.database else ""
+    print(f"link role {args.role} may log in with its password{where}")
+    return 0
 
 
 def _engine() -> Any:

@@ -105,6 +105,7 @@ def _ingest(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from pgembed import db
     from pgembed._cli.search import snippet
+    from pgembed.link_roles import naming_shards
     from pgembed.shards import ShardedCollection
     from pgembed.storage import read
 
@@ -125,7 +126,8 @@ def _search(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         texts: dict[int, str | None] = {i: None for i, _ in hits}
     else:  # through the coordinator's parent table: plain SQL over every shard
-        texts = read.texts(engine, coll.spec, [i for i, _ in hits])
+        with naming_shards(coll.spec.name, coll.shards):  # a shard postgres_fdw cannot reach
+            texts = read.texts(engine, coll.spec, [i for i, _ in hits])
     width = shutil.get_terminal_size((80, 24)).columns
     for rank, (id_, score) in enumerate(hits, 1):
         if args.json:

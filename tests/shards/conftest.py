@@ -1,8 +1,9 @@
 """Three embedded servers (separate homes) as shards, beside the session's coordinator server.
 
 Shards are reached by Python and by the coordinator's postgres_fdw alike, through a
-password role (``pgembed_link``): peer authentication admits only the OS user who started a
-server, and the coordinator's backend runs as the server user, not as that OS user.
+link role (``pgembed_link``, made with ``EmbeddedServer.allow_password_login``): peer
+authentication admits only the OS user who started a server, and the coordinator's backend
+runs as the server user, not as that OS user.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from psycopg import sql
 from sqlalchemy.engine import Engine
 
 from pgembed import migrate
@@ -40,33 +40,15 @@ class ShardServer:
         os.environ["PGEMBED_PG_SETTINGS"] = SMALL
         try:
             self.server.start()
+            # pgembed's own link-role rule: the role logs in with its password, from
+            # Python and from the coordinator's postgres_fdw alike. A superuser, as the
+            # tests create and migrate fresh shard databases through it.
+            self.server.allow_password_login(LINK_ROLE, self.password, superuser=True)
         finally:
             if saved is None:
                 os.environ.pop("PGEMBED_PG_SETTINGS", None)
             else:
                 os.environ["PGEMBED_PG_SETTINGS"] = saved
-        # start() writes pgembed's own peer rules; the link role logs in with its password.
-        hba = self.server.data / "pg_hba.conf"
-        line = f"local all {LINK_ROLE} scram-sha-256\n"
-        text = hba.read_text()
-        if line not in text:
-            with hba.open("w") as fh:  # in place: keeps the server user's ownership
-                fh.write(line + text)
-        admin = sa.create_engine(self.server.url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_reload_conf()"))
-            exists = conn.execute(
-                sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": LINK_ROLE}
-            ).scalar()
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            verb = "ALTER" if exists else "CREATE"
-            raw.execute(
-                sql.SQL(verb + " ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
-                    sql.Identifier(LINK_ROLE), sql.Literal(self.password)
-                )
-            )
-        admin.dispose()
 
     def stop(self) -> None:
         self.server.stop()
