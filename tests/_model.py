@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from sqlalchemy import MetaData
 
 KIND_SETS = (
     ("single",),
@@ -76,3 +77,33 @@ def exact(encoder: Any, rows: Mapping[int, str], text: str, k: int) -> list[int]
 
 def recall(want: list[int], got: list[int]) -> float:
     return len(set(want) & set(got)) / len(want) if want else 1.0
+
+
+def autogenerate(engine: Any, declared: Mapping[str, dict[str, Any]]) -> list[Any]:
+    """The upgrade ops alembic's autogenerate writes for a MetaData declaring ``declared``
+    (name -> declare_collection options, the tiny encoder's); a declaration that differs from
+    the record fails (CollectionChangeWarning as an error)."""
+    import warnings
+
+    from alembic.autogenerate import produce_migrations
+    from alembic.migration import MigrationContext
+
+    from pgembed.alembic_ops import (
+        CollectionChangeWarning,
+        declare_collection,
+        include_object,
+        manage_collections,
+        render_item,
+    )
+    from pgembed.encoders.testing import TINY_NAME
+
+    md = MetaData()
+    manage_collections(md)
+    for name, options in declared.items():
+        declare_collection(md, name, encoder=TINY_NAME, **options)
+    opts = {"target_metadata": md, "include_object": include_object, "render_item": render_item}
+    with engine.connect() as conn, warnings.catch_warnings():
+        warnings.simplefilter("error", CollectionChangeWarning)
+        script = produce_migrations(MigrationContext.configure(conn, opts=opts), md)
+    assert script.upgrade_ops is not None
+    return list(script.upgrade_ops.ops)
