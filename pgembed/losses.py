@@ -122,6 +122,8 @@ def refuse_losses(engine: Engine, revision: str) -> None:
     with translate_errors(str(engine.url)), engine.connect() as conn:
         trans = conn.begin()
         try:
+            # one migration at a time: concurrent function replacements fail otherwise
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.migrate'))"))
             before = snapshot(conn)
             scoring.unwire(conn)  # as migrate.downgrade does
             down = migrate._config(conn)

@@ -126,10 +126,14 @@ def _restore_declared(engine: Engine) -> None:
 
 
 def _unwire(engine: Engine) -> None:
+    import sqlalchemy as sa
+
     from pgembed import scoring
     from pgembed.db import translate_errors
 
     with translate_errors(str(engine.url)), engine.begin() as conn:
+        # one migration at a time: concurrent function replacements fail otherwise
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('pgembed.migrate'))"))
         scoring.unwire(conn)
 
 
