@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,3 +108,18 @@ def autogenerate(engine: Any, declared: Mapping[str, dict[str, Any]]) -> list[An
         script = produce_migrations(MigrationContext.configure(conn, opts=opts), md)
     assert script.upgrade_ops is not None
     return list(script.upgrade_ops.ops)
+
+
+def add_rows(
+    coll: Any, rows: dict[int, str], texts: list[str], ids: list[int], pick: int, mode: str
+) -> None:
+    """The machines' add rule: texts picked from ``texts``, written by ``mode``, recorded in
+    the model ``rows``."""
+    picked = [texts[(pick + 7 * i) % len(texts)] for i in range(len(ids))]
+    if mode == "bulk" and set(ids) & rows.keys():
+        mode = "incremental"  # bulk COPY writes new ids; upserts go incremental
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation of long sentences
+        written = coll.add(picked, ids, mode=mode, progress=False)
+    assert written <= len(ids)
+    rows.update(zip(ids, picked, strict=True))

@@ -53,6 +53,7 @@ from _model import (
     KIND_SETS,
     NAMES,
     QUERIES,
+    add_rows,
     autogenerate,
     exact,
     machine_settings,
@@ -118,14 +119,7 @@ class Machine(RuleBasedStateMachine):
     )
     def add(self, ids: list[int], pick: int, mode: str) -> None:
         assert self.coll is not None
-        texts = [self.texts[(pick + 7 * i) % len(self.texts)] for i in range(len(ids))]
-        if mode == "bulk" and set(ids) & self.rows.keys():
-            mode = "incremental"  # bulk COPY writes new ids; upserts go incremental
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # truncation of long sentences
-            written = self.coll.add(texts, ids, mode=mode, progress=False)  # type: ignore[arg-type]
-        assert written <= len(ids)
-        self.rows.update(zip(ids, texts, strict=True))
+        add_rows(self.coll, self.rows, self.texts, ids, pick, mode)
 
     @precondition(lambda self: self.coll is not None and self.rows)
     @rule(data=st.data())

@@ -19,7 +19,9 @@ table it may update.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -205,12 +207,27 @@ def _schemas(conn: Connection, role: str, schemas: tuple[str, ...], held: bool) 
     return tuple(s for s in schemas if conn.execute(sa.text(sql), {"s": s, "r": role}).scalar())
 
 
-def _serialize(conn: Connection) -> None:
-    """One grant or revoke at a time per database: concurrent GRANTs on one object fail
-    with 'tuple concurrently updated' (they update the same catalog row)."""
-    conn.execute(
-        sa.text("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgembed.grant'))")
-    )
+@contextlib.contextmanager
+def _granting(
+    engine: Engine, role: str, collection: str, access: Access, *, revoking: bool
+) -> Iterator[tuple[Connection, Objects]]:
+    """One transaction of grants or revokes: the objects ``role`` is to get (or lose) on
+    ``collection``, once the caller is known to be able to grant them. One at a time per
+    database: concurrent GRANTs on one object fail with 'tuple concurrently updated'."""
+    with (
+        engine.connect() as conn,
+        naming_role(conn),
+        translate_sql_errors(collection),
+        conn.begin(),
+    ):
+        conn.execute(
+            sa.text("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgembed.grant'))")
+        )
+        _check_role(conn, role)
+        objs = objects(conn, collection)
+        objs = dataclasses.replace(objs, schemas=_schemas(conn, role, objs.schemas, revoking))
+        _check_grantor(conn, objs, access, collection)
+        yield conn, objs
 
 
 def grant(engine: Engine, role: str, collection: str, access: str = "read") -> list[str]:
@@ -218,17 +235,7 @@ def grant(engine: Engine, role: str, collection: str, access: str = "read") -> l
     transaction; returns the statements run. Run it as the owner of the objects (the role
     that migrated pgembed and created the collection) or a superuser."""
     access = _check_access(access)
-    with (
-        engine.connect() as conn,
-        naming_role(conn),
-        translate_sql_errors(collection),
-        conn.begin(),
-    ):
-        _serialize(conn)
-        _check_role(conn, role)
-        objs = objects(conn, collection)
-        objs = dataclasses.replace(objs, schemas=_schemas(conn, role, objs.schemas, False))
-        _check_grantor(conn, objs, access, collection)
+    with _granting(engine, role, collection, access, revoking=False) as (conn, objs):
         quoted = _quote(conn, role)
         run = statements(objs, quoted, "read")
         if access == "write":
@@ -243,17 +250,7 @@ def revoke(engine: Engine, role: str, collection: str, access: str = "read") -> 
     ``read`` everything. Privileges every collection shares (schema pgembed, its functions
     and catalog) stay while ``role`` may still read (or write) another collection."""
     access = _check_access(access)
-    with (
-        engine.connect() as conn,
-        naming_role(conn),
-        translate_sql_errors(collection),
-        conn.begin(),
-    ):
-        _serialize(conn)
-        _check_role(conn, role)
-        objs = objects(conn, collection)
-        objs = dataclasses.replace(objs, schemas=_schemas(conn, role, objs.schemas, True))
-        _check_grantor(conn, objs, access, collection)
+    with _granting(engine, role, collection, access, revoking=True) as (conn, objs):
         writes = _others(conn, role, collection, "UPDATE")
         reads = _others(conn, role, collection, "SELECT")
         if writes:  # keep the per-collection catalog rights the other collections need

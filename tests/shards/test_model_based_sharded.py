@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import os
 import uuid
-import warnings
 from typing import Any
 
 import sqlalchemy as sa
-from _model import IDS, KIND_SETS, NAMES, QUERIES, exact, machine_settings, sentences
+from _model import (
+    IDS,
+    KIND_SETS,
+    NAMES,
+    QUERIES,
+    add_rows,
+    exact,
+    machine_settings,
+    sentences,
+)
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -78,14 +86,7 @@ class ShardedMachine(RuleBasedStateMachine):
     )
     def add(self, ids: list[int], pick: int, mode: str) -> None:
         assert self.coll is not None
-        texts = [self.texts[(pick + 7 * i) % len(self.texts)] for i in range(len(ids))]
-        if mode == "bulk" and set(ids) & self.rows.keys():
-            mode = "incremental"  # bulk COPY writes new ids; upserts go incremental
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # truncation of long sentences
-            written = self.coll.add(texts, ids, mode=mode, progress=False)
-        assert written <= len(ids)
-        self.rows.update(zip(ids, texts, strict=True))
+        add_rows(self.coll, self.rows, self.texts, ids, pick, mode)
 
     @precondition(lambda self: self.coll is not None and self.rows)
     @rule(data=st.data(), via_parent=st.booleans())
